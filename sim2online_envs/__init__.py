@@ -1,0 +1,45 @@
+"""sim2online-envs: one Gymnasium env per robot, in MuJoCo and on hardware.
+
+Importing the package registers the env ids::
+
+    import gymnasium as gym
+    import sim2online_envs  # noqa: F401  (registers the ids)
+
+    env = gym.make("SimPanda-v0")   # also SimGo1-v0, SimRaceCar-v0
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+#: Env id -> entry point. Episode length is enforced by the env itself (so that
+#: ``info["truncation_reason"]`` is set), hence no ``max_episode_steps`` here.
+SIM_ENV_IDS = {
+    "SimPanda-v0": "sim2online_envs.envs.panda:PandaEnv",
+    "SimGo1-v0": "sim2online_envs.envs.go1:Go1Env",
+    "SimRaceCar-v0": "sim2online_envs.envs.racecar:RaceCarEnv",
+}
+
+for _env_id, _entry_point in SIM_ENV_IDS.items():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=_entry_point, kwargs={"backend": "sim"})
+
+# Heavier entry points load on first use, so `import sim2online_envs` stays cheap.
+_LAZY = {
+    "make_env": "sim2online_envs.make",
+    "make_vec": "sim2online_envs.vec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sim2online_envs' has no attribute {name!r}")
+
+
+__all__ = ["SIM_ENV_IDS", "__version__", "make_env", "make_vec"]

@@ -1,0 +1,227 @@
+"""The contract every robot follows, in sim and on hardware.
+
+A :class:`Task` owns everything that makes the problem what it is: spaces, units, control period,
+episode length, reward terms, termination and success. Its methods are pure functions over NumPy
+arrays with a leading batch axis, so the single env (batch 1), the batched vector env (batch N)
+and the real env share every line of task logic.
+
+A :class:`Backend` applies commands and reports raw robot state: a MuJoCo model, a NumPy
+simulator, a real driver, or a twin speaking the driver's wire format. ``SimX-v0`` and
+``RealX-v0`` differ only in their backend.
+
+:class:`TaskEnv` joins one task and one backend into a Gymnasium env with the package's episode
+semantics: ``terminated`` only for true MDP ends (success, fall, cube lost); time limits and
+aborts are ``truncated`` with ``info["truncation_reason"]``.
+
+Randomness: every random draw of a reset or an episode (initial state, goal, command, domain
+randomisation) comes from the one ``numpy.random.Generator`` handed in, and functions that draw
+for one world take that world's generator. The batched env gives world ``i`` a generator seeded
+like a single env seeded ``seed + i``, so the two produce the same worlds.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+#: Raw robot state or a task's per-episode variables: named arrays with a leading batch axis.
+Batch = dict[str, np.ndarray]
+
+#: ``info["truncation_reason"]`` values used across the package.
+TIME_LIMIT = "time_limit"
+
+
+class Task(abc.ABC):
+    """Spaces, timing, rewards and episode ends of one robot's task, over batched arrays.
+
+    Subclasses set the class attributes and implement the abstract methods. ``task_state`` holds
+    per-episode variables the task owns (goal, velocity command, previous action, previous
+    distance); it is created by :meth:`initial_task_state` and advanced by :meth:`advance`.
+    """
+
+    #: Robot name used in ids and provenance: "panda", "go1", "racecar".
+    robot: ClassVar[str]
+    #: Names of the reward terms, in the order they are reported.
+    reward_term_names: ClassVar[tuple[str, ...]]
+
+    observation_space: spaces.Space
+    action_space: spaces.Box
+    control_dt: float
+    max_episode_steps: int
+
+    @abc.abstractmethod
+    def initial_task_state(self, state: Batch, rngs: list[np.random.Generator]) -> Batch:
+        """Per-episode task variables for the worlds in ``state``, one generator per world."""
+
+    @abc.abstractmethod
+    def command(self, action: np.ndarray, state: Batch, task_state: Batch) -> Batch:
+        """Map a batch of normalised actions to the backend's robot commands (SI units)."""
+
+    @abc.abstractmethod
+    def observe(self, state: Batch, task_state: Batch) -> np.ndarray | Batch:
+        """Batched observation (an array, or a dict of arrays for Dict spaces)."""
+
+    @abc.abstractmethod
+    def reward_terms(
+        self, prev_state: Batch, state: Batch, action: np.ndarray, task_state: Batch
+    ) -> dict[str, np.ndarray]:
+        """Weighted reward terms, each of shape (B,); the reward is their sum."""
+
+    @abc.abstractmethod
+    def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
+        """(B,) bool: true MDP ends only (success, fall, object lost)."""
+
+    @abc.abstractmethod
+    def success(self, state: Batch, task_state: Batch) -> np.ndarray:
+        """(B,) bool: the task is solved in this state."""
+
+    def advance(
+        self,
+        task_state: Batch,
+        state: Batch,
+        action: np.ndarray,
+        step: np.ndarray,
+        rngs: list[np.random.Generator],
+    ) -> Batch:
+        """Task variables after a step (previous action, resampled commands); default: same."""
+        del state, action, step, rngs
+        return task_state
+
+    def info(self, state: Batch, task_state: Batch) -> dict[str, np.ndarray]:
+        """Extra batched per-step diagnostics for ``info`` (same keys in sim and real)."""
+        del state, task_state
+        return {}
+
+
+class Backend(abc.ABC):
+    """Applies commands and reports raw robot state for one world.
+
+    Sim backends advance one control period of physics in :meth:`apply`; real backends send the
+    command and return the state read at the next control tick.
+    """
+
+    #: "sim" for simulators, "real" for hardware drivers (and their twins).
+    kind: ClassVar[str] = "sim"
+
+    @abc.abstractmethod
+    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> Batch:
+        """Start an episode; draw all randomisation from ``rng``; return the batch-1 state."""
+
+    @abc.abstractmethod
+    def apply(self, command: Batch) -> Batch:
+        """Apply a batch-1 command for one control period and return the new batch-1 state."""
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame (H, W, 3) uint8 of the current state, or None if unsupported."""
+        return None
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Ground-truth quantities for scripted controllers and tests (never for the policy)."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources; for real robots, leave the robot in a safe state."""
+
+
+def unbatch(value: np.ndarray | Mapping[str, np.ndarray]) -> Any:
+    """Strip the leading batch axis (of size 1) from an array or a dict of arrays."""
+    if isinstance(value, Mapping):
+        return {key: unbatch(item) for key, item in value.items()}
+    return value[0]
+
+
+class TaskEnv(gym.Env):
+    """A Gymnasium env made of one :class:`Task` and one :class:`Backend`.
+
+    ``info`` on every step holds ``reward_terms`` (each term's weighted value), ``is_success``,
+    and on truncation ``truncation_reason``. Robot env classes subclass this and document their
+    spaces, rewards and arguments in their docstring.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, task: Task, backend: Backend, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.task = task
+        self.backend = backend
+        self.render_mode = render_mode
+        self.observation_space = task.observation_space
+        self.action_space = task.action_space
+        self.control_dt = task.control_dt
+        self.max_episode_steps = task.max_episode_steps
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / task.control_dt))}
+        self._state: Batch | None = None
+        self._task_state: Batch | None = None
+        self._steps = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._state = self.backend.reset(self.np_random, options)
+        self._task_state = self.task.initial_task_state(self._state, [self.np_random])
+        self._steps = 0
+        obs = self.task.observe(self._state, self._task_state)
+        info = {"is_success": bool(self.task.success(self._state, self._task_state)[0])}
+        info.update(unbatch(self.task.info(self._state, self._task_state)))
+        return unbatch(obs), info
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._state is None or self._task_state is None:
+            raise RuntimeError("call reset() before step()")
+        batched_action = np.asarray(action, dtype=np.float64).reshape(1, -1)
+        if batched_action.shape[1] != self.action_space.shape[0]:
+            raise ValueError(
+                f"action has {batched_action.shape[1]} components, "
+                f"the action space {self.action_space.shape[0]}"
+            )
+        prev_state = self._state
+        command = self.task.command(batched_action, prev_state, self._task_state)
+        self._state = self.backend.apply(command)
+        self._steps += 1
+        terms = self.task.reward_terms(prev_state, self._state, batched_action, self._task_state)
+        reward = float(sum(float(value[0]) for value in terms.values()))
+        success = bool(self.task.success(self._state, self._task_state)[0])
+        terminated = bool(self.task.terminated(self._state, self._task_state)[0])
+        self._task_state = self.task.advance(
+            self._task_state, self._state, batched_action, np.array([self._steps]), [self.np_random]
+        )
+        obs = self.task.observe(self._state, self._task_state)
+        truncated = not terminated and self._steps >= self.max_episode_steps
+        info: dict[str, Any] = {
+            "reward_terms": {name: float(value[0]) for name, value in terms.items()},
+            "is_success": success,
+        }
+        info.update(unbatch(self.task.info(self._state, self._task_state)))
+        if truncated:
+            info["truncation_reason"] = TIME_LIMIT
+        return unbatch(obs), reward, terminated, truncated, info
+
+    @property
+    def state(self) -> Batch:
+        """The backend's last raw state (batch 1), for tests and scripted controllers."""
+        if self._state is None:
+            raise RuntimeError("call reset() first")
+        return self._state
+
+    @property
+    def task_state(self) -> Batch:
+        """The task's per-episode variables (batch 1)."""
+        if self._task_state is None:
+            raise RuntimeError("call reset() first")
+        return self._task_state
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self.backend.render()
+
+    def close(self) -> None:
+        self.backend.close()
+        super().close()
