@@ -11,7 +11,13 @@ Importing the package registers the env ids::
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
+
+# Headless Linux (robot PCs, CI): render offscreen through EGL unless the user chose a backend.
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 from gymnasium.envs.registration import register, registry
 
