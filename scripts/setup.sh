@@ -16,10 +16,19 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Run a command quietly; on failure show its output (less pip's noise about local indexes).
+quiet() {
+    local log; log=$(mktemp)
+    if ! "$@" >"$log" 2>&1; then
+        grep -v '^WARNING: Location' "$log" >&2; rm -f "$log"; return 1
+    fi
+    rm -f "$log"
+}
+
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+quiet .venv/bin/python -m pip install --upgrade pip
 # The CPU wheel first: a bare torch requirement would pull a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[hardware,test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch" 2>/dev/null || quiet .venv/bin/python -m pip install "torch==2.13.0"
+quiet .venv/bin/python -m pip install -e ".[hardware,test]"
 echo "sim2online-envs is set up in .venv"
