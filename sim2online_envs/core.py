@@ -128,6 +128,68 @@ class Backend(abc.ABC):
         """Release resources; for real robots, leave the robot in a safe state."""
 
 
+class VectorBackend(abc.ABC):
+    """N simulated worlds of one robot, stepped together (``mujoco.batch.Batch`` or NumPy).
+
+    Every MuJoCo and NumPy simulator in the package is a vector backend; the single env runs it
+    with ``num_worlds=1`` through :class:`SingleWorld`, and ``make_vec`` with many worlds, so the
+    two share every line of physics, randomisation and state extraction.
+    """
+
+    kind: ClassVar[str] = "sim"
+    num_worlds: int
+
+    @abc.abstractmethod
+    def reset_worlds(
+        self,
+        ids: np.ndarray,
+        rngs: list[np.random.Generator],
+        options: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        """Re-randomise and reset worlds ``ids`` (one generator each); return all worlds' state."""
+
+    @abc.abstractmethod
+    def apply(self, command: Batch) -> Batch:
+        """Apply a command to every world for one control period; return all worlds' state."""
+
+    def render_world(self, world: int) -> np.ndarray | None:
+        """An RGB frame (H, W, 3) uint8 of one world, or None if unsupported."""
+        del world
+        return None
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Ground truth for every world (batched), for scripted controllers and tests."""
+        return {}
+
+    def close(self) -> None:
+        """Release threads, renderers and other resources."""
+
+
+class SingleWorld(Backend):
+    """A :class:`Backend` over a one-world :class:`VectorBackend`."""
+
+    def __init__(self, vector_backend: VectorBackend):
+        if vector_backend.num_worlds != 1:
+            raise ValueError(f"SingleWorld needs num_worlds=1, got {vector_backend.num_worlds}")
+        self.vector_backend = vector_backend
+        self.kind = vector_backend.kind
+
+    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> Batch:
+        return self.vector_backend.reset_worlds(np.zeros(1, dtype=np.int64), [rng], options)
+
+    def apply(self, command: Batch) -> Batch:
+        return self.vector_backend.apply(command)
+
+    def render(self) -> np.ndarray | None:
+        return self.vector_backend.render_world(0)
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        return self.vector_backend.privileged()
+
+    def close(self) -> None:
+        self.vector_backend.close()
+
+
 def unbatch(value: np.ndarray | Mapping[str, np.ndarray]) -> Any:
     """Strip the leading batch axis (of size 1) from an array or a dict of arrays."""
     if isinstance(value, Mapping):
@@ -155,7 +217,7 @@ class TaskEnv(gym.Env):
         self.action_space = task.action_space
         self.control_dt = task.control_dt
         self.max_episode_steps = task.max_episode_steps
-        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / task.control_dt))}
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
         self._state: Batch | None = None
         self._task_state: Batch | None = None
         self._steps = 0
