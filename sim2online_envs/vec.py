@@ -1,0 +1,499 @@
+"""Many simulated worlds of one robot as one Stable-Baselines3 ``VecEnv``.
+
+:func:`make_vec` builds the robot's :class:`~sim2online_envs.core.Task` and its simulator as a
+:class:`~sim2online_envs.core.VectorBackend` with ``num_envs`` worlds (``mujoco.batch.Batch`` on a
+thread pool for the MuJoCo robots, NumPy over an ``(N, ...)`` state for the race car), and
+:class:`TaskVecEnv` runs every observation, reward and termination computation once over the batch
+axis. The single env (``gym.make``) runs the same task code and the same simulator with one world,
+so the batched env equals the single env world by world::
+
+    import sim2online_envs
+
+    venv = sim2online_envs.make_vec("SimGo1-v0", num_envs=1024, seed=0)
+    obs = venv.reset()                       # (1024, 48) float32
+    obs, rewards, dones, infos = venv.step(actions)
+
+World ``i`` of a vec env made with ``seed=s`` draws its resets (domain randomisation, initial
+state, goal or command) from a generator seeded like a single env reset with ``seed=s + i``, and
+keeps drawing from it across auto-resets exactly as a single env reset without a seed does.
+
+Episode semantics follow SB3's ``DummyVecEnv`` over the single env: ``dones = terminated |
+truncated``; on a time limit ``infos[i]["TimeLimit.truncated"]`` is True and
+``infos[i]["truncation_reason"] == "time_limit"``; a finished world is reset at once and its last
+observation is kept in ``infos[i]["terminal_observation"]`` for bootstrapping. Every step's info
+holds ``reward_terms`` (each weighted term) and ``is_success``, as in the single env; the same
+values for all worlds at once, as (N,) arrays, are in :attr:`TaskVecEnv.last_reward_terms`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
+
+from sim2online_envs.core import TIME_LIMIT, Batch, Task, VectorBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TaskVecEnv", "make_vec", "sum_reward_terms"]
+
+
+def sum_reward_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The (B,) float64 reward: the terms added one by one, in their reporting order.
+
+    Sequential float64 addition gives bit for bit what ``TaskEnv`` computes with Python's
+    ``sum`` of floats (up to Python 3.11; 3.12 compensates its float sums).
+    """
+    total: np.ndarray | None = None
+    for value in terms.values():
+        value = np.asarray(value, dtype=np.float64)
+        total = value.copy() if total is None else total + value
+    if total is None:
+        raise ValueError("the task reported no reward terms")
+    return total
+
+
+def _take(batch: Mapping[str, np.ndarray], ids: np.ndarray) -> Batch:
+    """The rows ``ids`` of every array in a batched dict."""
+    return {key: np.asarray(value)[ids] for key, value in batch.items()}
+
+
+def _put(batch: Mapping[str, np.ndarray], ids: np.ndarray, rows: Mapping[str, np.ndarray]) -> Batch:
+    """A copy of ``batch`` with rows ``ids`` replaced by ``rows`` (keys of ``batch`` only)."""
+    if rows.keys() != batch.keys():
+        raise ValueError(
+            f"initial_task_state returned keys {sorted(rows)}, the running task state has "
+            f"{sorted(batch)}"
+        )
+    out: Batch = {}
+    for key, value in batch.items():
+        merged = np.array(value, copy=True)
+        merged[ids] = rows[key]
+        out[key] = merged
+    return out
+
+
+class _WorldView:
+    """What ``get_attr``, ``set_attr`` and ``env_method`` see as world ``index``'s env.
+
+    The worlds share one task and one simulator, so this view answers the per-world questions
+    itself (generator, elapsed steps, render) and hands other attribute reads to the task.
+    """
+
+    def __init__(self, venv: TaskVecEnv, index: int):
+        self._venv = venv
+        self.index = index
+
+    @property
+    def render_mode(self) -> str | None:
+        return self._venv._render_mode
+
+    @property
+    def np_random(self) -> np.random.Generator:
+        return self._venv._generator(self.index)
+
+    @np_random.setter
+    def np_random(self, value: np.random.Generator) -> None:
+        if not isinstance(value, np.random.Generator):
+            raise TypeError(f"np_random must be a numpy.random.Generator, got {type(value)}")
+        self._venv._rngs[self.index] = value
+
+    @property
+    def elapsed_steps(self) -> int:
+        return int(self._venv._steps[self.index])
+
+    @property
+    def task(self) -> Task:
+        return self._venv.task
+
+    @property
+    def spec(self) -> gym.envs.registration.EnvSpec | None:
+        return self._venv.spec
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return self._venv.observation_space
+
+    @property
+    def action_space(self) -> gym.Space:
+        return self._venv.action_space
+
+    @property
+    def control_dt(self) -> float:
+        return self._venv.task.control_dt
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self._venv.task.max_episode_steps
+
+    @property
+    def unwrapped(self) -> _WorldView:
+        return self
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame of this world, from the simulator's renderer."""
+        return self._venv.vector_backend.render_world(self.index)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return getattr(self._venv.task, name)
+        except AttributeError:
+            raise AttributeError(
+                f"world {self.index} of {type(self._venv).__name__} has no attribute {name!r} "
+                f"(neither the vec env's per-world attributes nor {type(self._venv.task).__name__})"
+            ) from None
+
+
+class TaskVecEnv(VecEnv):
+    """An SB3 ``VecEnv`` of ``N`` worlds: one :class:`Task` over one :class:`VectorBackend`.
+
+    Each step runs ``task.command`` on the (N, A) actions, one ``vector_backend.apply`` for the
+    control period of every world, then ``reward_terms``, ``success``, ``terminated``,
+    ``advance`` and ``observe`` once over the batch axis; finished worlds are reset together with
+    one ``reset_worlds`` call.
+
+    :param task: the robot's task (spaces, rewards, episode ends).
+    :param vector_backend: the simulator of ``N`` worlds.
+    :param seed: world ``i`` is seeded ``seed + i`` at the first ``reset()``; None draws fresh
+        entropy, as a single env reset without a seed does.
+    :param render_mode: None or "rgb_array" (``get_images``/``render`` draw each world).
+    :param spec: the registered env spec, reported through ``get_attr("spec")``.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        vector_backend: VectorBackend,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        spec: gym.envs.registration.EnvSpec | None = None,
+    ):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        num_envs = int(vector_backend.num_worlds)
+        if num_envs < 1:
+            raise ValueError(f"the vector backend must have at least one world, got {num_envs}")
+        self.task = task
+        self.vector_backend = vector_backend
+        self._render_mode = render_mode
+        self.spec = spec
+        self._views = [_WorldView(self, i) for i in range(num_envs)]
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._state: Batch | None = None
+        self._task_state: Batch | None = None
+        self._actions: np.ndarray | None = None
+        self._closed = False
+        #: Each reward term of the last step as an (N,) float64 array (cheap batched logging).
+        self.last_reward_terms: dict[str, np.ndarray] = {}
+        super().__init__(num_envs, task.observation_space, task.action_space)
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
+        if seed is not None:
+            self.seed(seed)
+
+    @property
+    def control_dt(self) -> float:
+        """Seconds of simulated time per step (the task's control period)."""
+        return self.task.control_dt
+
+    @property
+    def max_episode_steps(self) -> int:
+        """Steps after which an episode is truncated (the task's time limit)."""
+        return self.task.max_episode_steps
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> Batch:
+        """The simulator's last raw state of all worlds, for tests and scripted controllers."""
+        if self._state is None:
+            raise RuntimeError("call reset() first")
+        return self._state
+
+    @property
+    def task_state(self) -> Batch:
+        """The task's per-episode variables of all worlds."""
+        if self._task_state is None:
+            raise RuntimeError("call reset() first")
+        return self._task_state
+
+    @property
+    def elapsed_steps(self) -> np.ndarray:
+        """Steps taken in each world's current episode, (N,) int64 (a copy)."""
+        return self._steps.copy()
+
+    def _generator(self, index: int) -> np.random.Generator:
+        rng = self._rngs[index]
+        if rng is None:
+            rng, _ = seeding.np_random(None)
+            self._rngs[index] = rng
+        return rng
+
+    # -- VecEnv API ----------------------------------------------------------------------------
+
+    def reset(self) -> VecEnvObs:
+        """Reset every world (seeds and options set by ``seed``/``set_options`` apply once)."""
+        self._check_open()
+        for i, seed in enumerate(self._seeds):
+            if seed is not None:
+                self._rngs[i], _ = seeding.np_random(seed)
+        rngs = [self._generator(i) for i in range(self.num_envs)]
+        state: Batch | None = None
+        for options, ids in self._option_groups():
+            state = self.vector_backend.reset_worlds(ids, [rngs[i] for i in ids], options)
+        assert state is not None
+        self._state = state
+        self._task_state = self.task.initial_task_state(state, rngs)
+        self._steps[:] = 0
+        self._reset_seeds()
+        self._reset_options()
+        obs = self.task.observe(state, self._task_state)
+        self.reset_infos = self._make_infos(
+            self.task.success(state, self._task_state), self.task.info(state, self._task_state)
+        )
+        return obs
+
+    def _option_groups(self) -> list[tuple[dict[str, Any] | None, np.ndarray]]:
+        """Worlds grouped by equal reset options (SB3 keeps one options dict per world)."""
+        groups: list[tuple[dict[str, Any] | None, list[int]]] = []
+        for i, options in enumerate(self._options):
+            options = options or None
+            for group_options, ids in groups:
+                if group_options == options:
+                    ids.append(i)
+                    break
+            else:
+                groups.append((options, [i]))
+        return [(options, np.asarray(ids, dtype=np.int64)) for options, ids in groups]
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._check_open()
+        actions = np.asarray(actions, dtype=np.float64)
+        action_dim = int(np.prod(self.action_space.shape))
+        if actions.shape == (self.num_envs,) and action_dim == 1:
+            actions = actions.reshape(self.num_envs, 1)
+        if actions.shape != (self.num_envs, action_dim):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs}, {action_dim}) "
+                f"(num_envs, action dim), got {actions.shape}"
+            )
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._state is None or self._task_state is None:
+            raise RuntimeError("call reset() before step()")
+        if self._actions is None:
+            raise RuntimeError("call step_async(actions) before step_wait()")
+        task = self.task
+        actions, self._actions = self._actions, None
+        prev_state, task_state = self._state, self._task_state
+
+        command = task.command(actions, prev_state, task_state)
+        state = self.vector_backend.apply(command)
+        self._steps += 1
+        terms = task.reward_terms(prev_state, state, actions, task_state)
+        rewards = sum_reward_terms(terms)
+        success = np.asarray(task.success(state, task_state), dtype=bool)
+        terminated = np.asarray(task.terminated(state, task_state), dtype=bool)
+        task_state = task.advance(task_state, state, actions, self._steps.copy(), self._rngs_all())
+        obs = task.observe(state, task_state)
+        truncated = ~terminated & (self._steps >= task.max_episode_steps)
+        dones = terminated | truncated
+        infos = self._make_infos(success, task.info(state, task_state), terms, truncated)
+        self.last_reward_terms = {name: np.asarray(value) for name, value in terms.items()}
+
+        done_ids = np.flatnonzero(dones)
+        if done_ids.size:
+            obs, state, task_state = self._auto_reset(done_ids, obs, state, task_state, infos)
+        self._state, self._task_state = state, task_state
+        return obs, rewards.astype(np.float32), dones, infos
+
+    def _rngs_all(self) -> list[np.random.Generator]:
+        return [self._generator(i) for i in range(self.num_envs)]
+
+    def _auto_reset(
+        self,
+        ids: np.ndarray,
+        obs: VecEnvObs,
+        state: Batch,
+        task_state: Batch,
+        infos: list[dict[str, Any]],
+    ) -> tuple[VecEnvObs, Batch, Batch]:
+        """Reset the finished worlds ``ids``; keep their last observation in their infos."""
+        for i in ids.tolist():
+            if isinstance(obs, dict):
+                infos[i]["terminal_observation"] = {k: np.array(v[i]) for k, v in obs.items()}
+            else:
+                infos[i]["terminal_observation"] = np.array(obs[i])
+        rngs = [self._generator(i) for i in ids.tolist()]
+        state = self.vector_backend.reset_worlds(ids, rngs, None)
+        new_state = _take(state, ids)
+        new_task = self.task.initial_task_state(new_state, rngs)
+        task_state = _put(task_state, ids, new_task)
+        self._steps[ids] = 0
+        new_obs = self.task.observe(new_state, _take(task_state, ids))
+        if isinstance(obs, dict):
+            obs = {key: np.array(value, copy=True) for key, value in obs.items()}
+            for key, value in obs.items():
+                value[ids] = new_obs[key]
+        else:
+            obs = np.array(obs, copy=True)
+            obs[ids] = new_obs
+        reset_infos = self._make_infos(
+            self.task.success(new_state, _take(task_state, ids)),
+            self.task.info(new_state, _take(task_state, ids)),
+        )
+        for row, i in enumerate(ids.tolist()):
+            self.reset_infos[i] = reset_infos[row]
+        return obs, state, task_state
+
+    def _make_infos(
+        self,
+        success: np.ndarray,
+        extra: Mapping[str, np.ndarray],
+        terms: Mapping[str, np.ndarray] | None = None,
+        truncated: np.ndarray | None = None,
+    ) -> list[dict[str, Any]]:
+        """One info dict per row, with the single env's keys and values (Python scalars)."""
+        success_list = np.asarray(success, dtype=bool).tolist()
+        infos: list[dict[str, Any]] = [{"is_success": value} for value in success_list]
+        if terms is not None:
+            names = list(terms)
+            columns = [np.asarray(terms[name], dtype=np.float64).tolist() for name in names]
+            for info, values in zip(infos, zip(*columns, strict=True), strict=True):
+                info["reward_terms"] = dict(zip(names, values, strict=True))
+        for key, value in extra.items():
+            for row, info in enumerate(infos):
+                info[key] = value[row]
+        if truncated is not None:
+            for i in np.flatnonzero(truncated).tolist():
+                infos[i]["truncation_reason"] = TIME_LIMIT
+            for info, flag in zip(infos, truncated.tolist(), strict=True):
+                info["TimeLimit.truncated"] = flag
+        return infos
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.vector_backend.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} is closed")
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """One RGB frame per world (``render_mode="rgb_array"``)."""
+        if self._render_mode != "rgb_array":
+            logger.warning(
+                "get_images() needs render_mode='rgb_array', this vec env has %r", self._render_mode
+            )
+            return [None] * self.num_envs
+        return [self.vector_backend.render_world(i) for i in range(self.num_envs)]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self._views[i], attr_name) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set a per-world attribute (``np_random``), or a task attribute for all worlds."""
+        targets = list(self._get_indices(indices))
+        prop = getattr(_WorldView, attr_name, None)
+        if isinstance(prop, property) and prop.fset is not None:
+            for i in targets:
+                setattr(self._views[i], attr_name, value)
+            return
+        if prop is not None and not hasattr(self.task, attr_name):
+            raise AttributeError(f"{attr_name!r} of a world is read-only")
+        if sorted(targets) != list(range(self.num_envs)):
+            raise ValueError(
+                f"{attr_name!r} belongs to the task that all {self.num_envs} worlds share; "
+                f"set it for all worlds (indices=None), not for {targets}"
+            )
+        setattr(self.task, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        return [
+            getattr(self._views[i], method_name)(*method_args, **method_kwargs)
+            for i in self._get_indices(indices)
+        ]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        """Worlds are not Gymnasium envs, so no Gymnasium wrapper wraps them (use VecMonitor)."""
+        del wrapper_class
+        return [False for _ in self._get_indices(indices)]
+
+
+def make_vec(
+    env_id: str,
+    num_envs: int,
+    seed: int | None = None,
+    num_threads: int | None = None,
+    render_mode: str | None = None,
+    **kwargs: Any,
+) -> TaskVecEnv:
+    """``num_envs`` worlds of a registered sim env as one SB3 ``VecEnv``.
+
+    :param env_id: a registered simulator id, e.g. "SimGo1-v0".
+    :param num_envs: number of worlds, stepped together.
+    :param seed: world ``i`` starts like ``gym.make(env_id).reset(seed=seed + i)``.
+    :param num_threads: threads of the MuJoCo batch (None: the simulator's default, all CPUs);
+        ignored by NumPy simulators.
+    :param render_mode: None or "rgb_array" (``get_images``/``render``).
+    :param kwargs: the env class's keyword arguments (the same as for ``gym.make``).
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)):
+        raise TypeError(f"num_envs must be an int, got {type(num_envs).__name__}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    if num_threads is not None and (
+        isinstance(num_threads, bool)
+        or not isinstance(num_threads, (int, np.integer))
+        or num_threads < 0
+    ):
+        raise ValueError(f"num_threads must be None or an int >= 0, got {num_threads!r}")
+    import sim2online_envs  # noqa: F401  (registers the ids)
+
+    spec = gym.spec(env_id)
+    env_kwargs = {**spec.kwargs, **kwargs}
+    backend = env_kwargs.pop("backend", "sim")
+    if backend != "sim":
+        raise ValueError(
+            f"make_vec batches simulators only: {env_id} has backend={backend!r}, expected 'sim'"
+        )
+    entry_point = spec.entry_point
+    env_cls = (
+        gym.envs.registration.load_env_creator(entry_point)
+        if isinstance(entry_point, str)
+        else entry_point
+    )
+    build = getattr(env_cls, "build_vector", None)
+    if build is None:
+        raise TypeError(
+            f"{env_id}: {getattr(env_cls, '__name__', env_cls)} has no build_vector(num_worlds, "
+            "num_threads, **kwargs) -> (task, vector_backend), which make_vec needs"
+        )
+    task, vector_backend = build(num_worlds=int(num_envs), num_threads=num_threads, **env_kwargs)
+    if vector_backend.num_worlds != num_envs:
+        raise RuntimeError(
+            f"{env_id}: build_vector made {vector_backend.num_worlds} worlds, asked for {num_envs}"
+        )
+    return TaskVecEnv(task, vector_backend, seed=seed, render_mode=render_mode, spec=spec)
