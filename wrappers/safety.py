@@ -1,0 +1,681 @@
+"""Safety for every robot: action sanitation, command limits, safety aborts, command watchdog.
+
+:class:`SafetyWrapper` stacks four layers, outermost first:
+
+1. **Action sanitation.** A wrong shape or dtype raises (``ValueError`` / ``TypeError`` naming
+   the expected and the actual value). NaN or inf raises, or is replaced by the safe action and
+   flagged (``SafetyConfig.non_finite``). The action is then clipped to the action space.
+2. **Command limits.** Robot limits (:class:`PandaLimits`, :class:`Go1Limits`,
+   :class:`RaceCarLimits`) act on the command in SI units, the last step before the hardware:
+   the wrapper puts a :class:`GuardedBackend` between the :class:`~sim2online_envs.core.TaskEnv`
+   and its backend, so every command passes the limits, whether it comes from the policy, an
+   automatic reset or a scripted controller.
+3. **Safety aborts.** After each step the limits look at the new state. An abort (Go1 tilted or
+   too low, car outside the arena) ends the episode as ``truncated`` with
+   ``info["truncation_reason"]`` (``"safety_tilt"``, ``"safety_height"``, ``"safety_arena"``).
+4. **Command watchdog.** When no new action arrives within ``watchdog_timeout`` seconds of the
+   last step or reset, a background thread calls the safe-stop hook: by default the backend's
+   ``stop()`` method (:data:`STOP_HOOK`). Real backends implement ``stop()``; it must be
+   thread-safe and idempotent and must not block for long. The robot is stopped after an
+   episode ends too, while the operator resets the scene or the learner trains.
+
+``info["safety"]`` reports every intervention on every step::
+
+    {"interventions": {name: count in this step}, "episode_interventions": {name: count so far},
+     "abort": reason or None, "applied_action": the action handed to the env}
+
+The names are fixed per wrapper (the sanitation names, the limits' names, ``"abort"`` and
+``"watchdog_stop"``), so the keys are the same in sim and on hardware.
+
+State and command keys the robot limits rely on (the robot modules keep them stable):
+
+========= ====================================================== ============================
+robot     state keys (batch 1)                                   command keys (batch 1)
+========= ====================================================== ============================
+panda     ``tip_pos`` (1, 3) m                                   ``tip_target`` (1, 3) m,
+                                                                 ``gripper_force`` (1,) N
+go1       ``joint_pos`` (1, 12) rad, ``trunk_quat`` (1, 4) wxyz,  ``joint_targets`` (1, 12) rad
+          ``trunk_pos`` (1, 3) m
+racecar   ``x``, ``y`` (1,) m, ``vx`` (1,) m/s (body frame)      ``throttle`` (1,) in [-1, 1]
+========= ====================================================== ============================
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from sim2online_envs.core import Backend, Batch
+
+logger = logging.getLogger(__name__)
+
+#: Name of the backend method the watchdog calls to put the robot in a safe state.
+STOP_HOOK = "stop"
+
+#: ``info["truncation_reason"]`` values set by this module.
+WATCHDOG_TIMEOUT = "watchdog_timeout"
+SAFETY_TILT = "safety_tilt"
+SAFETY_HEIGHT = "safety_height"
+SAFETY_ARENA = "safety_arena"
+
+_SANITATION_NAMES = ("non_finite", "clipped")
+
+
+class UnsafeCommandError(ValueError):
+    """A command that cannot be made safe (non-finite, or with keys the limits do not know)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Robot command limits
+# --------------------------------------------------------------------------------------------
+
+
+class CommandLimits(abc.ABC):
+    """Limits on a robot's commands (SI units) and the state conditions that abort an episode.
+
+    :meth:`limit` gets the batch-1 command the task produced and the state it was produced from
+    and returns a command inside the limits, with the number of interventions per name.
+    ``previous`` is the last command that passed the limits in this episode (None on the first
+    step after a reset), for rate limits. Limits are frozen dataclasses without memory.
+    """
+
+    #: Intervention names reported in ``info["safety"]``; fixed per class.
+    intervention_names: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def limit(
+        self, command: Batch, state: Batch, previous: Batch | None
+    ) -> tuple[Batch, dict[str, int]]:
+        """A command inside the limits, and the count of interventions per name."""
+
+    def abort_reason(self, state: Batch) -> str | None:
+        """Why this state must end the episode (a ``truncation_reason``), or None."""
+        del state
+        return None
+
+
+def _require(mapping: Mapping[str, np.ndarray], key: str, what: str, owner: str) -> np.ndarray:
+    if key not in mapping:
+        raise UnsafeCommandError(
+            f"{owner} needs {what} key {key!r}, got keys {sorted(mapping)}; "
+            "the robot module must keep the keys documented in sim2online_envs.wrappers.safety"
+        )
+    return np.asarray(mapping[key], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class PandaLimits(CommandLimits):
+    """Franka Panda: tip workspace box, maximum tip step per control period, gripper force.
+
+    ``tip_target`` is clamped into the box ``[workspace_low, workspace_high]`` and then pulled
+    towards the current tip so that it is at most ``max_step`` metres away; when the tip is in
+    the box the result is in the box too (the box is convex). ``gripper_force`` is capped at
+    ``max_gripper_force`` newtons (franky/libfranka grasp force; the hand is rated 70 N
+    continuous).
+    """
+
+    workspace_low: tuple[float, float, float] = (0.25, -0.35, 0.0)
+    workspace_high: tuple[float, float, float] = (0.75, 0.35, 0.45)
+    max_step: float = 0.05
+    max_gripper_force: float = 40.0
+    tip_key: str = "tip_pos"
+    target_key: str = "tip_target"
+    force_key: str = "gripper_force"
+
+    intervention_names: ClassVar[tuple[str, ...]] = ("workspace", "max_step", "gripper_force")
+
+    def __post_init__(self) -> None:
+        low, high = np.asarray(self.workspace_low), np.asarray(self.workspace_high)
+        if low.shape != (3,) or high.shape != (3,) or np.any(low >= high):
+            raise ValueError(
+                f"workspace_low must be below workspace_high in x, y, z; got {self.workspace_low}"
+                f" and {self.workspace_high}"
+            )
+        if self.max_step <= 0 or self.max_gripper_force < 0:
+            raise ValueError(
+                f"max_step must be > 0 and max_gripper_force >= 0, got {self.max_step} and "
+                f"{self.max_gripper_force}"
+            )
+
+    def limit(
+        self, command: Batch, state: Batch, previous: Batch | None
+    ) -> tuple[Batch, dict[str, int]]:
+        del previous
+        tip = _require(state, self.tip_key, "state", "PandaLimits")
+        target = _require(command, self.target_key, "command", "PandaLimits")
+        counts = dict.fromkeys(self.intervention_names, 0)
+        boxed = np.clip(target, self.workspace_low, self.workspace_high)
+        counts["workspace"] = int(np.any(boxed != target))
+        step = boxed - tip
+        length = np.linalg.norm(step, axis=-1, keepdims=True)
+        too_long = length > self.max_step
+        if np.any(too_long):
+            boxed = np.where(
+                too_long, tip + step * (self.max_step / np.maximum(length, 1e-12)), boxed
+            )
+            counts["max_step"] = 1
+        out = dict(command)
+        out[self.target_key] = boxed
+        if self.force_key in command:
+            force = np.asarray(command[self.force_key], dtype=np.float64)
+            capped = np.clip(force, 0.0, self.max_gripper_force)
+            counts["gripper_force"] = int(np.any(capped != force))
+            out[self.force_key] = capped
+        return out, counts
+
+
+#: Go1 joint limits (rad) per leg: hip abduction, thigh, calf (Unitree Go1 URDF), FR FL RR RL.
+GO1_JOINT_LOWER = (-0.863, -0.686, -2.818) * 4
+GO1_JOINT_UPPER = (0.863, 4.501, -0.888) * 4
+
+
+@dataclass(frozen=True)
+class Go1Limits(CommandLimits):
+    """Unitree Go1: joint targets inside the joint limits with a margin, a bounded target change.
+
+    Joint targets are first moved at most ``max_target_change`` rad from the previous target
+    (the measured joint positions at the start of an episode), then clamped into
+    ``[lower + margin, upper - margin]``; the position limits win when both cannot hold. The
+    episode is aborted when roll or pitch exceed ``max_tilt`` rad (``"safety_tilt"``) or the
+    trunk is lower than ``min_height`` m (``"safety_height"``).
+    """
+
+    joint_lower: tuple[float, ...] = GO1_JOINT_LOWER
+    joint_upper: tuple[float, ...] = GO1_JOINT_UPPER
+    margin: float = 0.05
+    max_target_change: float = 0.25
+    max_tilt: float = 0.8
+    min_height: float = 0.12
+    joint_key: str = "joint_pos"
+    quat_key: str = "trunk_quat"
+    trunk_pos_key: str = "trunk_pos"
+    target_key: str = "joint_targets"
+
+    intervention_names: ClassVar[tuple[str, ...]] = ("joint_limits", "target_change")
+
+    def __post_init__(self) -> None:
+        lower, upper = np.asarray(self.joint_lower), np.asarray(self.joint_upper)
+        if lower.shape != upper.shape or np.any(lower + 2 * self.margin >= upper):
+            raise ValueError(
+                "joint_lower + 2 * margin must be below joint_upper for every joint; got "
+                f"lower={self.joint_lower}, upper={self.joint_upper}, margin={self.margin}"
+            )
+        if self.max_target_change <= 0:
+            raise ValueError(f"max_target_change must be > 0, got {self.max_target_change}")
+
+    def limit(
+        self, command: Batch, state: Batch, previous: Batch | None
+    ) -> tuple[Batch, dict[str, int]]:
+        targets = _require(command, self.target_key, "command", "Go1Limits")
+        counts = dict.fromkeys(self.intervention_names, 0)
+        if previous is None:
+            previous_targets = _require(state, self.joint_key, "state", "Go1Limits")
+        else:
+            previous_targets = _require(previous, self.target_key, "command", "Go1Limits")
+        change = targets - previous_targets
+        limited = previous_targets + np.clip(
+            change, -self.max_target_change, self.max_target_change
+        )
+        counts["target_change"] = int(np.any(np.abs(change) > self.max_target_change))
+        lower = np.asarray(self.joint_lower) + self.margin
+        upper = np.asarray(self.joint_upper) - self.margin
+        clamped = np.clip(limited, lower, upper)
+        counts["joint_limits"] = int(np.any(clamped != limited))
+        out = dict(command)
+        out[self.target_key] = clamped
+        return out, counts
+
+    def abort_reason(self, state: Batch) -> str | None:
+        roll, pitch = roll_pitch(_require(state, self.quat_key, "state", "Go1Limits"))
+        if np.any(np.abs(roll) > self.max_tilt) or np.any(np.abs(pitch) > self.max_tilt):
+            return SAFETY_TILT
+        height = _require(state, self.trunk_pos_key, "state", "Go1Limits")[..., 2]
+        if np.any(height < self.min_height):
+            return SAFETY_HEIGHT
+        return None
+
+
+def roll_pitch(quat_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Roll and pitch (rad, ZYX Euler) of unit quaternions ``(..., 4)`` in w, x, y, z order."""
+    w, x, y, z = np.moveaxis(np.asarray(quat_wxyz, dtype=np.float64), -1, 0)
+    roll = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    pitch = np.arcsin(np.clip(2.0 * (w * y - z * x), -1.0, 1.0))
+    return roll, pitch
+
+
+@dataclass(frozen=True)
+class RaceCarLimits(CommandLimits):
+    """RC race car: speed cap and arena bounds.
+
+    At or above ``max_speed`` (m/s, body-frame longitudinal velocity, either direction) the
+    throttle may only brake. Outside the arena box the episode is aborted (``"safety_arena"``)
+    and the cap drops to ``outside_max_speed`` so that an automatic reset can still crawl back.
+    """
+
+    arena_low: tuple[float, float] = (-3.0, -3.0)
+    arena_high: tuple[float, float] = (3.0, 3.0)
+    max_speed: float = 3.0
+    outside_max_speed: float = 0.5
+    x_key: str = "x"
+    y_key: str = "y"
+    speed_key: str = "vx"
+    throttle_key: str = "throttle"
+
+    intervention_names: ClassVar[tuple[str, ...]] = ("speed_cap",)
+
+    def __post_init__(self) -> None:
+        if np.any(np.asarray(self.arena_low) >= np.asarray(self.arena_high)):
+            raise ValueError(
+                f"arena_low must be below arena_high, got {self.arena_low} and {self.arena_high}"
+            )
+        if self.max_speed <= 0 or self.outside_max_speed < 0:
+            raise ValueError(
+                f"max_speed must be > 0 and outside_max_speed >= 0, got {self.max_speed} and "
+                f"{self.outside_max_speed}"
+            )
+
+    def _outside(self, state: Batch) -> np.ndarray:
+        x = _require(state, self.x_key, "state", "RaceCarLimits")
+        y = _require(state, self.y_key, "state", "RaceCarLimits")
+        low, high = self.arena_low, self.arena_high
+        return (x < low[0]) | (x > high[0]) | (y < low[1]) | (y > high[1])
+
+    def limit(
+        self, command: Batch, state: Batch, previous: Batch | None
+    ) -> tuple[Batch, dict[str, int]]:
+        del previous
+        throttle = _require(command, self.throttle_key, "command", "RaceCarLimits")
+        speed = _require(state, self.speed_key, "state", "RaceCarLimits")
+        cap = np.where(self._outside(state), self.outside_max_speed, self.max_speed)
+        limited = np.where(speed >= cap, np.minimum(throttle, 0.0), throttle)
+        limited = np.where(speed <= -cap, np.maximum(limited, 0.0), limited)
+        out = dict(command)
+        out[self.throttle_key] = limited
+        return out, {"speed_cap": int(np.any(limited != throttle))}
+
+    def abort_reason(self, state: Batch) -> str | None:
+        return SAFETY_ARENA if np.any(self._outside(state)) else None
+
+
+#: Default limits per robot name (``Task.robot``).
+DEFAULT_LIMITS: dict[str, Callable[[], CommandLimits]] = {
+    "panda": PandaLimits,
+    "go1": Go1Limits,
+    "racecar": RaceCarLimits,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The guard between the env and its backend
+# --------------------------------------------------------------------------------------------
+
+
+class GuardedBackend(Backend):
+    """A backend proxy that passes every command through :class:`CommandLimits` first.
+
+    It remembers the last state the backend returned (the state the next command is computed
+    from), refuses non-finite commands with :class:`UnsafeCommandError` before they reach the
+    backend, and forwards every other attribute (``stop``, ``vector_backend``, …) to it.
+    """
+
+    def __init__(self, backend: Backend, limits: CommandLimits | None):
+        self.backend = backend
+        self.limits = limits
+        self.kind = backend.kind
+        self.last_state: Batch | None = None
+        self.last_command: Batch | None = None
+        names = limits.intervention_names if limits is not None else ()
+        self.counts: dict[str, int] = dict.fromkeys(names, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not found normally: forward hooks like stop() to the driver.
+        if name == "backend":
+            raise AttributeError(name)
+        return getattr(self.backend, name)
+
+    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> Batch:
+        state = self.backend.reset(rng, options)
+        self.last_state = state
+        self.last_command = None
+        return state
+
+    def apply(self, command: Batch) -> Batch:
+        if self.last_state is None:
+            raise RuntimeError("GuardedBackend.apply before reset: the limits need a state")
+        for key, value in command.items():
+            if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+                raise UnsafeCommandError(
+                    f"command {key!r} is not finite ({value!r}); refused before the backend"
+                )
+        if self.limits is not None:
+            command, counts = self.limits.limit(command, self.last_state, self.last_command)
+            for name, count in counts.items():
+                self.counts[name] += count
+        state = self.backend.apply(command)
+        self.last_state = state
+        self.last_command = command
+        return state
+
+    def render(self) -> np.ndarray | None:
+        return self.backend.render()
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        return self.backend.privileged()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def take_counts(self) -> dict[str, int]:
+        """Interventions since the last call, and reset the counters."""
+        counts, self.counts = self.counts, dict.fromkeys(self.counts, 0)
+        return counts
+
+
+# --------------------------------------------------------------------------------------------
+# Watchdog
+# --------------------------------------------------------------------------------------------
+
+
+class CommandWatchdog:
+    """Calls ``on_timeout`` from a background thread when :meth:`arm` is not renewed in time.
+
+    ``arm()`` starts (or restarts) the countdown, ``disarm()`` stops it and returns whether the
+    watchdog fired since the previous ``disarm()``. The hook runs at most once per arming.
+    """
+
+    def __init__(self, timeout: float, on_timeout: Callable[[], None], name: str = "watchdog"):
+        if not timeout > 0:
+            raise ValueError(f"watchdog timeout must be > 0 seconds, got {timeout}")
+        self.timeout = float(timeout)
+        self._on_timeout = on_timeout
+        self._condition = threading.Condition()
+        self._deadline: float | None = None
+        self._fired = False
+        self._closed = False
+        self.fire_count = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def arm(self) -> None:
+        with self._condition:
+            self._deadline = time.monotonic() + self.timeout
+            self._condition.notify()
+
+    def disarm(self) -> bool:
+        with self._condition:
+            self._deadline = None
+            fired, self._fired = self._fired, False
+            self._condition.notify()
+            return fired
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._deadline = None
+            self._condition.notify()
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        with self._condition:
+            while not self._closed:
+                if self._deadline is None:
+                    self._condition.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._condition.wait(timeout=remaining)
+                    continue
+                self._deadline = None
+                self._fired = True
+                self.fire_count += 1
+                try:
+                    self._on_timeout()
+                except Exception:
+                    logger.exception("watchdog stop hook failed; the robot may still be moving")
+
+
+# --------------------------------------------------------------------------------------------
+# The wrapper
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Settings of :class:`SafetyWrapper`.
+
+    Attributes:
+        non_finite: ``"raise"`` (default) raises ``ValueError`` on NaN or inf in an action;
+            ``"replace"`` sends ``safe_action`` instead and counts ``"non_finite"``.
+        safe_action: The action used for ``"replace"``; default: zero, clipped into the space
+            (Panda: stay, Go1: home pose, car: straight and no throttle).
+        clip: Clip actions to the action space (counted as ``"clipped"``).
+        allow_integer_actions: Accept integer arrays (converted to float); bool, complex,
+            string and object arrays are always refused.
+        limits: Robot command limits; ``"auto"`` picks the robot's defaults from
+            :data:`DEFAULT_LIMITS` by ``Task.robot`` (none for an unknown robot), ``None``
+            turns them off.
+        watchdog_timeout: Seconds without a new action before the stop hook runs; None: off.
+        watchdog_truncates: A step that follows a watchdog stop inside an episode ends it as
+            truncated (``"watchdog_timeout"``): the robot stood still, so the transition is not
+            one control period of the MDP.
+        stop_hook: Called by the watchdog; default: the backend's ``stop()`` (:data:`STOP_HOOK`).
+    """
+
+    non_finite: Literal["raise", "replace"] = "raise"
+    safe_action: Sequence[float] | None = None
+    clip: bool = True
+    allow_integer_actions: bool = True
+    limits: CommandLimits | Literal["auto"] | None = "auto"
+    watchdog_timeout: float | None = None
+    watchdog_truncates: bool = True
+    stop_hook: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.non_finite not in ("raise", "replace"):
+            raise ValueError(f"non_finite must be 'raise' or 'replace', got {self.non_finite!r}")
+        if self.watchdog_timeout is not None and not self.watchdog_timeout > 0:
+            raise ValueError(f"watchdog_timeout must be > 0 or None, got {self.watchdog_timeout}")
+
+
+class SafetyWrapper(gym.Wrapper):
+    """Sanitises actions, guards commands, aborts unsafe episodes, stops a stalled robot.
+
+    Works on any env with a Box action space; the command limits and the ``stop()`` hook need
+    a :class:`~sim2online_envs.core.TaskEnv` underneath (``env.unwrapped.backend``). See the
+    module docstring for the layers and ``info["safety"]``.
+
+    Example::
+
+        env = SafetyWrapper(gym.make("SimRaceCar-v0"), SafetyConfig(non_finite="replace"))
+    """
+
+    def __init__(self, env: gym.Env, config: SafetyConfig | None = None):
+        super().__init__(env)
+        self.config = config = config if config is not None else SafetyConfig()
+        space = env.action_space
+        if not isinstance(space, spaces.Box):
+            raise TypeError(f"SafetyWrapper needs a Box action space, got {space}")
+        self._low = np.asarray(space.low, dtype=np.float64)
+        self._high = np.asarray(space.high, dtype=np.float64)
+        self._safe_action = self._make_safe_action(config.safe_action)
+
+        base = env.unwrapped
+        limits = config.limits
+        if limits == "auto":
+            robot = getattr(getattr(base, "task", None), "robot", None)
+            factory = DEFAULT_LIMITS.get(robot) if robot is not None else None
+            limits = factory() if factory is not None else None
+        self.guard: GuardedBackend | None = None
+        backend = getattr(base, "backend", None)
+        if isinstance(backend, Backend):
+            self.guard = GuardedBackend(backend, limits)
+            base.backend = self.guard
+        elif limits is not None:
+            raise TypeError(
+                "command limits need a TaskEnv underneath (env.unwrapped.backend); "
+                f"got {type(base).__name__}; pass SafetyConfig(limits=None) to use sanitation only"
+            )
+        self.limits = limits
+
+        names = (*_SANITATION_NAMES, *(limits.intervention_names if limits else ()))
+        self.intervention_names = (*names, "abort", "watchdog_stop")
+        self._episode_counts = dict.fromkeys(self.intervention_names, 0)
+        self._episode_over = True
+
+        self.watchdog: CommandWatchdog | None = None
+        if config.watchdog_timeout is not None:
+            self.watchdog = CommandWatchdog(config.watchdog_timeout, self._stop_robot)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _make_safe_action(self, safe_action: Sequence[float] | None) -> np.ndarray:
+        if safe_action is None:
+            return np.clip(np.zeros_like(self._low), self._low, self._high)
+        action = np.asarray(safe_action, dtype=np.float64)
+        if action.shape != self._low.shape:
+            raise ValueError(
+                f"safe_action has shape {action.shape}, the action space {self._low.shape}"
+            )
+        if (
+            not np.all(np.isfinite(action))
+            or np.any(action < self._low)
+            or np.any(action > self._high)
+        ):
+            raise ValueError(f"safe_action {action.tolist()} is not inside the action space")
+        return action
+
+    def sanitize(self, action: Any) -> tuple[np.ndarray, dict[str, int]]:
+        """The action the env will see, and the interventions it took (raises on bad input)."""
+        counts = dict.fromkeys(_SANITATION_NAMES, 0)
+        try:
+            array = np.asarray(action)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"action must be an array of numbers, got {action!r}") from error
+        kinds = "fiu" if self.config.allow_integer_actions else "f"
+        if array.dtype.kind not in kinds:
+            raise TypeError(
+                f"action dtype must be a real {'number' if 'i' in kinds else 'float'} type, got "
+                f"{array.dtype} (from {type(action).__name__})"
+            )
+        if array.shape != self._low.shape:
+            raise ValueError(
+                f"action shape must be {self._low.shape} (the action space), got {array.shape}"
+            )
+        array = array.astype(np.float64)
+        if not np.all(np.isfinite(array)):
+            if self.config.non_finite == "raise":
+                raise ValueError(
+                    f"action contains NaN or inf: {array.tolist()}; set "
+                    "SafetyConfig(non_finite='replace') to send the safe action instead"
+                )
+            logger.warning("non-finite action %s replaced by the safe action", array.tolist())
+            counts["non_finite"] = 1
+            array = self._safe_action.copy()
+        if self.config.clip:
+            clipped = np.clip(array, self._low, self._high)
+            counts["clipped"] = int(np.any(clipped != array))
+            array = clipped
+        elif np.any(array < self._low) or np.any(array > self._high):
+            raise ValueError(
+                f"action {array.tolist()} is outside the action space [{self._low.tolist()}, "
+                f"{self._high.tolist()}] and clipping is off"
+            )
+        dtype = self.action_space.dtype if self.action_space.dtype is not None else np.float32
+        return array.astype(dtype), counts
+
+    # -- gymnasium API ---------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._episode_counts = dict.fromkeys(self.intervention_names, 0)
+        self._episode_over = False
+        if self.guard is not None:
+            self.guard.take_counts()
+        info["safety"] = self._report(dict.fromkeys(self.intervention_names, 0), None, None)
+        if self.watchdog is not None:
+            self.watchdog.arm()
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        stopped = self.watchdog.disarm() if self.watchdog is not None else False
+        try:
+            applied, counts = self.sanitize(action)
+        except (ValueError, TypeError):
+            if self.watchdog is not None:
+                self.watchdog.arm()
+            raise
+        counts = {**dict.fromkeys(self.intervention_names, 0), **counts}
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(applied)
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.arm()
+        if self.guard is not None:
+            counts.update(self.guard.take_counts())
+        abort = None
+        if self.limits is not None and self.guard is not None and self.guard.last_state is not None:
+            abort = self.limits.abort_reason(self.guard.last_state)
+        if stopped and not self._episode_over:
+            counts["watchdog_stop"] = 1
+            if self.config.watchdog_truncates:
+                abort = abort or WATCHDOG_TIMEOUT
+        if abort is not None:
+            counts["abort"] = 1
+            if not terminated and not truncated:
+                truncated = True
+                info["truncation_reason"] = abort
+                logger.warning("episode aborted by the safety limits: %s", abort)
+        self._episode_over = bool(terminated or truncated)
+        info["safety"] = self._report(counts, abort, applied)
+        return obs, reward, terminated, truncated, info
+
+    def _report(
+        self, counts: dict[str, int], abort: str | None, applied: np.ndarray | None
+    ) -> dict[str, Any]:
+        for name, count in counts.items():
+            self._episode_counts[name] += count
+        return {
+            "interventions": counts,
+            "episode_interventions": dict(self._episode_counts),
+            "abort": abort,
+            "applied_action": applied,
+        }
+
+    def _stop_robot(self) -> None:
+        hook = self.config.stop_hook
+        if hook is None and self.guard is not None:
+            hook = getattr(self.guard.backend, STOP_HOOK, None)
+        if hook is None:
+            logger.warning(
+                "no action for %.3f s and no %s() hook on the backend: cannot stop the robot",
+                self.watchdog.timeout if self.watchdog else float("nan"),
+                STOP_HOOK,
+            )
+            return
+        logger.warning(
+            "no action for %.3f s: calling the safe-stop hook",
+            self.watchdog.timeout if self.watchdog else float("nan"),
+        )
+        hook()
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
+            self.watchdog = None
+        base = self.env.unwrapped
+        if self.guard is not None and getattr(base, "backend", None) is self.guard:
+            base.backend = self.guard.backend
+        super().close()
