@@ -170,6 +170,12 @@ class TaskVecEnv(VecEnv):
         entropy, as a single env reset without a seed does.
     :param render_mode: None or "rgb_array" (``get_images``/``render`` draw each world).
     :param spec: the registered env spec, reported through ``get_attr("spec")``.
+    :param full_infos: True: every step's info of every world holds what the single env's info
+        holds (``reward_terms``, ``is_success``, the task's extra keys), about 1 µs per world per
+        step. False: only worlds whose episode ended get their info (all the keys SB3 and
+        ``VecMonitor`` read, which they read only then) and the others get ``{}``; the batched
+        values are always in :attr:`last_reward_terms`, :attr:`last_is_success` and
+        :attr:`last_task_info`. Use False for thousands of cheap worlds.
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class TaskVecEnv(VecEnv):
         seed: int | None = None,
         render_mode: str | None = None,
         spec: gym.envs.registration.EnvSpec | None = None,
+        full_infos: bool = True,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -196,8 +203,13 @@ class TaskVecEnv(VecEnv):
         self._task_state: Batch | None = None
         self._actions: np.ndarray | None = None
         self._closed = False
-        #: Each reward term of the last step as an (N,) float64 array (cheap batched logging).
+        self.full_infos = bool(full_infos)
+        #: Each weighted reward term of the last step, (N,) arrays (cheap batched logging).
         self.last_reward_terms: dict[str, np.ndarray] = {}
+        #: Whether each world's task was solved after the last step, (N,) bool.
+        self.last_is_success = np.zeros(num_envs, dtype=bool)
+        #: The task's extra info of the last step (``Task.info``), batched.
+        self.last_task_info: dict[str, np.ndarray] = {}
         super().__init__(num_envs, task.observation_space, task.action_space)
         self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
         if seed is not None:
@@ -260,9 +272,10 @@ class TaskVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         obs = self.task.observe(state, self._task_state)
-        self.reset_infos = self._make_infos(
-            self.task.success(state, self._task_state), self.task.info(state, self._task_state)
-        )
+        self.last_is_success = np.asarray(self.task.success(state, self._task_state), dtype=bool)
+        self.last_task_info = self.task.info(state, self._task_state)
+        self.last_reward_terms = {}
+        self.reset_infos = self._make_infos(None, self.last_is_success, self.last_task_info)
         return obs
 
     def _option_groups(self) -> list[tuple[dict[str, Any] | None, np.ndarray]]:
@@ -307,21 +320,29 @@ class TaskVecEnv(VecEnv):
         rewards = sum_reward_terms(terms)
         success = np.asarray(task.success(state, task_state), dtype=bool)
         terminated = np.asarray(task.terminated(state, task_state), dtype=bool)
-        task_state = task.advance(task_state, state, actions, self._steps.copy(), self._rngs_all())
+        rngs: list[np.random.Generator] = self._rngs  # type: ignore[assignment]  # set by reset
+        task_state = task.advance(task_state, state, actions, self._steps.copy(), rngs)
         obs = task.observe(state, task_state)
         truncated = ~terminated & (self._steps >= task.max_episode_steps)
         dones = terminated | truncated
-        infos = self._make_infos(success, task.info(state, task_state), terms, truncated)
-        self.last_reward_terms = {name: np.asarray(value) for name, value in terms.items()}
+        extra = task.info(state, task_state)
+        self.last_reward_terms, self.last_is_success, self.last_task_info = terms, success, extra
 
         done_ids = np.flatnonzero(dones)
+        if self.full_infos:
+            infos = self._make_infos(None, success, extra, terms, truncated)
+        else:
+            infos = [{} for _ in range(self.num_envs)]
+            for i, info in zip(
+                done_ids.tolist(),
+                self._make_infos(done_ids, success, extra, terms, truncated),
+                strict=True,
+            ):
+                infos[i] = info
         if done_ids.size:
             obs, state, task_state = self._auto_reset(done_ids, obs, state, task_state, infos)
         self._state, self._task_state = state, task_state
         return obs, rewards.astype(np.float32), dones, infos
-
-    def _rngs_all(self) -> list[np.random.Generator]:
-        return [self._generator(i) for i in range(self.num_envs)]
 
     def _auto_reset(
         self,
@@ -351,37 +372,50 @@ class TaskVecEnv(VecEnv):
         else:
             obs = np.array(obs, copy=True)
             obs[ids] = new_obs
+        new_task_state = _take(task_state, ids)
         reset_infos = self._make_infos(
-            self.task.success(new_state, _take(task_state, ids)),
-            self.task.info(new_state, _take(task_state, ids)),
+            None,
+            self.task.success(new_state, new_task_state),
+            self.task.info(new_state, new_task_state),
         )
-        for row, i in enumerate(ids.tolist()):
-            self.reset_infos[i] = reset_infos[row]
+        for i, info in zip(ids.tolist(), reset_infos, strict=True):
+            self.reset_infos[i] = info
         return obs, state, task_state
 
+    @staticmethod
     def _make_infos(
-        self,
+        rows: np.ndarray | None,
         success: np.ndarray,
         extra: Mapping[str, np.ndarray],
         terms: Mapping[str, np.ndarray] | None = None,
         truncated: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
-        """One info dict per row, with the single env's keys and values (Python scalars)."""
-        success_list = np.asarray(success, dtype=bool).tolist()
-        infos: list[dict[str, Any]] = [{"is_success": value} for value in success_list]
-        if terms is not None:
+        """Info dicts of ``rows`` (None: all) with the single env's keys, values and types."""
+
+        def pick(values: np.ndarray) -> np.ndarray:
+            values = np.asarray(values)
+            return values if rows is None else values[rows]
+
+        success_list = pick(success).astype(bool).tolist()
+        if terms is None:
+            infos: list[dict[str, Any]] = [{"is_success": flag} for flag in success_list]
+        else:
             names = list(terms)
-            columns = [np.asarray(terms[name], dtype=np.float64).tolist() for name in names]
-            for info, values in zip(infos, zip(*columns, strict=True), strict=True):
-                info["reward_terms"] = dict(zip(names, values, strict=True))
+            columns = [pick(terms[name]).astype(np.float64).tolist() for name in names]
+            infos = [
+                {"reward_terms": dict(zip(names, values, strict=True)), "is_success": flag}
+                for flag, *values in zip(success_list, *columns, strict=True)
+            ]
         for key, value in extra.items():
-            for row, info in enumerate(infos):
-                info[key] = value[row]
+            # Iterating an array yields what the single env's ``value[0]`` gives: a NumPy scalar,
+            # or a row of a multi-dimensional value.
+            for info, item in zip(infos, pick(value), strict=True):
+                info[key] = item
         if truncated is not None:
-            for i in np.flatnonzero(truncated).tolist():
-                infos[i]["truncation_reason"] = TIME_LIMIT
-            for info, flag in zip(infos, truncated.tolist(), strict=True):
+            for info, flag in zip(infos, pick(truncated).tolist(), strict=True):
                 info["TimeLimit.truncated"] = flag
+                if flag:
+                    info["truncation_reason"] = TIME_LIMIT
         return infos
 
     def close(self) -> None:
@@ -448,6 +482,7 @@ def make_vec(
     seed: int | None = None,
     num_threads: int | None = None,
     render_mode: str | None = None,
+    full_infos: bool = True,
     **kwargs: Any,
 ) -> TaskVecEnv:
     """``num_envs`` worlds of a registered sim env as one SB3 ``VecEnv``.
@@ -458,6 +493,8 @@ def make_vec(
     :param num_threads: threads of the MuJoCo batch (None: the simulator's default, all CPUs);
         ignored by NumPy simulators.
     :param render_mode: None or "rgb_array" (``get_images``/``render``).
+    :param full_infos: False fills per-world info dicts only at episode ends (see
+        :class:`TaskVecEnv`); the batched values stay in ``last_reward_terms`` and friends.
     :param kwargs: the env class's keyword arguments (the same as for ``gym.make``).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)):
@@ -496,4 +533,11 @@ def make_vec(
         raise RuntimeError(
             f"{env_id}: build_vector made {vector_backend.num_worlds} worlds, asked for {num_envs}"
         )
-    return TaskVecEnv(task, vector_backend, seed=seed, render_mode=render_mode, spec=spec)
+    return TaskVecEnv(
+        task,
+        vector_backend,
+        seed=seed,
+        render_mode=render_mode,
+        spec=spec,
+        full_infos=full_infos,
+    )

@@ -226,6 +226,33 @@ def test_infos_carry_reward_terms_success_and_task_info() -> None:
     assert rewards.dtype == np.float32
 
 
+def test_lean_infos_fill_only_finished_worlds_with_the_full_values() -> None:
+    full, lean = drift_vec(4, seed=3), drift_vec(4, seed=3)
+    lean.full_infos = False
+    full.reset(), lean.reset()
+    actions = np.zeros((4, 1))
+    actions[2] = -1.0  # world 2 falls off before the time limit ends the others
+    ended = set()
+    for _ in range(6):
+        _, rewards_full, dones, infos_full = full.step(actions)
+        _, rewards_lean, dones_lean, infos_lean = lean.step(actions)
+        np.testing.assert_array_equal(rewards_lean, rewards_full)
+        np.testing.assert_array_equal(dones_lean, dones)
+        for i in range(4):
+            if dones[i]:
+                ended.add(i)
+                assert_same_value(infos_lean[i], infos_full[i], f"world {i}")
+            else:
+                assert infos_lean[i] == {}
+        for name, values in lean.last_reward_terms.items():
+            assert values.tolist() == [info["reward_terms"][name] for info in infos_full]
+        assert lean.last_is_success.tolist() == [info["is_success"] for info in infos_full]
+        np.testing.assert_array_equal(
+            lean.last_task_info["distance"], [info["distance"] for info in infos_full]
+        )
+    assert ended == {0, 1, 2, 3}
+
+
 def test_sum_reward_terms_adds_in_reporting_order() -> None:
     terms = {"a": np.array([0.1, 1e16]), "b": np.array([0.2, 1.0]), "c": np.array([0.3, -1e16])}
     np.testing.assert_array_equal(sum_reward_terms(terms), [0.1 + 0.2 + 0.3, 1e16 + 1.0 - 1e16])
