@@ -34,8 +34,7 @@ robot     state keys (batch 1)                                   command keys (b
 ========= ====================================================== ============================
 panda     ``tip_pos`` (1, 3) m                                   ``tip_target`` (1, 3) m,
                                                                  ``gripper_force`` (1,) N
-go1       ``joint_pos`` (1, 12) rad, ``trunk_quat`` (1, 4) wxyz,  ``joint_targets`` (1, 12) rad
-          ``trunk_pos`` (1, 3) m
+go1       ``joint_pos`` (1, 12) rad, ``base_quat`` (1, 4) wxyz   ``joint_targets`` (1, 12) rad
 racecar   ``x``, ``y`` (1,) m, ``vx`` (1,) m/s (body frame)      ``throttle`` (1,) in [-1, 1]
 ========= ====================================================== ============================
 """
@@ -176,6 +175,48 @@ class PandaLimits(CommandLimits):
 #: Go1 joint limits (rad) per leg: hip abduction, thigh, calf (Unitree Go1 URDF), FR FL RR RL.
 GO1_JOINT_LOWER = (-0.863, -0.686, -2.818) * 4
 GO1_JOINT_UPPER = (0.863, 4.501, -0.888) * 4
+#: Go1 leg geometry (m): hip joints in the trunk frame (FR, FL, RR, RL), thigh offset along y,
+#: thigh and calf lengths, foot sphere radius.
+GO1_HIP_OFFSETS = np.array(
+    [
+        [0.1881, -0.04675, 0.0],
+        [0.1881, 0.04675, 0.0],
+        [-0.1881, -0.04675, 0.0],
+        [-0.1881, 0.04675, 0.0],
+    ]
+)
+GO1_THIGH_OFFSET = 0.08
+GO1_THIGH_LENGTH = 0.213
+GO1_CALF_LENGTH = 0.213
+GO1_FOOT_RADIUS = 0.02
+
+
+def go1_feet_in_trunk(joint_pos: np.ndarray) -> np.ndarray:
+    """Foot centres (B, 4, 3) in the trunk frame from joint angles (B, 12), by leg kinematics."""
+    q = np.asarray(joint_pos, dtype=np.float64).reshape(-1, 4, 3)
+    abduction, thigh, knee = q[..., 0], q[..., 1], q[..., 2]
+    # In the hip frame, after the thigh and knee pitch joints (rotations about y):
+    x = -GO1_THIGH_LENGTH * np.sin(thigh) - GO1_CALF_LENGTH * np.sin(thigh + knee)
+    z = -GO1_THIGH_LENGTH * np.cos(thigh) - GO1_CALF_LENGTH * np.cos(thigh + knee)
+    y = np.sign(GO1_HIP_OFFSETS[:, 1]) * GO1_THIGH_OFFSET
+    # The abduction joint rotates about x.
+    y_rot = y * np.cos(abduction) - z * np.sin(abduction)
+    z_rot = y * np.sin(abduction) + z * np.cos(abduction)
+    return GO1_HIP_OFFSETS + np.stack([x, y_rot, z_rot], axis=-1)
+
+
+def go1_trunk_height(joint_pos: np.ndarray, base_quat: np.ndarray) -> np.ndarray:
+    """Trunk height (B,) above flat ground, from joint angles and the IMU orientation only.
+
+    The lowest foot is taken to touch the ground. This needs no motion capture, so it holds the
+    same on the real robot as in sim.
+    """
+    feet = go1_feet_in_trunk(joint_pos)
+    w, x, y, z = np.moveaxis(np.asarray(base_quat, dtype=np.float64).reshape(-1, 4), -1, 0)
+    # Third row of the rotation matrix: the world z of a trunk-frame vector.
+    row = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
+    foot_z = np.einsum("bk,bfk->bf", row, feet)
+    return -foot_z.min(axis=1) + GO1_FOOT_RADIUS
 
 
 @dataclass(frozen=True)
@@ -186,7 +227,8 @@ class Go1Limits(CommandLimits):
     (the measured joint positions at the start of an episode), then clamped into
     ``[lower + margin, upper - margin]``; the position limits win when both cannot hold. The
     episode is aborted when roll or pitch exceed ``max_tilt`` rad (``"safety_tilt"``) or the
-    trunk is lower than ``min_height`` m (``"safety_height"``).
+    trunk is lower than ``min_height`` m above the ground (``"safety_height"``, estimated from
+    joint angles and IMU orientation by :func:`go1_trunk_height`; standing: 0.28 m).
     """
 
     joint_lower: tuple[float, ...] = GO1_JOINT_LOWER
@@ -194,10 +236,9 @@ class Go1Limits(CommandLimits):
     margin: float = 0.05
     max_target_change: float = 0.25
     max_tilt: float = 0.8
-    min_height: float = 0.12
+    min_height: float = 0.15
     joint_key: str = "joint_pos"
-    quat_key: str = "trunk_quat"
-    trunk_pos_key: str = "trunk_pos"
+    quat_key: str = "base_quat"
     target_key: str = "joint_targets"
 
     intervention_names: ClassVar[tuple[str, ...]] = ("joint_limits", "target_change")
@@ -235,11 +276,12 @@ class Go1Limits(CommandLimits):
         return out, counts
 
     def abort_reason(self, state: Batch) -> str | None:
-        roll, pitch = roll_pitch(_require(state, self.quat_key, "state", "Go1Limits"))
+        quat = _require(state, self.quat_key, "state", "Go1Limits")
+        roll, pitch = roll_pitch(quat)
         if np.any(np.abs(roll) > self.max_tilt) or np.any(np.abs(pitch) > self.max_tilt):
             return SAFETY_TILT
-        height = _require(state, self.trunk_pos_key, "state", "Go1Limits")[..., 2]
-        if np.any(height < self.min_height):
+        joints = _require(state, self.joint_key, "state", "Go1Limits")
+        if np.any(go1_trunk_height(joints, quat) < self.min_height):
             return SAFETY_HEIGHT
         return None
 
