@@ -1,0 +1,216 @@
+"""``SimGo1-v0``: the Unitree Go1 joystick task in MuJoCo."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sim2online_envs.core import SingleWorld, TaskEnv
+from sim2online_envs.sim.go1 import Go1SimConfig, Go1VectorBackend
+from sim2online_envs.tasks.go1 import Go1JoystickTask, Go1TaskConfig
+
+__all__ = ["BACKENDS", "Go1Env"]
+
+#: Backends Go1Env can be built on (the real robot and its twin will join them).
+BACKENDS = ("sim",)
+
+
+class Go1Env(TaskEnv):
+    """Unitree Go1 quadruped tracking a joystick velocity command, at 50 Hz.
+
+    ## Description
+
+    A 12 kg Unitree Go1 (our own MJCF from the published link lengths, masses and joint limits;
+    ``sim2online_envs/assets/go1.xml``) stands on a flat floor. Each leg has a hip (abduction),
+    thigh and calf joint, driven by position-controlled motors with Kp = 35 N·m/rad and
+    Kd = 0.5 N·m·s/rad and torque limits of 23.7 / 23.7 / 35.55 N·m. The policy must follow a
+    body-frame velocity command (forward ``vx``, lateral ``vy``, yaw rate ``ωz``) that is drawn
+    at reset and changes every 10 s. The task and rewards follow MuJoCo Playground's Go1
+    joystick task; the sim-to-sim "reality gap" of the sim-to-online study is a lower floor
+    friction (``friction=``) and the full command range (``command_range="full"``).
+
+    ## Action Space
+
+    ``Box(-1, 1, (12,), float32)``: joint position targets ``home + 0.5 · a`` [rad], clipped to
+    the joint limits, held for one control period (5 physics steps of 4 ms). Home is the
+    standing pose hip 0, thigh 0.9, calf −1.8 rad.
+
+    | Num | Joint (unitree_legged_sdk order) | Home [rad] | Range [rad]     |
+    |-----|----------------------------------|------------|-----------------|
+    | 0   | FR hip (abduction)               | 0.0        | −0.863 … 0.863  |
+    | 1   | FR thigh                         | 0.9        | −0.686 … 4.501  |
+    | 2   | FR calf (knee)                   | −1.8       | −2.818 … −0.888 |
+    | 3-5 | FL hip, thigh, calf              | as FR      | as FR           |
+    | 6-8 | RR hip, thigh, calf              | as FR      | as FR           |
+    | 9-11| RL hip, thigh, calf              | as FR      | as FR           |
+
+    ## Observation Space
+
+    ``Box(-inf, inf, (48,), float32)``, proprioception only (what the real robot measures):
+
+    | Num   | Observation                                  | Unit  |
+    |-------|----------------------------------------------|-------|
+    | 0-2   | trunk linear velocity, body frame            | m/s   |
+    | 3-5   | trunk angular velocity (gyro), body frame    | rad/s |
+    | 6-8   | gravity direction in the body frame (0,0,−1 upright) | - |
+    | 9-20  | joint angles − home, in action order         | rad   |
+    | 21-32 | joint velocities                             | rad/s |
+    | 33-44 | last action (clipped to [−1, 1])             | -     |
+    | 45-47 | command (vx, vy, ωz)                         | m/s, m/s, rad/s |
+
+    Uniform observation noise (MuJoCo Playground's scales) can be switched on with
+    ``obs_noise=True``; it is off by default.
+
+    ## Rewards
+
+    The reward is the sum of weighted terms, each ``weight · value · 0.02 s`` (MuJoCo
+    Playground's weights), every one reported in ``info["reward_terms"]``:
+
+    | Term              | Value                                            | Weight  |
+    |-------------------|--------------------------------------------------|---------|
+    | tracking_lin_vel  | exp(−‖v*_xy − v_xy‖² / 0.25), body frame         | 1.0     |
+    | tracking_ang_vel  | exp(−(ω*_z − ω_z)² / 0.25)                       | 0.5     |
+    | lin_vel_z         | v_z², world frame                                | −0.5    |
+    | ang_vel_xy        | ω_x² + ω_y², world frame                         | −0.05   |
+    | orientation       | x² + y² of the trunk's up axis                   | −5.0    |
+    | dof_pos_limits    | Σ rad beyond 95 % of each joint's range          | −1.0    |
+    | pose              | exp(−Σ w (q − q_home)²), w = 1, 1, 0.1 per leg   | 0.5     |
+    | termination       | 1 on a fall                                      | −1.0    |
+    | stand_still       | Σ abs(q − q_home) when ‖command‖ < 0.01          | −1.0    |
+    | torques           | ‖τ‖₂ + ‖τ‖₁                                      | −0.0002 |
+    | action_rate       | ‖a − a_prev‖²                                    | −0.01   |
+    | energy            | Σ abs(q̇) abs(τ)                                  | −0.001  |
+    | feet_clearance    | Σ abs(z_foot − 0.1) √‖v_foot,xy‖                 | −2.0    |
+    | feet_height       | Σ (swing peak / 0.1 − 1)² at touchdown           | −0.2    |
+    | feet_slip         | Σ ‖v_foot,xy‖² of feet in contact                | −0.1    |
+    | feet_air_time     | Σ (air time − 0.1 s) at touchdown                | 0.1     |
+    | clip_at_zero      | lifts a negative total to 0 (Playground's clip)  | -       |
+
+    The feet terms (but clearance) only count while the command is non-zero. Weights and
+    settings live in :class:`~sim2online_envs.tasks.go1.Go1TaskConfig` (``task_config=``).
+
+    ## Starting State
+
+    The home pose with the feet on the floor, a uniformly random heading, joint angles
+    perturbed by U(−0.05, 0.05) rad, trunk velocities by U(−0.1, 0.1) m/s or rad/s. With
+    ``domain_randomization`` (default) every reset also draws the floor friction U(0.4, 1.0),
+    link masses ×U(0.9, 1.1), an added trunk mass U(−1, 1) kg, joint friction loss ×U(0.9, 1.1)
+    and armature ×U(1.0, 1.05). The command is drawn uniformly in ±``command_range``.
+
+    ## Episode End
+
+    * Termination: a fall, i.e. the trunk's up axis tilts more than 60° from vertical
+      (world z < 0.5) or the trunk touches the floor.
+    * Truncation: after 1000 steps (20 s), with ``info["truncation_reason"] = "time_limit"``.
+
+    ``info["is_success"]`` is always False (velocity tracking has no success state);
+    ``info["command"]`` holds the current command.
+
+    ## Arguments
+
+    | Argument               | Default   | Description                                        |
+    |------------------------|-----------|----------------------------------------------------|
+    | backend                | "sim"     | "sim" (MuJoCo); the real robot will be added       |
+    | command_range          | "narrow"  | "narrow" ±(0.5, 0.8, 1.2), "full" ±(1.5, 0.8, 1.2)  |
+    |                        |           | or three half-widths (vx, vy, ωz)                  |
+    | domain_randomization   | True      | re-draw floor friction, masses, joint friction     |
+    | friction               | None      | fix the floor friction (e.g. 0.3) for a mismatch   |
+    | obs_noise              | False     | uniform observation noise                          |
+    | render_mode            | None      | None or "rgb_array" (240×320 tracking camera)      |
+    | task_config            | None      | a Go1TaskConfig overriding every task setting      |
+    | sim_config             | None      | a Go1SimConfig: timestep, ranges, reset noise, ... |
+    | num_threads            | None      | MuJoCo batch threads (single env: 1)               |
+
+    ```python
+    import gymnasium as gym
+    import sim2online_envs  # registers the ids
+
+    env = gym.make("SimGo1-v0", command_range="full", friction=0.3)
+    obs, info = env.reset(seed=0)
+    ```
+
+    ## Version History
+
+    * v0: first version.
+    """
+
+    def __init__(
+        self,
+        backend: str = "sim",
+        *,
+        command_range: str | tuple[float, float, float] | None = None,
+        domain_randomization: bool = True,
+        friction: float | None = None,
+        obs_noise: bool | None = None,
+        render_mode: str | None = None,
+        task_config: Go1TaskConfig | None = None,
+        sim_config: Go1SimConfig | None = None,
+        num_threads: int | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        task, vector_backend = self.build_vector(
+            num_worlds=1,
+            num_threads=num_threads,
+            command_range=command_range,
+            domain_randomization=domain_randomization,
+            friction=friction,
+            obs_noise=obs_noise,
+            task_config=task_config,
+            sim_config=sim_config,
+        )
+        super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
+
+    @classmethod
+    def build_task(
+        cls,
+        *,
+        command_range: str | tuple[float, float, float] | None = None,
+        obs_noise: bool | None = None,
+        task_config: Go1TaskConfig | None = None,
+    ) -> Go1JoystickTask:
+        """The task for these arguments: ``task_config`` (default: ``Go1TaskConfig()``) with
+        ``command_range`` and ``obs_noise`` replaced where they are not None."""
+        base = task_config if task_config is not None else Go1TaskConfig()
+        if not isinstance(base, Go1TaskConfig):
+            raise TypeError(f"task_config must be a Go1TaskConfig, got {type(base).__name__}")
+        overrides: dict[str, Any] = {}
+        if command_range is not None:
+            overrides["command_range"] = command_range
+        if obs_noise is not None:
+            overrides["obs_noise"] = bool(obs_noise)
+        return Go1JoystickTask(dataclasses.replace(base, **overrides))
+
+    @classmethod
+    def build_vector(
+        cls,
+        num_worlds: int,
+        num_threads: int | None = None,
+        *,
+        backend: str = "sim",
+        command_range: str | tuple[float, float, float] | None = None,
+        domain_randomization: bool = True,
+        friction: float | None = None,
+        obs_noise: bool | None = None,
+        task_config: Go1TaskConfig | None = None,
+        sim_config: Go1SimConfig | None = None,
+    ) -> tuple[Go1JoystickTask, Go1VectorBackend]:
+        """The task and a simulator of ``num_worlds`` worlds, as ``make_vec`` needs them.
+
+        Takes the env's keyword arguments (but ``render_mode``), so that ``make_vec`` and
+        ``gym.make`` build the same worlds from the same arguments.
+        """
+        if backend != "sim":
+            raise ValueError(f"only the 'sim' backend can be batched, got backend={backend!r}")
+        task = cls.build_task(
+            command_range=command_range, obs_noise=obs_noise, task_config=task_config
+        )
+        vector_backend = Go1VectorBackend(
+            num_worlds,
+            control_dt=task.control_dt,
+            domain_randomization=domain_randomization,
+            friction=friction,
+            num_threads=num_threads,
+            config=sim_config,
+        )
+        return task, vector_backend

@@ -1,0 +1,556 @@
+"""Go1 joystick task: track a body-frame velocity command (vx, vy, ωz) at 50 Hz.
+
+The task is written after MuJoCo Playground's ``locomotion/go1/joystick.py``: a config dataclass,
+one small function per reward term with its weight, each weighted term reported in
+``info["reward_terms"]``. Every function takes arrays with a leading batch axis, so the single
+env, the batched vector env and the real robot share every line of it.
+
+The robot's raw state (a dict of batched arrays) is what every Go1 backend reports:
+
+=================  ===========  ==========================================================
+key                shape        meaning (SI units)
+=================  ===========  ==========================================================
+``joint_pos``      (B, 12)      joint angles [rad], order FR, FL, RR, RL × hip, thigh, calf
+``joint_vel``      (B, 12)      joint velocities [rad/s]
+``torque``         (B, 12)      motor torques applied [N·m]
+``base_quat``      (B, 4)       trunk orientation (w, x, y, z), IMU frame in world frame
+``gyro``           (B, 3)       trunk angular velocity, body frame [rad/s]
+``local_linvel``   (B, 3)       trunk linear velocity, body frame [m/s]
+``accelerometer``  (B, 3)       specific force at the IMU, body frame [m/s²]
+``foot_pos``       (B, 4, 3)    foot centres, world frame [m] (the z of each is used)
+``foot_vel``       (B, 4, 3)    foot velocities, world frame [m/s]
+``foot_contact``   (B, 4)       bool, foot touches the ground
+``trunk_contact``  (B,)         bool, trunk touches the ground
+=================  ===========  ==========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+from gymnasium import spaces
+
+from sim2online_envs.core import Batch, Task
+
+__all__ = [
+    "COMMAND_RANGES",
+    "FOOT_NAMES",
+    "HOME_JOINT_POS",
+    "JOINT_LOWER",
+    "JOINT_NAMES",
+    "JOINT_UPPER",
+    "OBS_SLICES",
+    "TORQUE_LIMITS",
+    "Go1JoystickTask",
+    "Go1ObsNoise",
+    "Go1RewardWeights",
+    "Go1TaskConfig",
+    "gravity_in_body",
+    "rotate_to_world",
+]
+
+#: Legs in the unitree_legged_sdk's motor order; each leg has a hip, thigh and calf joint.
+FOOT_NAMES = ("FR", "FL", "RR", "RL")
+JOINT_NAMES = tuple(
+    f"{leg}_{part}_joint" for leg in FOOT_NAMES for part in ("hip", "thigh", "calf")
+)
+#: Standing pose [rad] (Menagerie's "home" keyframe): actions are offsets from it.
+HOME_JOINT_POS = np.array([0.0, 0.9, -1.8] * 4)
+#: Joint limits [rad] (unitree_legged_sdk / Menagerie go1.xml).
+JOINT_LOWER = np.array([-0.863, -0.686, -2.818] * 4)
+JOINT_UPPER = np.array([0.863, 4.501, -0.888] * 4)
+#: Motor torque limits [N·m].
+TORQUE_LIMITS = np.array([23.7, 23.7, 35.55] * 4)
+
+#: Half-widths of the uniform command distribution (vx [m/s], vy [m/s], ωz [rad/s]).
+COMMAND_RANGES: dict[str, tuple[float, float, float]] = {
+    "narrow": (0.5, 0.8, 1.2),  # the study's prior (pretraining) range
+    "full": (1.5, 0.8, 1.2),  # the full range, as in MuJoCo Playground
+}
+
+#: Where each part of the 48-D observation lies.
+OBS_SLICES: dict[str, slice] = {
+    "local_linvel": slice(0, 3),
+    "gyro": slice(3, 6),
+    "gravity": slice(6, 9),
+    "joint_pos": slice(9, 21),
+    "joint_vel": slice(21, 33),
+    "last_action": slice(33, 45),
+    "command": slice(45, 48),
+}
+OBS_DIM = 48
+NUM_JOINTS = 12
+NUM_FEET = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Go1RewardWeights:
+    """Weight of each reward term (MuJoCo Playground's Go1 joystick scales).
+
+    A term's reported value is ``weight * raw_value * control_dt``, as in Playground, so a step
+    of perfect tracking earns ``(1.0 + 0.5) * 0.02``. Set a weight to 0 to switch a term off.
+    """
+
+    tracking_lin_vel: float = 1.0
+    tracking_ang_vel: float = 0.5
+    lin_vel_z: float = -0.5
+    ang_vel_xy: float = -0.05
+    orientation: float = -5.0
+    dof_pos_limits: float = -1.0
+    pose: float = 0.5
+    termination: float = -1.0
+    stand_still: float = -1.0
+    torques: float = -0.0002
+    action_rate: float = -0.01
+    energy: float = -0.001
+    feet_clearance: float = -2.0
+    feet_height: float = -0.2
+    feet_slip: float = -0.1
+    feet_air_time: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Go1ObsNoise:
+    """Half-widths of uniform observation noise, times ``level`` (Playground's scales)."""
+
+    level: float = 1.0
+    local_linvel: float = 0.1
+    gyro: float = 0.2
+    gravity: float = 0.05
+    joint_pos: float = 0.03
+    joint_vel: float = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Go1TaskConfig:
+    """Everything that defines the Go1 joystick task.
+
+    :param control_dt: control period [s] (50 Hz).
+    :param episode_length: steps per episode before time-limit truncation.
+    :param action_scale: joint-target offset [rad] per unit action: targets = home + 0.5·a.
+    :param command_range: "narrow" ±(0.5, 0.8, 1.2), "full" ±(1.5, 0.8, 1.2), or your own
+        three half-widths (vx [m/s], vy [m/s], ωz [rad/s]).
+    :param command_resample_steps: a new command is drawn every this many steps (10 s).
+    :param tracking_sigma: σ of the tracking rewards exp(−err²/σ).
+    :param max_foot_height: swing height [m] the feet terms aim for (foot centre).
+    :param soft_joint_limit_factor: fraction of each joint's range, about its middle, beyond
+        which ``dof_pos_limits`` penalises.
+    :param fall_up_z: a fall is the trunk's up axis having a world z below this (60° tilt).
+    :param terminate_on_trunk_contact: also end the episode when the trunk touches the ground.
+    :param clip_reward_at_zero: add a ``clip_at_zero`` term that lifts a negative reward to 0
+        (Playground clips the reward to ≥ 0, so that ending an episode never pays).
+    :param obs_noise: add uniform observation noise (off by default).
+    :param noise: the noise scales used when ``obs_noise`` is on.
+    :param weights: the reward weights.
+    """
+
+    control_dt: float = 0.02
+    episode_length: int = 1000
+    action_scale: float = 0.5
+    command_range: str | tuple[float, float, float] = "narrow"
+    command_resample_steps: int = 500
+    tracking_sigma: float = 0.25
+    max_foot_height: float = 0.1
+    soft_joint_limit_factor: float = 0.95
+    fall_up_z: float = 0.5
+    terminate_on_trunk_contact: bool = True
+    clip_reward_at_zero: bool = True
+    obs_noise: bool = False
+    noise: Go1ObsNoise = dataclasses.field(default_factory=Go1ObsNoise)
+    weights: Go1RewardWeights = dataclasses.field(default_factory=Go1RewardWeights)
+
+    def __post_init__(self) -> None:
+        for name in ("control_dt", "action_scale", "tracking_sigma", "max_foot_height"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Go1TaskConfig.{name} must be a positive number, got {value!r}")
+        for name in ("episode_length", "command_resample_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Go1TaskConfig.{name} must be an int >= 1, got {value!r}")
+        if not 0.0 < self.soft_joint_limit_factor <= 1.0:
+            raise ValueError(
+                "Go1TaskConfig.soft_joint_limit_factor must be in (0, 1], got "
+                f"{self.soft_joint_limit_factor!r}"
+            )
+        if not -1.0 <= self.fall_up_z < 1.0:
+            raise ValueError(f"Go1TaskConfig.fall_up_z must be in [-1, 1), got {self.fall_up_z!r}")
+        self.command_half_widths  # noqa: B018  (validates command_range)
+
+    @property
+    def command_half_widths(self) -> np.ndarray:
+        """The (3,) half-widths of the command distribution."""
+        if isinstance(self.command_range, str):
+            if self.command_range not in COMMAND_RANGES:
+                raise ValueError(
+                    f"command_range must be one of {sorted(COMMAND_RANGES)} or three half-widths, "
+                    f"got {self.command_range!r}"
+                )
+            return np.array(COMMAND_RANGES[self.command_range])
+        widths = np.asarray(self.command_range, dtype=np.float64)
+        if widths.shape != (3,) or not np.all(np.isfinite(widths)) or np.any(widths < 0):
+            raise ValueError(
+                "command_range as numbers must be three finite half-widths >= 0 (vx, vy, wz), "
+                f"got {self.command_range!r}"
+            )
+        return widths
+
+
+# -- Frames ----------------------------------------------------------------------------------
+
+
+def rotate_to_world(quat: np.ndarray, vec: np.ndarray) -> np.ndarray:
+    """Rotate body-frame vectors (B, 3) into the world frame by unit quaternions (B, 4) wxyz."""
+    w = quat[:, :1]
+    u = quat[:, 1:]
+    t = 2.0 * np.cross(u, vec)
+    return vec + w * t + np.cross(u, t)
+
+
+def gravity_in_body(quat: np.ndarray) -> np.ndarray:
+    """The unit gravity direction in the body frame, (B, 3): (0, 0, −1) when upright."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    # -(third row of the rotation matrix), i.e. R^T (0, 0, -1)
+    return np.stack(
+        [2.0 * (w * y - x * z), -2.0 * (y * z + w * x), 2.0 * (x * x + y * y) - 1.0], axis=1
+    )
+
+
+def up_vector(quat: np.ndarray) -> np.ndarray:
+    """The trunk's z axis in the world frame, (B, 3): (0, 0, 1) when upright."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    return np.stack(
+        [2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)], axis=1
+    )
+
+
+# -- Reward terms: one function each, raw (unweighted) values of shape (B,) ----------------------
+
+
+def reward_tracking_lin_vel(
+    command: np.ndarray, local_linvel: np.ndarray, sigma: float
+) -> np.ndarray:
+    """exp(−‖v_xy* − v_xy‖² / σ): follow the commanded body-frame planar velocity."""
+    error = np.sum(np.square(command[:, :2] - local_linvel[:, :2]), axis=1)
+    return np.exp(-error / sigma)
+
+
+def reward_tracking_ang_vel(command: np.ndarray, gyro: np.ndarray, sigma: float) -> np.ndarray:
+    """exp(−(ωz* − ωz)² / σ): follow the commanded yaw rate."""
+    return np.exp(-np.square(command[:, 2] - gyro[:, 2]) / sigma)
+
+
+def cost_lin_vel_z(world_linvel: np.ndarray) -> np.ndarray:
+    """v_z²: vertical bouncing of the trunk (world frame)."""
+    return np.square(world_linvel[:, 2])
+
+
+def cost_ang_vel_xy(world_angvel: np.ndarray) -> np.ndarray:
+    """ω_x² + ω_y²: roll and pitch rates of the trunk (world frame)."""
+    return np.sum(np.square(world_angvel[:, :2]), axis=1)
+
+
+def cost_orientation(up: np.ndarray) -> np.ndarray:
+    """x² + y² of the trunk's up axis in the world frame: zero when level."""
+    return np.sum(np.square(up[:, :2]), axis=1)
+
+
+def cost_dof_pos_limits(
+    joint_pos: np.ndarray, soft_lower: np.ndarray, soft_upper: np.ndarray
+) -> np.ndarray:
+    """Σ distance beyond the soft joint limits [rad]."""
+    below = np.clip(soft_lower - joint_pos, 0.0, None)
+    above = np.clip(joint_pos - soft_upper, 0.0, None)
+    return np.sum(below + above, axis=1)
+
+
+def reward_pose(joint_pos: np.ndarray, home: np.ndarray, joint_weights: np.ndarray) -> np.ndarray:
+    """exp(−Σ w (q − q_home)²): stay near the standing pose (calves weighted 0.1)."""
+    return np.exp(-np.sum(np.square(joint_pos - home) * joint_weights, axis=1))
+
+
+def cost_termination(terminated: np.ndarray) -> np.ndarray:
+    """1 on a fall."""
+    return terminated.astype(np.float64)
+
+
+def cost_stand_still(
+    command_norm: np.ndarray, joint_pos: np.ndarray, home: np.ndarray
+) -> np.ndarray:
+    """Σ |q − q_home| while the command is (nearly) zero: stand still when told to."""
+    return np.sum(np.abs(joint_pos - home), axis=1) * (command_norm < 0.01)
+
+
+def cost_torques(torque: np.ndarray) -> np.ndarray:
+    """‖τ‖₂ + ‖τ‖₁ [N·m]."""
+    return np.sqrt(np.sum(np.square(torque), axis=1)) + np.sum(np.abs(torque), axis=1)
+
+
+def cost_action_rate(action: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+    """‖a − a_prev‖²: smooth actions."""
+    return np.sum(np.square(action - last_action), axis=1)
+
+
+def cost_energy(joint_vel: np.ndarray, torque: np.ndarray) -> np.ndarray:
+    """Σ |q̇| |τ| [W]: mechanical power."""
+    return np.sum(np.abs(joint_vel) * np.abs(torque), axis=1)
+
+
+def cost_feet_clearance(
+    foot_pos: np.ndarray, foot_vel: np.ndarray, max_foot_height: float
+) -> np.ndarray:
+    """Σ |z_foot − h| √‖v_foot,xy‖: moving feet should move at the swing height."""
+    speed = np.sqrt(np.linalg.norm(foot_vel[:, :, :2], axis=2))
+    return np.sum(np.abs(foot_pos[:, :, 2] - max_foot_height) * speed, axis=1)
+
+
+def cost_feet_height(
+    swing_peak: np.ndarray,
+    first_contact: np.ndarray,
+    command_norm: np.ndarray,
+    max_foot_height: float,
+) -> np.ndarray:
+    """Σ (peak/h − 1)² at touchdown: each swing should reach the swing height."""
+    error = swing_peak / max_foot_height - 1.0
+    return np.sum(np.square(error) * first_contact, axis=1) * (command_norm > 0.01)
+
+
+def cost_feet_slip(
+    foot_vel: np.ndarray, contact: np.ndarray, command_norm: np.ndarray
+) -> np.ndarray:
+    """Σ ‖v_foot,xy‖² of feet on the ground: no slipping."""
+    speed_sq = np.sum(np.square(foot_vel[:, :, :2]), axis=2)
+    return np.sum(speed_sq * contact, axis=1) * (command_norm > 0.01)
+
+
+def reward_feet_air_time(
+    air_time: np.ndarray, first_contact: np.ndarray, command_norm: np.ndarray
+) -> np.ndarray:
+    """Σ (t_air − 0.1 s) at touchdown: take steps rather than shuffle."""
+    return np.sum((air_time - 0.1) * first_contact, axis=1) * (command_norm > 0.01)
+
+
+class Go1JoystickTask(Task):
+    """Velocity tracking for the Unitree Go1, over batched arrays.
+
+    Observation (48,) float32: body-frame linear velocity (3), gyro (3), gravity in the body
+    frame (3), joint positions − home (12), joint velocities (12), last action (12), command (3);
+    see :data:`OBS_SLICES`. Action (12,) in [−1, 1]: joint targets = home + ``action_scale``·a,
+    tracked by the motors' PD loop (Kp 35, Kd 0.5). Commands (vx, vy, ωz) are drawn uniformly
+    within ``command_range`` at reset and every ``command_resample_steps`` steps.
+
+    Task state (per world): ``command`` (3), ``last_action`` (12), ``feet_air_time`` (4),
+    ``last_contact`` (4), ``swing_peak`` (4), ``obs_noise`` (48, zero unless noise is on).
+    """
+
+    robot: ClassVar[str] = "go1"
+    reward_term_names: ClassVar[tuple[str, ...]] = (
+        *(field.name for field in dataclasses.fields(Go1RewardWeights)),
+        "clip_at_zero",
+    )
+
+    def __init__(self, config: Go1TaskConfig | None = None):
+        self.config = config if config is not None else Go1TaskConfig()
+        if not isinstance(self.config, Go1TaskConfig):
+            raise TypeError(f"config must be a Go1TaskConfig, got {type(self.config).__name__}")
+        cfg = self.config
+        self.control_dt = float(cfg.control_dt)
+        self.max_episode_steps = int(cfg.episode_length)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(NUM_JOINTS,), dtype=np.float32)
+        self.command_half_widths = cfg.command_half_widths
+        middle = 0.5 * (JOINT_LOWER + JOINT_UPPER)
+        half_range = 0.5 * (JOINT_UPPER - JOINT_LOWER) * cfg.soft_joint_limit_factor
+        self.soft_lower = middle - half_range
+        self.soft_upper = middle + half_range
+        self._pose_weights = np.array([1.0, 1.0, 0.1] * 4)
+        # weight * control_dt for each term, in reporting order
+        self._scales = {
+            field.name: getattr(cfg.weights, field.name) * self.control_dt
+            for field in dataclasses.fields(Go1RewardWeights)
+        }
+        noise = cfg.noise
+        self._noise_half_widths = np.zeros(OBS_DIM)
+        for name in ("local_linvel", "gyro", "gravity", "joint_pos", "joint_vel"):
+            self._noise_half_widths[OBS_SLICES[name]] = getattr(noise, name) * noise.level
+
+    # -- episode variables ---------------------------------------------------------------------
+
+    def _draw_command(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-self.command_half_widths, self.command_half_widths)
+
+    def _draw_noise(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        if not self.config.obs_noise:
+            return np.zeros((len(rngs), OBS_DIM))
+        return np.stack([rng.uniform(-1.0, 1.0, OBS_DIM) for rng in rngs]) * self._noise_half_widths
+
+    def initial_task_state(self, state: Batch, rngs: list[np.random.Generator]) -> Batch:
+        count = state["joint_pos"].shape[0]
+        if len(rngs) != count:
+            raise ValueError(f"got {len(rngs)} generators for {count} worlds")
+        command = np.stack([self._draw_command(rng) for rng in rngs])
+        return {
+            "command": command,
+            "last_action": np.zeros((count, NUM_JOINTS)),
+            "feet_air_time": np.zeros((count, NUM_FEET)),
+            "last_contact": np.zeros((count, NUM_FEET), dtype=bool),
+            "swing_peak": np.zeros((count, NUM_FEET)),
+            "obs_noise": self._draw_noise(rngs),
+        }
+
+    def advance(
+        self,
+        task_state: Batch,
+        state: Batch,
+        action: np.ndarray,
+        step: np.ndarray,
+        rngs: list[np.random.Generator],
+    ) -> Batch:
+        contact = state["foot_contact"]
+        airborne = ~contact
+        command = task_state["command"]
+        due = (np.asarray(step) % self.config.command_resample_steps == 0) & (np.asarray(step) > 0)
+        if np.any(due):
+            command = command.copy()
+            for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
+                command[world] = self._draw_command(rngs[world])
+        return {
+            "command": command,
+            "last_action": np.clip(action, -1.0, 1.0),
+            "feet_air_time": (task_state["feet_air_time"] + self.control_dt) * airborne,
+            "last_contact": contact,
+            "swing_peak": np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
+            * airborne,
+            "obs_noise": self._draw_noise(rngs),
+        }
+
+    # -- action, observation -------------------------------------------------------------------
+
+    def command(self, action: np.ndarray, state: Batch, task_state: Batch) -> Batch:
+        action = np.asarray(action, dtype=np.float64)
+        if action.ndim != 2 or action.shape[1] != NUM_JOINTS:
+            raise ValueError(f"action must have shape (B, {NUM_JOINTS}), got {action.shape}")
+        targets = HOME_JOINT_POS + self.config.action_scale * np.clip(action, -1.0, 1.0)
+        return {"joint_targets": targets}
+
+    def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
+        obs = np.concatenate(
+            [
+                state["local_linvel"],
+                state["gyro"],
+                gravity_in_body(state["base_quat"]),
+                state["joint_pos"] - HOME_JOINT_POS,
+                state["joint_vel"],
+                task_state["last_action"],
+                task_state["command"],
+            ],
+            axis=1,
+        )
+        if self.config.obs_noise:
+            obs = obs + task_state["obs_noise"]
+        return obs.astype(np.float32)
+
+    # -- rewards and episode ends --------------------------------------------------------------
+
+    def _fallen(self, state: Batch) -> np.ndarray:
+        up_z = up_vector(state["base_quat"])[:, 2]
+        fallen = up_z < self.config.fall_up_z
+        if self.config.terminate_on_trunk_contact:
+            fallen = fallen | state["trunk_contact"]
+        return fallen
+
+    def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
+        return self._fallen(state)
+
+    def success(self, state: Batch, task_state: Batch) -> np.ndarray:
+        """Velocity tracking has no success state: always False."""
+        return np.zeros(state["joint_pos"].shape[0], dtype=bool)
+
+    def raw_reward_terms(
+        self, state: Batch, action: np.ndarray, task_state: Batch
+    ) -> dict[str, np.ndarray]:
+        """Every term's unweighted value, (B,) each, in :attr:`reward_term_names` order."""
+        cfg = self.config
+        command = task_state["command"]
+        command_norm = np.linalg.norm(command, axis=1)
+        action = np.clip(action, -1.0, 1.0)
+        quat = state["base_quat"]
+        joint_pos = state["joint_pos"]
+        torque = state["torque"]
+        contact = state["foot_contact"]
+        # feet bookkeeping as in Playground: a touchdown after time in the air
+        contact_filtered = contact | task_state["last_contact"]
+        air_time = task_state["feet_air_time"] + self.control_dt
+        first_contact = (task_state["feet_air_time"] > 0.0) & contact_filtered
+        swing_peak = np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
+        return {
+            "tracking_lin_vel": reward_tracking_lin_vel(
+                command, state["local_linvel"], cfg.tracking_sigma
+            ),
+            "tracking_ang_vel": reward_tracking_ang_vel(command, state["gyro"], cfg.tracking_sigma),
+            "lin_vel_z": cost_lin_vel_z(rotate_to_world(quat, state["local_linvel"])),
+            "ang_vel_xy": cost_ang_vel_xy(rotate_to_world(quat, state["gyro"])),
+            "orientation": cost_orientation(up_vector(quat)),
+            "dof_pos_limits": cost_dof_pos_limits(joint_pos, self.soft_lower, self.soft_upper),
+            "pose": reward_pose(joint_pos, HOME_JOINT_POS, self._pose_weights),
+            "termination": cost_termination(self._fallen(state)),
+            "stand_still": cost_stand_still(command_norm, joint_pos, HOME_JOINT_POS),
+            "torques": cost_torques(torque),
+            "action_rate": cost_action_rate(action, task_state["last_action"]),
+            "energy": cost_energy(state["joint_vel"], torque),
+            "feet_clearance": cost_feet_clearance(
+                state["foot_pos"], state["foot_vel"], cfg.max_foot_height
+            ),
+            "feet_height": cost_feet_height(
+                swing_peak, first_contact, command_norm, cfg.max_foot_height
+            ),
+            "feet_slip": cost_feet_slip(state["foot_vel"], contact, command_norm),
+            "feet_air_time": reward_feet_air_time(air_time, first_contact, command_norm),
+        }
+
+    def reward_terms(
+        self, prev_state: Batch, state: Batch, action: np.ndarray, task_state: Batch
+    ) -> dict[str, np.ndarray]:
+        del prev_state
+        raw = self.raw_reward_terms(state, action, task_state)
+        terms = {name: self._scales[name] * value for name, value in raw.items()}
+        total = np.zeros(state["joint_pos"].shape[0])
+        for value in terms.values():  # sequential, as the envs add the terms
+            total = total + value
+        if self.config.clip_reward_at_zero:
+            terms["clip_at_zero"] = np.maximum(-total, 0.0)
+        else:
+            terms["clip_at_zero"] = np.zeros_like(total)
+        return terms
+
+    def info(self, state: Batch, task_state: Batch) -> dict[str, np.ndarray]:
+        return {"command": task_state["command"].copy()}
+
+
+def check_state(state: Mapping[str, np.ndarray]) -> None:
+    """Raise a ValueError naming the first missing or mis-shaped key of a Go1 state."""
+    shapes = {
+        "joint_pos": (NUM_JOINTS,),
+        "joint_vel": (NUM_JOINTS,),
+        "torque": (NUM_JOINTS,),
+        "base_quat": (4,),
+        "gyro": (3,),
+        "local_linvel": (3,),
+        "accelerometer": (3,),
+        "foot_pos": (NUM_FEET, 3),
+        "foot_vel": (NUM_FEET, 3),
+        "foot_contact": (NUM_FEET,),
+        "trunk_contact": (),
+    }
+    for key, shape in shapes.items():
+        if key not in state:
+            raise ValueError(f"Go1 state lacks {key!r}")
+        if np.shape(state[key])[1:] != shape:
+            raise ValueError(
+                f"Go1 state[{key!r}] must have shape (B, {', '.join(map(str, shape))}), "
+                f"got {np.shape(state[key])}"
+            )
