@@ -491,10 +491,29 @@ def fill_offline_buffer(
         episodes = list(source)
     else:
         episodes = load_episodes(source, robot=robot)
+    space = getattr(buffer, "action_space", None)
     total = 0
     for episode in episodes:
         if len(episode) == 0:
             continue
-        adder(**episode.transitions())
+        transitions = episode.transitions()
+        transitions["actions"] = normalize_actions(transitions["actions"], space)
+        adder(**transitions)
         total += len(episode)
     return total
+
+
+def normalize_actions(actions: np.ndarray, space: gym.Space | None) -> np.ndarray:
+    """Actions in the env's units to [-1, 1], as SB3 stores them (``policy.scale_action``).
+
+    The identity for the package's robots (their action spaces are [-1, 1] already).
+    """
+    if not isinstance(space, gym.spaces.Box):
+        return actions
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return actions
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return actions
+    scaled = 2.0 * (np.asarray(actions, dtype=np.float64) - low) / (high - low) - 1.0
+    return scaled.astype(actions.dtype if actions.dtype.kind == "f" else np.float32)
