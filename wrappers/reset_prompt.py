@@ -344,8 +344,8 @@ class DriveBackReset(AutoReset):
     Steers towards the home point (in reverse when it lies behind the car), throttle
     proportional to the distance, speed limited to ``max_speed``; stops within ``tolerance``
     metres. Steps the underlying TaskEnv, so the safety guard still filters every command.
-    Relies on state keys ``x``, ``y``, ``yaw``, ``vx``; action (steering, throttle), steering
-    positive to the left (yaw increasing).
+    Relies on the state keys ``pose`` (x, y, ψ) and ``velocity`` (vx, vy, ω); action
+    (steering, throttle), steering positive to the left (ψ increasing).
     """
 
     home: tuple[float, float] = (0.0, 0.0)
@@ -362,7 +362,8 @@ class DriveBackReset(AutoReset):
         base = env.unwrapped
         for _ in range(self.max_steps):
             state = base.state  # type: ignore[attr-defined]
-            x, y, yaw, vx = (float(state[k][0]) for k in ("x", "y", "yaw", "vx"))
+            x, y, yaw = (float(value) for value in state["pose"][0])
+            vx = float(state["velocity"][0, 0])
             dx, dy = self.home[0] - x, self.home[1] - y
             distance = math.hypot(dx, dy)
             if distance < self.tolerance and abs(vx) < 0.05:

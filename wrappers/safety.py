@@ -35,7 +35,8 @@ robot     state keys (batch 1)                                   command keys (b
 panda     ``tip_pos`` (1, 3) m                                   ``tip_target`` (1, 3) m,
                                                                  ``gripper_force`` (1,) N
 go1       ``joint_pos`` (1, 12) rad, ``base_quat`` (1, 4) wxyz   ``joint_targets`` (1, 12) rad
-racecar   ``x``, ``y`` (1,) m, ``vx`` (1,) m/s (body frame)      ``throttle`` (1,) in [-1, 1]
+racecar   ``pose`` (1, 3) x, y m, ψ; ``velocity`` (1, 3)        ``throttle`` (1,) duty cycle
+          vx, vy m/s (body frame), ω                             in [-1, 1]
 ========= ====================================================== ============================
 """
 
@@ -307,9 +308,8 @@ class RaceCarLimits(CommandLimits):
     arena_high: tuple[float, float] = (3.0, 3.0)
     max_speed: float = 3.0
     outside_max_speed: float = 0.5
-    x_key: str = "x"
-    y_key: str = "y"
-    speed_key: str = "vx"
+    pose_key: str = "pose"
+    velocity_key: str = "velocity"
     throttle_key: str = "throttle"
 
     intervention_names: ClassVar[tuple[str, ...]] = ("speed_cap",)
@@ -326,8 +326,8 @@ class RaceCarLimits(CommandLimits):
             )
 
     def _outside(self, state: Batch) -> np.ndarray:
-        x = _require(state, self.x_key, "state", "RaceCarLimits")
-        y = _require(state, self.y_key, "state", "RaceCarLimits")
+        pose = _require(state, self.pose_key, "state", "RaceCarLimits")
+        x, y = pose[..., 0], pose[..., 1]
         low, high = self.arena_low, self.arena_high
         return (x < low[0]) | (x > high[0]) | (y < low[1]) | (y > high[1])
 
@@ -336,7 +336,7 @@ class RaceCarLimits(CommandLimits):
     ) -> tuple[Batch, dict[str, int]]:
         del previous
         throttle = _require(command, self.throttle_key, "command", "RaceCarLimits")
-        speed = _require(state, self.speed_key, "state", "RaceCarLimits")
+        speed = _require(state, self.velocity_key, "state", "RaceCarLimits")[..., 0]
         cap = np.where(self._outside(state), self.outside_max_speed, self.max_speed)
         limited = np.where(speed >= cap, np.minimum(throttle, 0.0), throttle)
         limited = np.where(speed <= -cap, np.maximum(limited, 0.0), limited)
