@@ -1,0 +1,255 @@
+"""``SimRaceCar-v0``: park a 1:10 RC car at a goal, at 60 Hz (kinematic or dynamic bicycle)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sim2online_envs.core import SingleWorld, TaskEnv
+from sim2online_envs.sim.racecar import (
+    CarParams,
+    RaceCarVectorBackend,
+    RandomizationRanges,
+)
+from sim2online_envs.tasks.racecar import RaceCarTask, RaceCarTaskConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BACKENDS", "RaceCarEnv"]
+
+#: Values of ``backend=`` this env accepts (the real car and its twin come with the hardware).
+BACKENDS = ("sim",)
+
+
+class RaceCarEnv(TaskEnv):
+    """Drive an RC race car to a goal and park there.
+
+    ## Description
+
+    A 1:10 F1TENTH-class car (3.74 kg, 0.33 m wheelbase, +-0.42 rad steering, about 5 m/s top
+    speed) on a flat 8 m x 8 m arena must reach a goal and stay within 0.3 m of it. The planar
+    physics is written in NumPy (:mod:`sim2online_envs.sim.racecar`): a kinematic bicycle
+    (``dynamics="kinematic"``, the study's pretraining prior) or a dynamic bicycle with Pacejka
+    tyres and a motor model after Kabzan et al. 2020 (``dynamics="dynamic"``, the "reality" of
+    sim-to-sim experiments). Steering servo and ESC respond with first-order lags, the servo also
+    rate limited. The same task runs on the real car with motion capture for the pose.
+
+    ## Action Space
+
+    ``Box(-1, 1, (2,), float32)``, held for one control period (1/60 s by default):
+
+    | Num | Action   | Min | Max | Meaning                                                 |
+    |-----|----------|-----|-----|---------------------------------------------------------|
+    | 0   | steering | -1  | 1   | steering angle target / 0.4189 rad; positive turns left |
+    | 1   | throttle | -1  | 1   | ESC duty cycle; > 0 drives forward, < 0 brakes/reverses |
+
+    Actions outside the box are clipped; non-finite actions raise a ValueError.
+
+    ## Observation Space
+
+    ``Box(7,)`` float32, everything relative to the goal:
+
+    | Num | Observation | Min  | Max | Unit  | Meaning                                     |
+    |-----|-------------|------|-----|-------|---------------------------------------------|
+    | 0   | x           | -Inf | Inf | m     | position along the goal heading (goal frame) |
+    | 1   | y           | -Inf | Inf | m     | position left of the goal heading            |
+    | 2   | sin psi     | -1   | 1   |       | sine of car heading minus goal heading       |
+    | 3   | cos psi     | -1   | 1   |       | cosine of car heading minus goal heading     |
+    | 4   | vx          | -Inf | Inf | m/s   | forward velocity (body frame)                |
+    | 5   | vy          | -Inf | Inf | m/s   | leftward velocity (body frame; side slip)    |
+    | 6   | omega       | -Inf | Inf | rad/s | yaw rate                                     |
+
+    Positions and heading are those of the centre of mass.
+
+    ## Rewards
+
+    ``r = progress + goal + control + smoothness`` (each weighted term in
+    ``info["reward_terms"]``; weights in :class:`~sim2online_envs.tasks.racecar.RaceCarTaskConfig`):
+
+    | Term         | Value                              | Default weight |
+    |--------------|------------------------------------|----------------|
+    | ``progress`` | d_{t-1} - d_t (m toward the goal)   | 1              |
+    | ``goal``     | 1 if d_t <= 0.3 m                   | 1              |
+    | ``control``  | -lambda_c ||a_t||                   | 0.005          |
+    | ``smoothness``| -lambda_l ||a_t - a_{t-1}||^2      | 0.01           |
+
+    ## Starting State
+
+    The car rests (zero velocity, straight wheels) 1 to 3 m (uniform) from the arena centre, at a
+    uniform bearing and a uniform heading in [-pi, pi). The goal is at the arena centre (plus a
+    uniform offset of up to ``goal_position_range`` m per axis if configured) with a uniform
+    heading; the goal heading only sets the observation's frame. With domain randomisation, each
+    reset scales mass (x0.9-1.1), tyre friction (x0.8-1.2), motor gains C_m1 and C_m2
+    (x0.85-1.15) and resistances (x0.7-1.3). ``reset(options={"start_pose": (x, y, psi),
+    "start_speed": v})`` places the car.
+
+    ## Episode End
+
+    * Termination: never. Parking means staying at the goal (the bonus pays every step inside),
+      and leaving the arena is a safety matter: ``info["out_of_arena"]`` flags it for the safety
+      wrappers, which truncate with a reason on the real car.
+    * Truncation: after 250 steps (4.2 s at 60 Hz), ``info["truncation_reason"] = "time_limit"``.
+
+    ``info`` also holds ``is_success`` (d_t <= 0.3 m), ``distance`` (m) and ``speed`` (m/s).
+
+    ## Arguments
+
+    | Argument                 | Default         | Meaning                                  |
+    |--------------------------|-----------------|------------------------------------------|
+    | ``backend``              | ``"sim"``       | ``"sim"``: the NumPy simulator           |
+    | ``dynamics``             | ``"kinematic"`` | ``"kinematic"`` or ``"dynamic"`` bicycle |
+    | ``domain_randomization`` | ``True``        | scale car parameters at every reset      |
+    | ``control_dt``           | ``1/60``        | seconds per step                         |
+    | ``physics_dt``           | ``None``        | RK4 step; default <= 1/120 s, dividing   |
+    | ``friction``             | ``None``        | nominal tyre friction (F1TENTH 1.0489)   |
+    | ``car_params``           | ``None``        | ``CarParams`` or a dict of overrides     |
+    | ``randomization``        | ``None``        | ``RandomizationRanges`` or a dict        |
+    | ``task_config``          | ``None``        | ``RaceCarTaskConfig`` or a dict          |
+    | ``max_episode_steps``    | ``None``        | shortcut for ``task_config`` T           |
+    | ``render_mode``          | ``None``        | ``"rgb_array"``: top-down view, 2 s trail |
+    | ``render_size``          | ``256``         | side of the rendered frame, pixels       |
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 60}
+
+    def __init__(
+        self,
+        backend: str = "sim",
+        dynamics: str = "kinematic",
+        domain_randomization: bool = True,
+        control_dt: float | None = None,
+        physics_dt: float | None = None,
+        friction: float | None = None,
+        car_params: CarParams | Mapping[str, Any] | None = None,
+        randomization: RandomizationRanges | Mapping[str, Any] | None = None,
+        task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        render_size: int = 256,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"SimRaceCar backend must be one of {BACKENDS}, got {backend!r} (the real car "
+                "and its twin are separate backends of the hardware package)"
+            )
+        task = self.build_task(
+            control_dt=control_dt, task_config=task_config, max_episode_steps=max_episode_steps
+        )
+        vector_backend = self.build_backend(
+            task,
+            num_worlds=1,
+            dynamics=dynamics,
+            domain_randomization=domain_randomization,
+            physics_dt=physics_dt,
+            friction=friction,
+            car_params=car_params,
+            randomization=randomization,
+            render_size=render_size,
+            trail_length=round(2.0 / task.control_dt) if render_mode == "rgb_array" else 0,
+        )
+        self.sim = vector_backend
+        super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
+
+    # -- construction shared with make_vec -------------------------------------------------------
+
+    @staticmethod
+    def build_task(
+        control_dt: float | None = None,
+        task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
+        max_episode_steps: int | None = None,
+    ) -> RaceCarTask:
+        """The parking task with ``control_dt`` and ``max_episode_steps`` overrides applied."""
+        config = RaceCarTask(task_config).config
+        overrides: dict[str, Any] = {}
+        if control_dt is not None:
+            overrides["control_dt"] = control_dt
+        if max_episode_steps is not None:
+            overrides["max_episode_steps"] = max_episode_steps
+        return RaceCarTask(config.replace(**overrides) if overrides else config)
+
+    @staticmethod
+    def build_backend(
+        task: RaceCarTask,
+        num_worlds: int,
+        dynamics: str = "kinematic",
+        domain_randomization: bool = True,
+        physics_dt: float | None = None,
+        friction: float | None = None,
+        car_params: CarParams | Mapping[str, Any] | None = None,
+        randomization: RandomizationRanges | Mapping[str, Any] | None = None,
+        render_size: int = 256,
+        trail_length: int = 0,
+    ) -> RaceCarVectorBackend:
+        """The NumPy simulator of ``num_worlds`` cars, matched to the task's timing and arena."""
+        config = task.config
+        return RaceCarVectorBackend(
+            num_worlds=num_worlds,
+            dynamics=dynamics,
+            control_dt=config.control_dt,
+            physics_dt=physics_dt,
+            params=car_params,
+            friction=friction,
+            domain_randomization=domain_randomization,
+            randomization=randomization,
+            start_distance_range=config.start_distance_range,
+            arena_half_size=config.arena_half_size,
+            render_size=render_size,
+            trail_length=trail_length,
+        )
+
+    @classmethod
+    def build_vector(
+        cls,
+        num_worlds: int,
+        num_threads: int | None = None,
+        dynamics: str = "kinematic",
+        domain_randomization: bool = True,
+        control_dt: float | None = None,
+        physics_dt: float | None = None,
+        friction: float | None = None,
+        car_params: CarParams | Mapping[str, Any] | None = None,
+        randomization: RandomizationRanges | Mapping[str, Any] | None = None,
+        task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
+        max_episode_steps: int | None = None,
+        render_size: int = 256,
+    ) -> tuple[RaceCarTask, RaceCarVectorBackend]:
+        """The task and a ``num_worlds`` simulator for ``make_vec`` (same kwargs as the env).
+
+        ``num_threads`` is accepted for the MuJoCo robots' sake and ignored: the NumPy car is
+        vectorised over worlds on one thread.
+        """
+        del num_threads
+        task = cls.build_task(control_dt, task_config, max_episode_steps)
+        backend = cls.build_backend(
+            task,
+            num_worlds=num_worlds,
+            dynamics=dynamics,
+            domain_randomization=domain_randomization,
+            physics_dt=physics_dt,
+            friction=friction,
+            car_params=car_params,
+            randomization=randomization,
+            render_size=render_size,
+        )
+        return task, backend
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def render(self) -> np.ndarray | None:
+        """The top-down ``rgb_array`` frame (arena, goal and 0.3 m circle, car, 2 s trail)."""
+        if self.render_mode != "rgb_array":
+            return None
+        goal = self._task_state["goal"][0] if self._task_state is not None else None
+        return self.sim.render_world(0, goal=goal)
+
+    @property
+    def params(self) -> CarParams:
+        """The simulator's nominal car parameters (before domain randomisation)."""
+        return self.sim.params

@@ -1,0 +1,855 @@
+"""The RC race car simulator: kinematic and dynamic bicycle models in NumPy over N worlds.
+
+One :class:`RaceCarVectorBackend` steps ``num_worlds`` cars together, every quantity an array
+over the world axis, so the single env (one world through
+:class:`~sim2online_envs.core.SingleWorld`) and the batched env (``make_vec``) run the same lines.
+
+The car is a 1:10 F1TENTH-class car. Geometry, mass, yaw inertia, friction, cornering stiffness,
+steering limit and steering rate are the F1TENTH gym's vehicle parameters (O'Kelly et al.,
+"F1TENTH: an open-source evaluation environment for continuous control and reinforcement
+learning", PMLR 123, 2020; single-track parameters after the CommonRoad vehicle models).
+The motor and resistance model and the tyre shape factors are those identified for the 1:43 ORCA
+cars (Liniger, Domahidi and Morari, "Optimization-based autonomous racing of 1:43 scale RC cars",
+OCAM 2015), as used by Kabzan et al. ("AMZ Driverless", JFR 2020), with forces scaled by the
+mass ratio 3.74 kg / 0.041 kg so that accelerations and top speed (about 5.3 m/s) stay theirs.
+
+Two models, chosen with ``dynamics=``:
+
+``"kinematic"`` (the study's prior)
+    Kinematic bicycle about the centre of mass: no tyre slip; the rear axle follows a circle of
+    radius ``L / tan(delta)``; ``vy = vx * lr * tan(delta) / L``, ``omega = vx * tan(delta) / L``.
+
+``"dynamic"`` (the study's "reality" in sim-to-sim experiments)
+    Dynamic bicycle (Kabzan et al. 2020, eq. 2): lateral tyre forces from a simplified Pacejka
+    magic formula ``F = mu * Fz * sin(C * atan(B * alpha))`` front and rear (static axle loads;
+    ``B * C`` equals the F1TENTH cornering stiffness), the drive force at the rear axle, and the
+    yaw dynamics. Slip angles are taken in each wheel's frame against ``|v_long|``, so reversing is
+    well posed. Below ``blend_speed`` (m/s, planar speed) the model blends linearly into the
+    kinematic one, as Kabzan et al. do, because the slip angles are singular at standstill; the
+    kinematic part pulls ``vy`` and ``omega`` to their no-slip values with time constant
+    ``kinematic_relaxation`` so that a slide that slows down comes to rest.
+
+Both models share the longitudinal force (Kabzan et al. eq. 3, mirrored for reverse)::
+
+    F_x = C_m1 * d - C_m2 * v_x * |d| - C_r0 * tanh(v_x / v_eps) - C_r2 * v_x * |v_x|
+
+clipped to the traction limit ``mu * m * g`` (the F1TENTH car is four-wheel drive). For ``d >= 0``
+this is Kabzan's ``(C_m1 - C_m2 v_x) d - C_r0 - C_r2 v_x^2``; the mirror makes reversing reach the
+same top speed, and ``tanh`` smooths the rolling resistance through ``v_x = 0``.
+
+Actuators are not instantaneous: the steering servo is a first-order lag
+(``steering_time_constant``) with a rate limit (``max_steering_rate``, F1TENTH: 3.2 rad/s); the
+throttle (ESC and motor current) is a first-order lag (``throttle_time_constant``). The command is
+held over the control period (zero-order hold, as a real microcontroller does). The rigid body is
+integrated with classic RK4, the actuators evaluated in closed form at each stage time, and the
+heading carried as a unit vector (cos psi, sin psi), so a substep needs no trigonometry of psi.
+``n_substeps = round(control_dt / physics_dt)`` must divide the control period exactly.
+
+Domain randomisation (``domain_randomization=True``, the default) scales per world and per reset,
+uniformly within :class:`RandomizationRanges`: mass (and yaw inertia with it), tyre friction, the
+motor gains ``C_m1`` and ``C_m2``, and the resistances ``C_r0`` and ``C_r2``. Overrides
+(``params=``, ``friction=``) set the nominal values that randomisation scales.
+
+Reset draws, per world and in this order, from that world's generator: eight uniforms
+``u = rng.random(8)``; ``u[0:5]`` scale mass, friction, ``C_m1``, ``C_m2``, resistances (drawn even
+with randomisation off, so that toggling it does not change the starts); ``u[5:8]`` place the car:
+distance ``start_distance_range`` from the arena centre, bearing and heading uniform on [-pi, pi).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from sim2online_envs.core import Batch, VectorBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DYNAMICS",
+    "GRAVITY",
+    "CarParams",
+    "RaceCarVectorBackend",
+    "RandomizationRanges",
+    "default_physics_dt",
+    "draw_topdown",
+]
+
+#: Standard gravity, m/s^2.
+GRAVITY = 9.81
+#: The car models ``dynamics=`` accepts.
+DYNAMICS = ("kinematic", "dynamic")
+#: The longest physics step the default picks (RK4 stays stable with margin on the dynamic model).
+MAX_DEFAULT_PHYSICS_DT = 1.0 / 120.0
+#: Rows of the state array.
+_X, _Y, _COS, _SIN, _VX, _VY, _OMEGA = range(7)
+#: Keys of ``reset_worlds(..., options)``.
+RESET_OPTIONS = ("start_pose", "start_speed")
+
+
+#: CarParams fields that may be zero; every other number must be > 0.
+_NON_NEGATIVE_PARAMS = frozenset(
+    ("motor_cm2", "rolling_resistance", "drag", "steering_time_constant", "throttle_time_constant")
+)
+
+
+@dataclass(frozen=True)
+class CarParams:
+    """Nominal physical parameters of the car (SI units; see the module docstring for sources).
+
+    Geometry, mass, inertia, friction, cornering stiffness and steering limits: F1TENTH gym.
+    Motor, resistances and Pacejka shape factors ``C``: ORCA (Liniger et al. 2015), forces scaled
+    by 3.74 / 0.041. Pacejka ``B = C_S / C`` so that the small-slip stiffness ``B C mu F_z`` is
+    F1TENTH's ``C_S mu F_z``. Actuator time constants and blending speeds are this package's
+    choices for a hobby-grade servo and ESC.
+    """
+
+    #: Centre of mass to front axle, m.
+    lf: float = 0.15875
+    #: Centre of mass to rear axle, m.
+    lr: float = 0.17145
+    #: Body length and width for drawing, m.
+    length: float = 0.58
+    width: float = 0.31
+    #: Mass, kg.
+    mass: float = 3.74
+    #: Yaw moment of inertia about the centre of mass, kg m^2.
+    inertia_z: float = 0.04712
+    #: Tyre-road friction coefficient (peak of the Pacejka curve, traction limit).
+    friction: float = 1.0489
+    #: Pacejka stiffness factors B (1/rad) and shape factors C, front and rear.
+    tire_b_front: float = 4.718 / 1.2
+    tire_c_front: float = 1.2
+    tire_b_rear: float = 5.4562 / 1.2691
+    tire_c_rear: float = 1.2691
+    #: Motor gain C_m1 (N at full throttle) and back-EMF gain C_m2 (N s/m).
+    motor_cm1: float = 0.287 * 3.74 / 0.041
+    motor_cm2: float = 0.0545 * 3.74 / 0.041
+    #: Rolling resistance C_r0 (N) and aerodynamic drag C_r2 (N s^2/m^2).
+    rolling_resistance: float = 0.0518 * 3.74 / 0.041
+    drag: float = 0.00035 * 3.74 / 0.041
+    #: Speed scale of the tanh that smooths rolling resistance through standstill, m/s.
+    rolling_smoothing_speed: float = 0.05
+    #: Steering angle limit, rad, and servo rate limit, rad/s.
+    max_steering: float = 0.4189
+    max_steering_rate: float = 3.2
+    #: First-order lag of the steering servo and of the throttle, s (0: instantaneous).
+    steering_time_constant: float = 0.05
+    throttle_time_constant: float = 0.05
+    #: Planar speeds (m/s) between which the dynamic model blends from kinematic to dynamic.
+    blend_speed: tuple[float, float] = (0.3, 0.8)
+    #: Time constant (s) with which the kinematic part pulls vy and omega to no-slip values.
+    kinematic_relaxation: float = 0.02
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if field.name != "blend_speed":
+                strict = field.name not in _NON_NEGATIVE_PARAMS
+                _check_number(f"CarParams.{field.name}", getattr(self, field.name), strict)
+        if self.max_steering >= math.pi / 2:
+            raise ValueError(f"CarParams.max_steering must be < pi/2 rad, got {self.max_steering}")
+        low, high = _pair("CarParams.blend_speed", self.blend_speed)
+        if not 0 <= low < high:
+            raise ValueError(f"CarParams.blend_speed must satisfy 0 <= low < high, got {low, high}")
+
+    @property
+    def wheelbase(self) -> float:
+        """Distance between the axles, m."""
+        return self.lf + self.lr
+
+    @property
+    def min_turning_radius(self) -> float:
+        """Radius of the rear axle's circle at full steering lock (kinematic), m."""
+        return self.wheelbase / math.tan(self.max_steering)
+
+    @property
+    def top_speed(self) -> float:
+        """Speed at full throttle where motor force balances resistance, m/s (no slip)."""
+        # C_m1 - C_m2 v - C_r0 tanh(v/eps) - C_r2 v^2 = 0, with tanh ~ 1 at top speed.
+        a, b, c = self.drag, self.motor_cm2, self.rolling_resistance - self.motor_cm1
+        if a == 0:
+            return -c / b if b > 0 else math.inf
+        return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+
+    def replace(self, **overrides: Any) -> CarParams:
+        """A copy with some fields changed; unknown names raise a TypeError naming them."""
+        return _replace(self, overrides)
+
+
+@dataclass(frozen=True)
+class RandomizationRanges:
+    """Uniform ranges of the per-world, per-reset scale factors on nominal parameters."""
+
+    #: Scales mass and yaw inertia together (payload, battery).
+    mass_scale: tuple[float, float] = (0.9, 1.1)
+    #: Scales the tyre friction coefficient (floor, tyre wear, dust).
+    friction_scale: tuple[float, float] = (0.8, 1.2)
+    #: Scale the motor gains C_m1 and C_m2 (battery voltage, ESC calibration).
+    motor_cm1_scale: tuple[float, float] = (0.85, 1.15)
+    motor_cm2_scale: tuple[float, float] = (0.85, 1.15)
+    #: Scales the resistances C_r0 and C_r2 (bearings, drivetrain, floor).
+    resistance_scale: tuple[float, float] = (0.7, 1.3)
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            low, high = _pair(f"RandomizationRanges.{field.name}", getattr(self, field.name))
+            if not 0 < low <= high:
+                raise ValueError(
+                    f"RandomizationRanges.{field.name} must satisfy 0 < low <= high, "
+                    f"got {(low, high)}"
+                )
+
+    def as_array(self) -> np.ndarray:
+        """(5, 2) lows and highs in the documented draw order."""
+        return np.array([getattr(self, f.name) for f in dataclasses.fields(self)], dtype=float)
+
+    def replace(self, **overrides: Any) -> RandomizationRanges:
+        """A copy with some ranges changed; unknown names raise a TypeError naming them."""
+        return _replace(self, overrides)
+
+
+def _check_number(name: str, value: Any, strict: bool) -> None:
+    """A ValueError naming ``name`` unless ``value`` is a finite real > 0 (>= 0 if not strict)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (strict and value == 0):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as a (low, high) pair of finite floats, or a ValueError naming ``name``."""
+    try:
+        low, high = (float(item) for item in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} must be finite, got {(low, high)}")
+    return low, high
+
+
+def _replace(instance: Any, overrides: Mapping[str, Any]) -> Any:
+    """``dataclasses.replace`` with a TypeError that lists the valid field names."""
+    names = {field.name for field in dataclasses.fields(instance)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(
+            f"{type(instance).__name__} has no field(s) {unknown}; valid fields: {sorted(names)}"
+        )
+    return dataclasses.replace(instance, **overrides)
+
+
+def _coerce(cls: type, value: Any, name: str) -> Any:
+    """``value`` as an instance of dataclass ``cls``: None (defaults), an instance or a mapping."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return _replace(cls(), value)
+    raise TypeError(
+        f"{name} must be a {cls.__name__}, a mapping of its fields or None, "
+        f"got {type(value).__name__}"
+    )
+
+
+def default_physics_dt(control_dt: float) -> float:
+    """The longest physics step <= 1/120 s that divides ``control_dt`` into whole substeps."""
+    n_substeps = max(1, math.ceil(control_dt / MAX_DEFAULT_PHYSICS_DT - 1e-9))
+    return control_dt / n_substeps
+
+
+def _substeps(control_dt: float, physics_dt: float) -> int:
+    """``round(control_dt / physics_dt)``, checked to divide the control period exactly."""
+    for name, value in (("control_dt", control_dt), ("physics_dt", physics_dt)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    n_substeps = round(control_dt / physics_dt)
+    if n_substeps < 1 or not math.isclose(n_substeps * physics_dt, control_dt, rel_tol=1e-9):
+        raise ValueError(
+            f"physics_dt={physics_dt} must divide control_dt={control_dt} into whole substeps "
+            f"(got {control_dt / physics_dt:.6g}); e.g. physics_dt={default_physics_dt(control_dt)}"
+        )
+    return n_substeps
+
+
+class RaceCarVectorBackend(VectorBackend):
+    """``num_worlds`` RC cars stepped together in NumPy (kinematic or dynamic bicycle).
+
+    State reported by :meth:`reset_worlds` and :meth:`apply` (fresh arrays, leading world axis):
+
+    ============  =======  =====================================================================
+    key           shape    meaning
+    ============  =======  =====================================================================
+    ``pose``      (N, 3)   x, y (m) of the centre of mass in the arena frame, heading psi (rad,
+                           in [-pi, pi])
+    ``velocity``  (N, 3)   vx, vy (m/s) in the car's body frame (forward, left), yaw rate (rad/s)
+    ``steering``  (N,)     the servo's actual steering angle, rad
+    ``throttle``  (N,)     the ESC's actual duty cycle d in [-1, 1]
+    ============  =======  =====================================================================
+
+    Command for :meth:`apply`: ``steering`` (N,) target angle in rad (clipped to the steering
+    limit), ``throttle`` (N,) duty cycle (clipped to [-1, 1]), and optionally ``goal`` (N, 3), a
+    pose drawn by the renderer (not a control input).
+
+    :param num_worlds: number of cars.
+    :param dynamics: "kinematic" or "dynamic" (see the module docstring).
+    :param control_dt: seconds per :meth:`apply`.
+    :param physics_dt: integration step; None picks the longest step <= 1/120 s dividing
+        ``control_dt``. Must divide ``control_dt`` exactly.
+    :param params: nominal :class:`CarParams`, or a mapping of fields to override.
+    :param friction: shortcut for ``params.friction`` (nominal tyre friction), for mismatch runs.
+    :param domain_randomization: scale parameters per world at every reset.
+    :param randomization: :class:`RandomizationRanges` or a mapping of ranges to override.
+    :param start_distance_range: the car starts this far (m) from the arena centre.
+    :param arena_half_size: half the side of the square arena, m (for drawing and start checks).
+    :param render_size: side of the square ``rgb_array`` frame, pixels.
+    :param trail_length: positions of past control steps kept per world and drawn (0: none).
+    """
+
+    kind: ClassVar[str] = "sim"
+
+    def __init__(
+        self,
+        num_worlds: int = 1,
+        dynamics: str = "kinematic",
+        control_dt: float = 1.0 / 60.0,
+        physics_dt: float | None = None,
+        params: CarParams | Mapping[str, Any] | None = None,
+        friction: float | None = None,
+        domain_randomization: bool = True,
+        randomization: RandomizationRanges | Mapping[str, Any] | None = None,
+        start_distance_range: Sequence[float] = (1.0, 3.0),
+        arena_half_size: float = 4.0,
+        render_size: int = 256,
+        trail_length: int = 0,
+    ):
+        if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)):
+            raise TypeError(f"num_worlds must be an int, got {type(num_worlds).__name__}")
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be >= 1, got {num_worlds}")
+        if dynamics not in DYNAMICS:
+            raise ValueError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+        if not isinstance(domain_randomization, (bool, np.bool_)):
+            raise TypeError(
+                f"domain_randomization must be a bool, got {type(domain_randomization).__name__}"
+            )
+        params = _coerce(CarParams, params, "params")
+        if friction is not None:
+            params = params.replace(friction=friction)
+        start_low, start_high = _pair("start_distance_range", start_distance_range)
+        if not 0 <= start_low <= start_high:
+            raise ValueError(
+                f"start_distance_range must satisfy 0 <= low <= high, got {(start_low, start_high)}"
+            )
+        if not (math.isfinite(arena_half_size) and arena_half_size > 0):
+            raise ValueError(f"arena_half_size must be a finite number > 0, got {arena_half_size}")
+        if start_high >= arena_half_size:
+            raise ValueError(
+                f"start_distance_range high ({start_high} m) must be inside the arena "
+                f"(arena_half_size={arena_half_size} m)"
+            )
+        if not (isinstance(render_size, (int, np.integer)) and 16 <= render_size <= 4096):
+            raise ValueError(f"render_size must be an int in [16, 4096] pixels, got {render_size}")
+        if not (isinstance(trail_length, (int, np.integer)) and trail_length >= 0):
+            raise ValueError(f"trail_length must be an int >= 0, got {trail_length!r}")
+
+        self.num_worlds = int(num_worlds)
+        self.dynamics = dynamics
+        self.control_dt = float(control_dt)
+        self.physics_dt = float(
+            default_physics_dt(control_dt) if physics_dt is None else physics_dt
+        )
+        self.n_substeps = _substeps(self.control_dt, self.physics_dt)
+        self.params = params
+        self.domain_randomization = bool(domain_randomization)
+        self.randomization = _coerce(RandomizationRanges, randomization, "randomization")
+        self.start_distance_range = (start_low, start_high)
+        self.arena_half_size = float(arena_half_size)
+        self.render_size = int(render_size)
+        self.trail_length = int(trail_length)
+
+        n = self.num_worlds
+        # Rigid-body state, one contiguous row per quantity: x, y, cos psi, sin psi, vx, vy,
+        # omega. The heading is integrated as a unit vector: no trigonometry inside RK4.
+        self._q = np.zeros((7, n))
+        self._q[_COS] = 1.0
+        self._act = _Actuation.rest(n)
+        self._steer_cmd = np.zeros(n)
+        self._throttle_cmd = np.zeros(n)
+        self._goal = np.full((n, 3), np.nan)
+        self._trail = np.full((self.trail_length, n, 2), np.nan)
+        self._trail_head = 0
+        # Per-world scale factors of mass, friction, C_m1, C_m2, resistances (1 = nominal).
+        self._scales = np.ones((5, n))
+        self._derive_world_params()
+
+        h = self.physics_dt
+        p = self.params
+        # Actuator lags evaluated at the RK4 stage times h/2 and h of every substep.
+        self._stage_gains = tuple(
+            (
+                _lag_gain(t, p.steering_time_constant),
+                p.max_steering_rate * t,
+                _lag_gain(t, p.throttle_time_constant),
+            )
+            for t in (0.5 * h, h)
+        )
+        logger.debug(
+            "race car: %d worlds, %s dynamics, %d substeps of %.5f s",
+            n,
+            dynamics,
+            self.n_substeps,
+            h,
+        )
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def _derive_world_params(self) -> None:
+        """Per-world physical constants from the nominal parameters and the scale factors."""
+        p = self.params
+        mass_s, friction_s, cm1_s, cm2_s, resist_s = self._scales
+        self._mass = p.mass * mass_s
+        self._inv_mass = 1.0 / self._mass
+        self._inv_inertia = 1.0 / (p.inertia_z * mass_s)
+        self._friction = p.friction * friction_s
+        self._cm1 = p.motor_cm1 * cm1_s
+        self._cm2 = p.motor_cm2 * cm2_s
+        self._cr0 = p.rolling_resistance * resist_s
+        self._cr2 = p.drag * resist_s
+        weight_force = self._friction * self._mass * GRAVITY
+        self._fx_max = weight_force
+        # Peak lateral forces D = mu * F_z with static axle loads.
+        self._d_front = weight_force * (p.lr / p.wheelbase)
+        self._d_rear = weight_force * (p.lf / p.wheelbase)
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Each world's true parameters and actuator states (for tests and scripted control)."""
+        return {
+            "mass": self._mass.copy(),
+            "inertia_z": 1.0 / self._inv_inertia,
+            "friction": self._friction.copy(),
+            "motor_cm1": self._cm1.copy(),
+            "motor_cm2": self._cm2.copy(),
+            "rolling_resistance": self._cr0.copy(),
+            "drag": self._cr2.copy(),
+            "steering": self._act.steer.copy(),
+            "throttle": self._act.throttle.copy(),
+            "steering_command": self._steer_cmd.copy(),
+            "throttle_command": self._throttle_cmd.copy(),
+        }
+
+    # -- reset ---------------------------------------------------------------------------------
+
+    def reset_worlds(
+        self,
+        ids: np.ndarray,
+        rngs: list[np.random.Generator],
+        options: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        """Re-randomise and restart worlds ``ids`` (draw order in the module docstring).
+
+        ``options`` (all optional): ``start_pose`` (3,) or (len(ids), 3) x, y, psi replacing the
+        sampled start; ``start_speed`` scalar or (len(ids),) initial forward speed, m/s.
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(rngs) != ids.size:
+            raise ValueError(f"reset_worlds got {ids.size} world ids but {len(rngs)} generators")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_worlds):
+            raise ValueError(f"world ids must be in [0, {self.num_worlds}), got {ids.tolist()}")
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; known: {list(RESET_OPTIONS)}")
+        if ids.size == 0:
+            return self._state()
+
+        draws = np.stack([rng.random(8) for rng in rngs], axis=1)  # (8, len(ids))
+        if self.domain_randomization:
+            ranges = self.randomization.as_array()
+            self._scales[:, ids] = ranges[:, :1] + (ranges[:, 1:] - ranges[:, :1]) * draws[:5]
+        else:
+            self._scales[:, ids] = 1.0
+        self._derive_world_params()
+
+        low, high = self.start_distance_range
+        distance = low + (high - low) * draws[5]
+        bearing = 2.0 * np.pi * draws[6] - np.pi
+        heading = 2.0 * np.pi * draws[7] - np.pi
+        pose = np.stack([distance * np.cos(bearing), distance * np.sin(bearing), heading])
+        if "start_pose" in options:
+            pose = _rows("start_pose", options["start_pose"], ids.size, 3).T
+        speed = np.zeros(ids.size)
+        if "start_speed" in options:
+            speed = _rows("start_speed", options["start_speed"], ids.size, None)
+
+        self._q[_X, ids] = pose[0]
+        self._q[_Y, ids] = pose[1]
+        self._q[_COS, ids] = np.cos(pose[2])
+        self._q[_SIN, ids] = np.sin(pose[2])
+        self._q[_VX, ids] = speed
+        self._q[_VY:, ids] = 0.0
+        self._act.set_rest(ids)
+        self._steer_cmd[ids] = 0.0
+        self._throttle_cmd[ids] = 0.0
+        self._goal[ids] = np.nan
+        if self.trail_length:
+            self._trail[:, ids] = np.nan
+            self._trail[self._trail_head, ids] = pose[:2].T
+        return self._state()
+
+    # -- stepping ------------------------------------------------------------------------------
+
+    def apply(self, command: Batch) -> Batch:
+        """Hold ``command`` for one control period (``n_substeps`` physics steps)."""
+        steer_cmd = self._command_row(command, "steering")
+        throttle_cmd = self._command_row(command, "throttle")
+        if "goal" in command:
+            goal = np.asarray(command["goal"], dtype=np.float64)
+            if goal.shape != (self.num_worlds, 3):
+                raise ValueError(
+                    f"command['goal'] must have shape ({self.num_worlds}, 3), got {goal.shape}"
+                )
+            self._goal[:] = goal
+        p = self.params
+        np.clip(steer_cmd, -p.max_steering, p.max_steering, out=self._steer_cmd)
+        np.clip(throttle_cmd, -1.0, 1.0, out=self._throttle_cmd)
+
+        for _ in range(self.n_substeps):
+            self._rk4_substep()
+        # Keep the heading a unit vector (RK4 preserves it to high order, not exactly).
+        q = self._q
+        q[_COS:_VX] *= 1.0 / np.sqrt(q[_COS] * q[_COS] + q[_SIN] * q[_SIN])
+        if self.trail_length:
+            self._trail_head = (self._trail_head + 1) % self.trail_length
+            self._trail[self._trail_head] = self._q[:2].T
+        return self._state()
+
+    def _command_row(self, command: Batch, key: str) -> np.ndarray:
+        if key not in command:
+            raise ValueError(f"the race car command needs {key!r}, got keys {sorted(command)}")
+        value = np.asarray(command[key], dtype=np.float64)
+        if value.shape != (self.num_worlds,):
+            raise ValueError(
+                f"command[{key!r}] must have shape ({self.num_worlds},), got {value.shape}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"command[{key!r}] holds non-finite values: {value}")
+        return value
+
+    def _actuation_after(self, gains: tuple[float, float, float]) -> _Actuation:
+        """Servo and ESC states a stage time after the substep's start (exact lag, held command).
+
+        Servo: first-order lag toward the command, its change limited to ``max_steering_rate``
+        times the elapsed time. ESC: first-order lag.
+        """
+        steer_gain, max_change, throttle_gain = gains
+        act = self._act
+        change = self._steer_cmd - act.steer
+        change *= steer_gain
+        np.clip(change, -max_change, max_change, out=change)
+        change += act.steer
+        throttle = self._throttle_cmd - act.throttle
+        throttle *= throttle_gain
+        throttle += act.throttle
+        return _Actuation.at(change, throttle, self.params.wheelbase)
+
+    def _longitudinal_force(self, vx: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Drive minus resistance (N) at duty ``d``, clipped to the traction limit."""
+        p = self.params
+        force = self._cm1 * d - self._cm2 * vx * np.abs(d)
+        force -= self._cr0 * np.tanh(vx * (1.0 / p.rolling_smoothing_speed))
+        force -= self._cr2 * vx * np.abs(vx)
+        return np.clip(force, -self._fx_max, self._fx_max, out=force)
+
+    def _rk4_substep(self) -> None:
+        """One classic RK4 step, the actuators evaluated exactly at the stage times."""
+        h = self.physics_dt
+        q = self._q
+        rates = self._kinematic_rates if self.dynamics == "kinematic" else self._dynamic_rates
+        act_half = self._actuation_after(self._stage_gains[0])
+        act_end = self._actuation_after(self._stage_gains[1])
+        k1 = rates(q, self._act)
+        k2 = rates(q + (0.5 * h) * k1, act_half)
+        k3 = rates(q + (0.5 * h) * k2, act_half)
+        k4 = rates(q + h * k3, act_end)
+        k2 += k3
+        k1 += k4
+        k1 += 2.0 * k2
+        k1 *= h / 6.0
+        q += k1
+        self._act = act_end
+        if self.dynamics == "kinematic":
+            # No slip: vy and omega are set by vx and the steering angle.
+            np.multiply(q[_VX], act_end.tan_over_l, out=q[_OMEGA])
+            np.multiply(q[_OMEGA], self.params.lr, out=q[_VY])
+
+    def _kinematic_rates(self, q: np.ndarray, act: _Actuation) -> np.ndarray:
+        """d/dt of the state under the kinematic bicycle (rows of vy and omega: zero)."""
+        out = np.empty_like(q)
+        cos_psi, sin_psi, vx = q[_COS], q[_SIN], q[_VX]
+        omega = vx * act.tan_over_l
+        vy = omega * self.params.lr
+        out[_X] = vx * cos_psi - vy * sin_psi
+        out[_Y] = vx * sin_psi + vy * cos_psi
+        np.multiply(sin_psi, -omega, out=out[_COS])
+        np.multiply(cos_psi, omega, out=out[_SIN])
+        np.multiply(self._longitudinal_force(vx, act.throttle), self._inv_mass, out=out[_VX])
+        out[_VY:] = 0.0
+        return out
+
+    def _dynamic_rates(self, q: np.ndarray, act: _Actuation) -> np.ndarray:
+        """d/dt of the state under the dynamic bicycle, blended to kinematic at low speed."""
+        p = self.params
+        out = np.empty_like(q)
+        cos_psi, sin_psi, vx, vy, omega = q[_COS], q[_SIN], q[_VX], q[_VY], q[_OMEGA]
+        sin_d, cos_d, tan_over_l = act.sin, act.cos, act.tan_over_l
+        out[_X] = vx * cos_psi - vy * sin_psi
+        out[_Y] = vx * sin_psi + vy * cos_psi
+        np.multiply(sin_psi, -omega, out=out[_COS])
+        np.multiply(cos_psi, omega, out=out[_SIN])
+        # Slip angles: the front wheel's velocity in its own frame, the rear's in the body frame.
+        front_lat = vy + p.lf * omega
+        front_long = vx * cos_d + front_lat * sin_d
+        front_side = front_lat * cos_d - vx * sin_d
+        alpha_front = np.arctan2(front_side, np.abs(front_long))
+        alpha_rear = np.arctan2(vy - p.lr * omega, np.abs(vx))
+        # Simplified Pacejka, opposing the slip: F = -D sin(C atan(B alpha)).
+        alpha_front *= p.tire_b_front
+        force_front = np.sin(p.tire_c_front * np.arctan(alpha_front, out=alpha_front))
+        force_front *= -self._d_front
+        alpha_rear *= p.tire_b_rear
+        force_rear = np.sin(p.tire_c_rear * np.arctan(alpha_rear, out=alpha_rear))
+        force_rear *= -self._d_rear
+        ax_kin = self._longitudinal_force(vx, act.throttle)
+        ax_kin *= self._inv_mass
+        # Dynamic bicycle (Kabzan et al. 2020, eq. 2).
+        ax_dyn = ax_kin + vy * omega - force_front * sin_d * self._inv_mass
+        ay_dyn = (force_rear + force_front * cos_d) * self._inv_mass - vx * omega
+        aw_dyn = (force_front * cos_d * p.lf - force_rear * p.lr) * self._inv_inertia
+        # Kinematic bicycle: no-slip vy and omega, tracked with a short relaxation.
+        inv_relax = 1.0 / p.kinematic_relaxation
+        omega_kin = vx * tan_over_l
+        aw_kin = ax_kin * tan_over_l + (omega_kin - omega) * inv_relax
+        ay_kin = (ax_kin * tan_over_l + omega_kin * inv_relax) * p.lr - vy * inv_relax
+        # Blend weight 0 below blend_speed[0], 1 above blend_speed[1] (planar speed).
+        weight = np.sqrt(vx * vx + vy * vy)
+        weight -= p.blend_speed[0]
+        weight *= 1.0 / (p.blend_speed[1] - p.blend_speed[0])
+        np.clip(weight, 0.0, 1.0, out=weight)
+        ax_dyn -= ax_kin
+        ay_dyn -= ay_kin
+        aw_dyn -= aw_kin
+        np.add(ax_kin, weight * ax_dyn, out=out[_VX])
+        np.add(ay_kin, weight * ay_dyn, out=out[_VY])
+        np.add(aw_kin, weight * aw_dyn, out=out[_OMEGA])
+        return out
+
+    def _headings(self) -> np.ndarray:
+        """Heading psi of every world, in [-pi, pi]."""
+        return np.arctan2(self._q[_SIN], self._q[_COS])
+
+    def _state(self) -> Batch:
+        q = self._q
+        pose = np.empty((self.num_worlds, 3))
+        pose[:, 0] = q[_X]
+        pose[:, 1] = q[_Y]
+        pose[:, 2] = self._headings()
+        return {
+            "pose": pose,
+            "velocity": q[_VX:].T.copy(),
+            "steering": self._act.steer.copy(),
+            "throttle": self._act.throttle.copy(),
+        }
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def render_world(self, world: int, goal: np.ndarray | None = None) -> np.ndarray:
+        """Top-down RGB frame (render_size x render_size x 3, uint8) of world ``world``.
+
+        :param goal: (3,) goal pose to draw; None draws the last ``command["goal"]`` if any.
+        """
+        if not 0 <= world < self.num_worlds:
+            raise ValueError(f"world must be in [0, {self.num_worlds}), got {world}")
+        if goal is None:
+            goal = self._goal[world]
+        trail = None
+        if self.trail_length:
+            order = (self._trail_head + 1 + np.arange(self.trail_length)) % self.trail_length
+            trail = self._trail[order, world]
+        q = self._q[:, world]
+        return draw_topdown(
+            pose=np.array([q[_X], q[_Y], math.atan2(q[_SIN], q[_COS])]),
+            steering=float(self._act.steer[world]),
+            params=self.params,
+            arena_half_size=self.arena_half_size,
+            goal=goal,
+            trail=trail,
+            size=self.render_size,
+        )
+
+
+class _Actuation(NamedTuple):
+    """Steering angle (with its sine, cosine and tan / wheelbase) and throttle of every world."""
+
+    steer: np.ndarray
+    sin: np.ndarray
+    cos: np.ndarray
+    tan_over_l: np.ndarray
+    throttle: np.ndarray
+
+    @classmethod
+    def at(cls, steer: np.ndarray, throttle: np.ndarray, wheelbase: float) -> _Actuation:
+        sin, cos = np.sin(steer), np.cos(steer)
+        tan_over_l = sin / cos
+        tan_over_l *= 1.0 / wheelbase
+        return cls(steer, sin, cos, tan_over_l, throttle)
+
+    @classmethod
+    def rest(cls, n: int) -> _Actuation:
+        return cls(np.zeros(n), np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n))
+
+    def set_rest(self, ids: np.ndarray) -> None:
+        """Straight wheels and zero throttle in worlds ``ids`` (in place)."""
+        for row, value in zip(self, (0.0, 0.0, 1.0, 0.0, 0.0), strict=True):
+            row[ids] = value
+
+
+def _lag_gain(h: float, time_constant: float) -> float:
+    """Fraction of the remaining error a first-order lag removes in ``h`` seconds."""
+    return 1.0 if time_constant == 0 else -math.expm1(-h / time_constant)
+
+
+def _rows(name: str, value: Any, count: int, width: int | None) -> np.ndarray:
+    """``value`` broadcast to (count, width) (or (count,)), finite, or a ValueError naming it."""
+    array = np.asarray(value, dtype=np.float64)
+    shape = (count,) if width is None else (count, width)
+    try:
+        array = np.broadcast_to(array, shape).copy()
+    except ValueError:
+        single = "a scalar" if width is None else f"({width},)"
+        raise ValueError(
+            f"reset option {name!r} must be {single} or have shape {shape}, got {array.shape}"
+        ) from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"reset option {name!r} must be finite, got {array}")
+    return array
+
+
+# -- drawing ------------------------------------------------------------------------------------
+
+_FLOOR = (222, 224, 228)
+_GRID = (200, 203, 209)
+_ARENA = (90, 95, 105)
+_GOAL = (30, 150, 70)
+_BODY = (215, 60, 40)
+_BODY_EDGE = (120, 30, 20)
+_WINDSHIELD = (255, 215, 190)
+_WHEEL = (25, 25, 25)
+_TRAIL = (40, 110, 220)
+_SHIFT = 4  # fixed-point bits for sub-pixel OpenCV drawing
+
+
+def draw_topdown(
+    pose: np.ndarray,
+    steering: float,
+    params: CarParams,
+    arena_half_size: float,
+    goal: np.ndarray | None = None,
+    trail: np.ndarray | None = None,
+    size: int = 256,
+) -> np.ndarray:
+    """A top-down RGB picture of the arena, the goal, the car and its trail (OpenCV).
+
+    The view shows the whole arena with a 5 % margin, x to the right and y up; grid lines every
+    metre, the goal as a 0.3 m circle with a heading tick, the car as an oriented body with four
+    wheels (front wheels turned by ``steering``) and a light windshield at the front.
+    """
+    import cv2
+
+    frame = np.empty((size, size, 3), dtype=np.uint8)
+    frame[:] = _FLOOR
+    half_view = arena_half_size * 1.05
+    scale = size / (2.0 * half_view)  # pixels per metre
+
+    def to_px(points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        px = np.empty_like(points)
+        px[:, 0] = (points[:, 0] + half_view) * scale
+        px[:, 1] = (half_view - points[:, 1]) * scale
+        return np.round(px * (1 << _SHIFT)).astype(np.int32)
+
+    def polygon(points: np.ndarray, color: tuple[int, int, int]) -> None:
+        cv2.fillPoly(frame, [to_px(points)], color, cv2.LINE_AA, _SHIFT)
+
+    for metre in np.arange(-math.floor(arena_half_size), math.floor(arena_half_size) + 1):
+        ends = to_px(np.array([[metre, -arena_half_size], [metre, arena_half_size]]))
+        cv2.line(frame, tuple(ends[0]), tuple(ends[1]), _GRID, 1, cv2.LINE_AA, _SHIFT)
+        ends = to_px(np.array([[-arena_half_size, metre], [arena_half_size, metre]]))
+        cv2.line(frame, tuple(ends[0]), tuple(ends[1]), _GRID, 1, cv2.LINE_AA, _SHIFT)
+    corners = to_px(np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * arena_half_size)
+    cv2.polylines(frame, [corners], True, _ARENA, 1, cv2.LINE_AA, _SHIFT)
+
+    if goal is not None and np.isfinite(goal).all():
+        gx, gy, gpsi = (float(v) for v in goal)
+        centre = to_px(np.array([gx, gy]))[0]
+        radius = round(0.3 * scale * (1 << _SHIFT))
+        cv2.circle(frame, tuple(centre), radius, _GOAL, 1, cv2.LINE_AA, _SHIFT)
+        tip = to_px(np.array([gx + 0.3 * math.cos(gpsi), gy + 0.3 * math.sin(gpsi)]))[0]
+        cv2.line(frame, tuple(centre), tuple(tip), _GOAL, 1, cv2.LINE_AA, _SHIFT)
+        cross = 0.06
+        for dx, dy in ((cross, cross), (cross, -cross)):
+            ends = to_px(np.array([[gx - dx, gy - dy], [gx + dx, gy + dy]]))
+            cv2.line(frame, tuple(ends[0]), tuple(ends[1]), _GOAL, 1, cv2.LINE_AA, _SHIFT)
+
+    if trail is not None:
+        trail = np.asarray(trail, dtype=np.float64)
+        trail = trail[np.isfinite(trail).all(axis=1)]
+        if len(trail) >= 2:
+            cv2.polylines(frame, [to_px(trail)], False, _TRAIL, 1, cv2.LINE_AA, _SHIFT)
+
+    x, y, psi = (float(v) for v in pose)
+    rotation = np.array([[math.cos(psi), -math.sin(psi)], [math.sin(psi), math.cos(psi)]])
+    centre = np.array([x, y])
+
+    def body_to_world(points: np.ndarray) -> np.ndarray:
+        return points @ rotation.T + centre
+
+    # Body centred between the axles, overhanging both equally.
+    mid = 0.5 * (params.lf - params.lr)
+    half_l, half_w = 0.5 * params.length, 0.5 * params.width
+    wheel_l, wheel_w = 0.13, 0.06
+    wheel_y = half_w - 0.5 * wheel_w
+    wheel = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [0.5 * wheel_l, 0.5 * wheel_w]
+    turned = wheel @ np.array(
+        [[math.cos(steering), math.sin(steering)], [-math.sin(steering), math.cos(steering)]]
+    )
+    for axle_x, shape in ((params.lf, turned), (-params.lr, wheel)):
+        for side in (-1.0, 1.0):
+            polygon(body_to_world(shape + np.array([axle_x, side * wheel_y])), _WHEEL)
+    body = np.array(
+        [
+            [mid - half_l, -half_w + wheel_w],
+            [mid + half_l, -half_w + wheel_w * 1.5],
+            [mid + half_l, half_w - wheel_w * 1.5],
+            [mid - half_l, half_w - wheel_w],
+        ]
+    )
+    cv2.polylines(frame, [to_px(body_to_world(body))], True, _BODY_EDGE, 2, cv2.LINE_AA, _SHIFT)
+    polygon(body_to_world(body), _BODY)
+    windshield = np.array(
+        [
+            [mid + 0.12 * half_l, -0.5 * half_w],
+            [mid + 0.45 * half_l, -0.4 * half_w],
+            [mid + 0.45 * half_l, 0.4 * half_w],
+            [mid + 0.12 * half_l, 0.5 * half_w],
+        ]
+    )
+    polygon(body_to_world(windshield), _WINDSHIELD)
+    return frame
