@@ -1,0 +1,708 @@
+"""MuJoCo simulator of the Franka Panda pick-cube scene, N worlds on ``mujoco.batch.Batch``.
+
+The scene is composed with MuJoCo's spec API: the arm and hand of ``assets/panda.xml`` on a
+table, a 5 cm cube (or, for sim-to-sim mismatch, a compliant foam ball), a fixed camera where the
+real Intel RealSense D455 stands, an overview camera for ``render_mode="rgb_array"``, two lights.
+
+Control: the Task sends a Cartesian tip target and a gripper command once per control period.
+:class:`PandaVectorBackend` turns the target into joint targets with one damped-least-squares
+differential-IK step over all worlds at once (NumPy, Jacobians from the joint axes MuJoCo
+computes), keeping the hand pointing down and drifting toward the home posture in the null space.
+The joint position servos of the model then track those targets at the physics rate inside
+``Batch.step(nstep=n_substeps)``, so no Python runs per physics substep. The IK closes the loop on
+the measured state every control period; gravity compensation (``gravcomp``) lets the stiff
+servos hold a pose without steady-state error, as the real arm's own controllers do.
+
+Images: one ``mujoco.Renderer`` (64x64 by default) renders every world in turn: each world's
+randomised model fields and its configuration are copied into a render-only ``MjModel``/
+``MjData`` pair, kinematics run there (no dynamics), and the RGB frame becomes grayscale and is
+scaled by the world's brightness factor. See :meth:`PandaVectorBackend.render_pixels`.
+
+Randomness: :meth:`PandaVectorBackend.reset_worlds` draws, from each world's generator and in this
+order, the object's position and yaw, then (with ``domain_randomization``) the lights, the camera
+pose, the table and floor colours and the brightness scale. The object pose is drawn first so that
+a seed gives the same object placement with and without domain randomisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import mujoco
+import mujoco.batch
+import numpy as np
+
+from sim2online_envs.core import Batch, VectorBackend
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "HOME_QPOS",
+    "HOME_TIP_POS",
+    "OBJECTS",
+    "TIP_DOWN_ROTATION",
+    "ObjectSpec",
+    "PandaSimConfig",
+    "PandaVectorBackend",
+    "build_scene",
+]
+
+#: The robot model (arm + hand), written from Franka's published kinematics.
+PANDA_XML = Path(__file__).resolve().parent.parent / "assets" / "panda.xml"
+
+#: Home joint posture: TCP at :data:`HOME_TIP_POS`, hand pointing down, fingers along world y
+#: (solved once by DLS IK from Franka's "ready" posture; tests check it with forward kinematics).
+HOME_QPOS = np.array([0.0, -0.25943, 0.0, -2.43148, 0.0, 2.17205, 0.78540])
+#: TCP position at the home posture, world frame (m).
+HOME_TIP_POS = np.array([0.45, 0.0, 0.30])
+#: TCP orientation the controller holds: x along world x, z straight down.
+TIP_DOWN_ROTATION = np.diag([1.0, -1.0, -1.0])
+
+ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
+FINGER_JOINTS = ("finger_left", "finger_right")
+#: Gripper servo targets (opening in m) for "open" and "closed".
+GRIPPER_OPEN = 0.08
+GRIPPER_CLOSED = 0.0
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """The object to pick: a rigid cube or a compliant ball.
+
+    :param kind: "box" or "sphere".
+    :param size: edge length of the cube or diameter of the ball (m).
+    :param mass: kg.
+    :param friction: MuJoCo (sliding, torsional, rolling) friction.
+    :param solref: contact (time constant s, damping ratio); larger time constants are softer.
+    :param solimp: contact impedance (d0, dwidth, width, ...); a wide, low impedance gives way.
+    :param rgba: colour.
+    """
+
+    kind: str
+    size: float
+    mass: float
+    friction: tuple[float, float, float]
+    solref: tuple[float, float]
+    solimp: tuple[float, float, float]
+    rgba: tuple[float, float, float, float]
+
+
+#: The two objects. The cube: 5 cm, 0.1 kg (a hardwood or dense 3D-printed block, like the one on
+#: the real table), rigid contacts. The soft ball: a 5.5 cm foam ball of 40 g whose contacts give
+#: way by several millimetres under the 70 N grasp (20 ms contact time constant, low impedance) and
+#: which rolls: the sim-to-sim "reality" for a policy pretrained on the cube.
+OBJECTS: dict[str, ObjectSpec] = {
+    "cube": ObjectSpec(
+        kind="box",
+        size=0.05,
+        mass=0.1,
+        friction=(1.0, 0.005, 0.0001),
+        solref=(0.004, 1.0),
+        solimp=(0.95, 0.99, 0.001),
+        rgba=(0.85, 0.15, 0.1, 1.0),
+    ),
+    "soft_ball": ObjectSpec(
+        kind="sphere",
+        size=0.055,
+        mass=0.04,
+        friction=(1.2, 0.01, 0.002),
+        solref=(0.02, 0.8),
+        solimp=(0.5, 0.95, 0.012),
+        rgba=(0.95, 0.75, 0.1, 1.0),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PandaSimConfig:
+    """Physics, controller, camera and randomisation settings of the Panda simulator.
+
+    Positions are in the world frame: origin at the robot base on the table top, x forward, z up.
+    """
+
+    #: Physics step (s); ``control_dt`` must be a whole multiple of it.
+    physics_dt: float = 0.002
+    #: Control period (s): one :meth:`PandaVectorBackend.apply` advances this much.
+    control_dt: float = 0.05
+    #: Side of the square grayscale observation image (px).
+    image_size: int = 64
+    #: (height, width) of the colour ``rgb_array`` frames of the overview camera.
+    render_size: tuple[int, int] = (240, 320)
+    #: Vertical field of view of the wrist-free D455 stand-in (deg). The D455 colour sensor sees
+    #: about 90 x 65 deg; a centre square crop of its image (what the real env feeds the policy,
+    #: resized to ``image_size``) spans its full 65 deg height.
+    camera_fovy: float = 65.0
+    #: D455 position and the point it looks at: in front of the robot, a little to its left,
+    #: looking back and down at the workspace, about 0.6 m from the cube region.
+    camera_pos: tuple[float, float, float] = (1.05, 0.15, 0.38)
+    camera_target: tuple[float, float, float] = (0.48, 0.0, 0.14)
+    #: Region the object's centre is placed in at reset (x, y), and its yaw range (+-rad).
+    object_xy_low: tuple[float, float] = (0.38, -0.15)
+    object_xy_high: tuple[float, float] = (0.58, 0.15)
+    object_yaw_range: float = math.pi / 6
+    #: Differential IK: damping (m), orientation gain, null-space gain toward the home posture,
+    #: and the largest position error one IK step acts on (m).
+    ik_damping: float = 0.02
+    ik_orientation_gain: float = 1.0
+    ik_nullspace_gain: float = 0.3
+    ik_max_error: float = 0.08
+    #: Domain randomisation ranges (used when enabled): light position offset (+-m per axis),
+    #: light intensity scale, camera position offset (+-m per axis), camera rotation (+-rad per
+    #: axis), per-channel table colour offset, floor and wall gray level, image brightness.
+    light_pos_jitter: float = 0.3
+    light_intensity_range: tuple[float, float] = (0.5, 1.2)
+    camera_pos_jitter: float = 0.015
+    camera_rot_jitter: float = 0.035
+    table_rgb_jitter: float = 0.15
+    floor_gray_range: tuple[float, float] = (0.15, 0.7)
+    brightness_range: tuple[float, float] = (0.7, 1.3)
+    #: Observation images: anti-aliasing samples, shadow-map size (0: no shadows; on a CPU the
+    #: shadow pass costs about two thirds of a 64x64 frame) and the tessellation of capsules and
+    #: spheres (slices, stacks), coarse because a 64x64 image cannot show more.
+    pixel_samples: int = 4
+    pixel_shadow_size: int = 256
+    pixel_tessellation: tuple[int, int] = (12, 6)
+    #: Overview (rgb_array) frames: shadow-map size and tessellation, for people to look at.
+    overview_shadow_size: int = 2048
+    overview_tessellation: tuple[int, int] = (28, 16)
+    #: Table colour without randomisation.
+    table_rgba: tuple[float, float, float, float] = field(default=(0.72, 0.72, 0.7, 1.0))
+
+    def __post_init__(self) -> None:
+        for name in ("physics_dt", "control_dt"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        n_substeps = round(self.control_dt / self.physics_dt)
+        if n_substeps < 1 or abs(n_substeps * self.physics_dt - self.control_dt) > 1e-9:
+            raise ValueError(
+                f"control_dt={self.control_dt} must be a whole multiple of physics_dt="
+                f"{self.physics_dt} (got {self.control_dt / self.physics_dt:.4f} substeps)"
+            )
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
+            raise TypeError(f"image_size must be an int, got {type(self.image_size).__name__}")
+        if not 8 <= self.image_size <= 512:
+            raise ValueError(f"image_size must be in [8, 512] px, got {self.image_size}")
+        if len(self.render_size) != 2 or min(self.render_size) < 8:
+            raise ValueError(f"render_size must be (height, width) >= 8 px, got {self.render_size}")
+
+    @property
+    def n_substeps(self) -> int:
+        """Physics steps per control period (exact; checked at construction)."""
+        n_substeps = round(self.control_dt / self.physics_dt)
+        assert abs(n_substeps * self.physics_dt - self.control_dt) < 1e-9
+        return n_substeps
+
+
+def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Quaternion of a MuJoCo camera at ``pos`` looking at ``target`` with world z up."""
+    forward = np.asarray(target, float) - np.asarray(pos, float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    mat = np.stack([right, up, -forward], axis=1)  # camera looks along its -z
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, mat.ravel())
+    return quat
+
+
+def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> mujoco.MjModel:
+    """Compile the pick scene: table, robot, object, goal marker, cameras, lights."""
+    if object not in OBJECTS:
+        raise ValueError(f"object must be one of {sorted(OBJECTS)}, got {object!r}")
+    config = config or PandaSimConfig()
+    obj = OBJECTS[object]
+    spec = mujoco.MjSpec.from_file(str(PANDA_XML))  # the robot; the scene is added around it
+    spec.modelname = f"panda_pick_{object}"
+    spec.option.timestep = config.physics_dt
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = 10.0
+    height, width = config.render_size
+    spec.visual.global_.offwidth = max(width, config.image_size)
+    spec.visual.global_.offheight = max(height, config.image_size)
+    spec.visual.quality.offsamples = config.pixel_samples
+    spec.visual.quality.shadowsize = config.pixel_shadow_size
+    spec.visual.quality.numslices, spec.visual.quality.numstacks = config.pixel_tessellation
+    spec.visual.headlight.ambient = [0.25, 0.25, 0.25]
+    spec.visual.headlight.diffuse = [0.2, 0.2, 0.2]
+    spec.visual.headlight.specular = [0.0, 0.0, 0.0]
+
+    world = spec.worldbody
+    # Floor 0.75 m below the table top; table top at z = 0 (the robot base stands on it).
+    world.add_geom(
+        name="floor",
+        type=mujoco.mjtGeom.mjGEOM_PLANE,
+        size=[3.0, 3.0, 0.5],
+        pos=[0.0, 0.0, -0.75],
+        rgba=[0.4, 0.4, 0.42, 1.0],
+        contype=0,
+        conaffinity=1,
+    )
+    # A wall behind the robot, so that the camera sees a room rather than the void.
+    world.add_geom(
+        name="wall",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.02, 2.0, 1.2],
+        pos=[-0.7, 0.0, 0.3],
+        rgba=[0.55, 0.56, 0.58, 1.0],
+        contype=0,
+        conaffinity=0,
+    )
+    world.add_geom(
+        name="table",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.6, 0.7, 0.375],
+        pos=[0.35, 0.0, -0.375],
+        rgba=list(config.table_rgba),
+        contype=0,
+        conaffinity=1,
+        friction=[0.8, 0.005, 0.0001],
+    )
+    world.add_light(
+        name="key",
+        pos=[0.3, -0.8, 1.6],
+        dir=[0.2, 0.8, -1.6],
+        diffuse=[0.7, 0.7, 0.7],
+        specular=[0.2, 0.2, 0.2],
+        castshadow=True,
+    )
+    world.add_light(
+        name="fill",
+        pos=[1.4, 0.6, 1.2],
+        dir=[-1.0, -0.6, -1.2],
+        diffuse=[0.35, 0.35, 0.35],
+        specular=[0.0, 0.0, 0.0],
+        castshadow=False,
+    )
+    world.add_camera(
+        name="d455",
+        pos=list(config.camera_pos),
+        quat=list(_look_at_quat(np.array(config.camera_pos), np.array(config.camera_target))),
+        fovy=config.camera_fovy,
+    )
+    overview_pos = np.array([1.45, -1.0, 1.0])
+    world.add_camera(
+        name="overview",
+        pos=list(overview_pos),
+        quat=list(_look_at_quat(overview_pos, np.array([0.3, 0.0, 0.25]))),
+        fovy=50.0,
+    )
+
+    body = world.add_body(name="object", pos=[0.5, 0.0, obj.size / 2])
+    body.add_freejoint(name="object")
+    half = obj.size / 2
+    body.add_geom(
+        name="object",
+        type=mujoco.mjtGeom.mjGEOM_BOX if obj.kind == "box" else mujoco.mjtGeom.mjGEOM_SPHERE,
+        size=[half, half, half] if obj.kind == "box" else [half, 0.0, 0.0],
+        mass=obj.mass,
+        friction=list(obj.friction),
+        solref=list(obj.solref),
+        solimp=[*obj.solimp, 0.5, 2.0],
+        condim=6 if obj.kind == "sphere" else 4,
+        rgba=list(obj.rgba),
+        contype=1,
+        conaffinity=1,
+    )
+    # The goal: a translucent marker (site group 5) that only the overview camera shows.
+    goal = world.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.2])
+    goal.add_site(
+        name="goal", size=[0.02, 0.0, 0.0], rgba=[0.1, 0.8, 0.2, 0.5], group=5
+    )
+    return spec.compile()
+
+
+class PandaVectorBackend(VectorBackend):
+    """``num_worlds`` Panda pick scenes stepped together on a ``mujoco.batch.Batch``.
+
+    State (each array with a leading world axis ``N``):
+
+    ================== ================ =====================================================
+    key                shape            meaning
+    ================== ================ =====================================================
+    pixels             (N, S, S, 1) u8  grayscale D455 image (S = ``image_size``)
+    tip_pos            (N, 3)           TCP (fingertip centre) position, world frame (m)
+    tip_target         (N, 3)           Cartesian target the controller tracks (m)
+    gripper_opening    (N,)             distance between the fingers (m), 0 ... 0.08
+    gripper_closed     (N,)             last gripper command, 1.0 closed / 0.0 open
+    arm_qpos           (N, 7)           joint angles (rad)
+    object_pos         (N, 3)           object centre (m), privileged
+    object_quat        (N, 4)           object orientation (w, x, y, z), privileged
+    object_size        (N,)             cube edge or ball diameter (m)
+    ================== ================ =====================================================
+
+    Commands: ``tip_target`` (N, 3) in m and ``gripper_closed`` (N,) (> 0.5 closes).
+
+    :param num_worlds: number of worlds.
+    :param object: "cube" or "soft_ball".
+    :param domain_randomization: randomise lights, camera pose, table and floor colours and
+        image brightness at every reset.
+    :param config: physics, controller, camera and randomisation settings.
+    :param num_threads: threads of the batch (None: 1 for one world, else all CPUs).
+    :param render_pixels: render the grayscale image into the state after each step (turn off
+        for state-only data collection; ``pixels`` is then all zeros).
+    """
+
+    kind: ClassVar[str] = "sim"
+
+    def __init__(
+        self,
+        num_worlds: int,
+        object: str = "cube",
+        domain_randomization: bool = True,
+        config: PandaSimConfig | None = None,
+        num_threads: int | None = None,
+        render_pixels: bool = True,
+    ):
+        if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)):
+            raise TypeError(f"num_worlds must be an int, got {type(num_worlds).__name__}")
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
+        if object not in OBJECTS:
+            raise ValueError(f"object must be one of {sorted(OBJECTS)}, got {object!r}")
+        if not isinstance(domain_randomization, (bool, np.bool_)):
+            raise TypeError(
+                f"domain_randomization must be a bool, got {type(domain_randomization).__name__}"
+            )
+        self.config = config or PandaSimConfig()
+        self.num_worlds = int(num_worlds)
+        self.object = object
+        self.object_spec = OBJECTS[object]
+        self.domain_randomization = bool(domain_randomization)
+        self.render_pixels_enabled = bool(render_pixels)
+        self.n_substeps = self.config.n_substeps
+        self.model = build_scene(object, self.config)
+        threads = (1 if self.num_worlds == 1 else 0) if num_threads is None else int(num_threads)
+        self.batch = mujoco.batch.Batch(self.model, self.num_worlds, nthread=threads)
+
+        m = self.model
+        self._arm_qpos_adr = np.array([m.joint(j).qposadr[0] for j in ARM_JOINTS])
+        self._arm_dof_adr = np.array([m.joint(j).dofadr[0] for j in ARM_JOINTS])
+        self._arm_joint_ids = np.array([m.joint(j).id for j in ARM_JOINTS])
+        self._arm_lo = m.jnt_range[self._arm_joint_ids, 0]
+        self._arm_hi = m.jnt_range[self._arm_joint_ids, 1]
+        self._finger_qpos_adr = np.array([m.joint(j).qposadr[0] for j in FINGER_JOINTS])
+        self._object_qpos_adr = int(m.joint("object").qposadr[0])
+        self._arm_act = np.array([m.actuator(j).id for j in ARM_JOINTS])
+        self._gripper_act = int(m.actuator("gripper").id)
+        self._tcp = int(m.site("tcp").id)
+        self._goal_mocap = int(m.body("goal").mocapid[0])
+        self._camera = int(m.camera("d455").id)
+        self._overview = int(m.camera("overview").id)
+        self._light_ids = np.array([m.light("key").id, m.light("fill").id])
+        self._table_geom = int(m.geom("table").id)
+        self._backdrop_geoms = np.array([m.geom("floor").id, m.geom("wall").id])
+
+        b = self.batch
+        self._qpos = b.bind("qpos")
+        self._qvel = b.bind("qvel")
+        self._ctrl = b.bind("ctrl")
+        self._mocap_pos = b.bind("mocap_pos")
+        self._site_xpos = b.bind("site_xpos")
+        self._site_xmat = b.bind("site_xmat")
+        self._xanchor = b.bind("xanchor")
+        self._xaxis = b.bind("xaxis")
+        # Per-world model fields that domain randomisation writes (and rendering copies).
+        self._randomized: dict[str, np.ndarray] = {}
+        if self.domain_randomization:
+            for name in ("light_pos", "light_diffuse", "cam_pos", "cam_quat", "geom_rgba"):
+                self._randomized[name] = b.expand(name)
+        self._base_light_pos = m.light_pos.copy()
+        self._base_light_diffuse = m.light_diffuse.copy()
+        self._base_cam_pos = m.cam_pos.copy()
+        self._base_cam_quat = m.cam_quat.copy()
+
+        n = self.num_worlds
+        self._tip_target = np.tile(HOME_TIP_POS, (n, 1))
+        self._gripper_closed = np.zeros(n)
+        self._brightness = np.ones(n)
+        self._pixels = np.zeros((n, self.config.image_size, self.config.image_size, 1), np.uint8)
+
+        # Rendering: one render-only model/data; each world's fields are copied in per frame.
+        self._render_model = copy.copy(self.model)
+        self._render_data = mujoco.MjData(self._render_model)
+        self._pixel_renderer: mujoco.Renderer | None = None
+        self._overview_renderer: mujoco.Renderer | None = None
+        self._overview_option = mujoco.MjvOption()
+        self._overview_option.sitegroup[5] = 1
+        self._closed = False
+        self._has_state = False
+
+    # ------------------------------------------------------------------ VectorBackend API
+
+    def reset_worlds(
+        self,
+        ids: np.ndarray,
+        rngs: list[np.random.Generator],
+        options: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        """Re-randomise and reset worlds ``ids`` (one generator each); return all worlds' state.
+
+        ``options`` may hold ``object_pos`` ((len(ids), 3) or (3,)) and ``object_yaw`` to place
+        the object instead of drawing its pose (the draws are still made, so the generators
+        advance alike).
+        """
+        self._check_open()
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(rngs) != len(ids):
+            raise ValueError(f"reset_worlds got {len(ids)} ids but {len(rngs)} generators")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_worlds):
+            raise ValueError(f"world ids must be in [0, {self.num_worlds}), got {ids.tolist()}")
+        options = dict(options or {})
+        unknown = set(options) - {"object_pos", "object_yaw"}
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; expected 'object_pos', 'object_yaw'"
+            )
+        order = np.argsort(ids)
+        ids, rngs = ids[order], [rngs[i] for i in order]
+        if ids.size == 0:
+            return self._state()
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        cfg = self.config
+        half = self.object_spec.size / 2
+        for k, (world, rng) in enumerate(zip(ids, rngs, strict=True)):
+            xy = rng.uniform(cfg.object_xy_low, cfg.object_xy_high)
+            yaw = rng.uniform(-cfg.object_yaw_range, cfg.object_yaw_range)
+            if "object_pos" in options:
+                xyz = np.broadcast_to(np.asarray(options["object_pos"], float), (len(ids), 3))
+                pos = xyz[order[k]]
+            else:
+                pos = np.array([xy[0], xy[1], half])
+            if "object_yaw" in options:
+                yaw = float(np.broadcast_to(options["object_yaw"], (len(ids),))[order[k]])
+            self._set_world_state(int(world), pos, yaw)
+            if self.domain_randomization:
+                self._randomize(int(world), rng)
+        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self._has_state = True
+        if self.render_pixels_enabled:
+            for world in ids:
+                self._pixels[world] = self.render_pixels(int(world))
+        return self._state()
+
+    def apply(self, command: Batch) -> Batch:
+        """Track ``command`` for one control period in every world; return all worlds' state."""
+        self._check_open()
+        if not self._has_state:
+            raise RuntimeError("reset_worlds() must reset every world before apply()")
+        target = np.asarray(command["tip_target"], dtype=np.float64)
+        closed = np.asarray(command["gripper_closed"], dtype=np.float64).reshape(-1)
+        n = self.num_worlds
+        if target.shape != (n, 3):
+            raise ValueError(f"command['tip_target'] must have shape ({n}, 3), got {target.shape}")
+        if closed.shape != (n,):
+            raise ValueError(
+                f"command['gripper_closed'] must have shape ({n},), got {closed.shape}"
+            )
+        if not (np.isfinite(target).all() and np.isfinite(closed).all()):
+            raise ValueError("command contains NaN or infinite values")
+        self._tip_target[:] = target
+        self._gripper_closed[:] = closed > 0.5
+        self._ctrl[:, self._arm_act] = self.joint_targets(target)
+        self._ctrl[:, self._gripper_act] = np.where(
+            self._gripper_closed > 0.5, GRIPPER_CLOSED, GRIPPER_OPEN
+        )
+        self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_POS)
+        if self.render_pixels_enabled:
+            for world in range(n):
+                self._pixels[world] = self.render_pixels(world)
+        return self._state()
+
+    def render_world(self, world: int) -> np.ndarray:
+        """An RGB frame (H, W, 3) of world ``world`` from the overview camera, goal shown."""
+        self._check_open()
+        if self._overview_renderer is None:
+            height, width = self.config.render_size
+            # Shadow map and tessellation are read when the renderer's GL context is made.
+            quality = self._render_model.vis.quality
+            quality.shadowsize = self.config.overview_shadow_size
+            quality.numslices, quality.numstacks = self.config.overview_tessellation
+            self._overview_renderer = mujoco.Renderer(self._render_model, height, width)
+            quality.shadowsize = self.config.pixel_shadow_size
+            quality.numslices, quality.numstacks = self.config.pixel_tessellation
+        self._load_render_world(world)
+        self._overview_renderer.update_scene(
+            self._render_data, camera=self._overview, scene_option=self._overview_option
+        )
+        return self._overview_renderer.render().copy()
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Object pose and velocity of every world (the real robot gets them from a marker)."""
+        adr = self._object_qpos_adr
+        dof = int(self.model.joint("object").dofadr[0])
+        return {
+            "object_pos": self._qpos[:, adr : adr + 3].copy(),
+            "object_quat": self._qpos[:, adr + 3 : adr + 7].copy(),
+            "object_vel": self._qvel[:, dof : dof + 3].copy(),
+            "tip_pos": self._site_xpos[:, self._tcp].copy(),
+        }
+
+    def close(self) -> None:
+        """Free the renderers (their GL contexts)."""
+        for renderer in (self._pixel_renderer, self._overview_renderer):
+            if renderer is not None:
+                renderer.close()
+        self._pixel_renderer = self._overview_renderer = None
+        self._closed = True
+
+    # ------------------------------------------------------------------ controller
+
+    def joint_targets(self, tip_target: np.ndarray) -> np.ndarray:
+        """(N, 7) joint targets: one damped-least-squares IK step toward ``tip_target``.
+
+        Acts on the current state of every world: position error (clipped to
+        ``ik_max_error``) and the orientation error to :data:`TIP_DOWN_ROTATION` as a 6-D task,
+        the pull toward :data:`HOME_QPOS` projected into the task's null space.
+        """
+        cfg = self.config
+        q = self._qpos[:, self._arm_qpos_adr]
+        tip = self._site_xpos[:, self._tcp]
+        rot = self._site_xmat[:, self._tcp].reshape(-1, 3, 3)
+        anchors = self._xanchor[:, self._arm_joint_ids]
+        axes = self._xaxis[:, self._arm_joint_ids]
+        jac_pos = np.cross(axes, tip[:, None, :] - anchors).transpose(0, 2, 1)  # (N, 3, 7)
+        jac = np.concatenate([jac_pos, axes.transpose(0, 2, 1)], axis=1)  # (N, 6, 7)
+
+        err_pos = tip_target - tip
+        norm = np.linalg.norm(err_pos, axis=1, keepdims=True)
+        err_pos = err_pos * np.minimum(1.0, cfg.ik_max_error / np.maximum(norm, 1e-12))
+        # Rotation error (axis * angle for small errors): 0.5 * sum_i r_i x r_i^desired.
+        err_rot = 0.5 * np.cross(rot, TIP_DOWN_ROTATION[None], axis=1).sum(axis=2)
+        err = np.concatenate([err_pos, cfg.ik_orientation_gain * err_rot], axis=1)
+
+        jjt = jac @ jac.transpose(0, 2, 1) + cfg.ik_damping**2 * np.eye(6)
+        pinv = jac.transpose(0, 2, 1) @ np.linalg.inv(jjt)  # (N, 7, 6)
+        dq = (pinv @ err[:, :, None])[:, :, 0]
+        null = np.eye(7) - pinv @ jac
+        dq += (null @ (cfg.ik_nullspace_gain * (HOME_QPOS - q))[:, :, None])[:, :, 0]
+        return np.clip(q + dq, self._arm_lo, self._arm_hi)
+
+    # ------------------------------------------------------------------ rendering
+
+    def render_pixels(self, world: int) -> np.ndarray:
+        """The (S, S, 1) uint8 grayscale D455 image of world ``world`` at its current state."""
+        self._check_open()
+        if self._pixel_renderer is None:
+            size = self.config.image_size
+            self._pixel_renderer = mujoco.Renderer(self._render_model, size, size)
+        self._load_render_world(world)
+        self._pixel_renderer.update_scene(self._render_data, camera=self._camera)
+        rgb = self._pixel_renderer.render()
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        gray = cv2.convertScaleAbs(gray, alpha=float(self._brightness[world]))
+        return gray[:, :, None]
+
+    def set_goal_marker(self, ids: np.ndarray, positions: np.ndarray) -> None:
+        """Move the goal marker of worlds ``ids`` (shown by :meth:`render_world` only)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self._mocap_pos[ids, self._goal_mocap] = np.asarray(positions, float).reshape(-1, 3)
+
+    def set_object_pose(
+        self, world: int, pos: np.ndarray, quat: np.ndarray | None = None
+    ) -> Batch:
+        """Teleport the object of one world at rest (tests, debugging); return the state."""
+        self._check_open()
+        adr = self._object_qpos_adr
+        self._qpos[world, adr : adr + 3] = np.asarray(pos, float)
+        if quat is not None:
+            self._qpos[world, adr + 3 : adr + 7] = np.asarray(quat, float)
+        dof = int(self.model.joint("object").dofadr[0])
+        self._qvel[world, dof : dof + 6] = 0.0
+        self.batch.forward(np.array([world]), stage=mujoco.mjtStage.mjSTAGE_POS)
+        if self.render_pixels_enabled:
+            self._pixels[world] = self.render_pixels(world)
+        return self._state()
+
+    @property
+    def brightness(self) -> np.ndarray:
+        """Each world's image brightness scale of the current episode."""
+        return self._brightness.copy()
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_world_state(self, world: int, object_pos: np.ndarray, yaw: float) -> None:
+        qpos = self._qpos[world]
+        qpos[self._arm_qpos_adr] = HOME_QPOS
+        qpos[self._finger_qpos_adr] = GRIPPER_OPEN / 2
+        adr = self._object_qpos_adr
+        qpos[adr : adr + 3] = object_pos
+        qpos[adr + 3 : adr + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+        self._ctrl[world, self._arm_act] = HOME_QPOS
+        self._ctrl[world, self._gripper_act] = GRIPPER_OPEN
+        self._tip_target[world] = HOME_TIP_POS
+        self._gripper_closed[world] = 0.0
+        self._brightness[world] = 1.0
+
+    def _randomize(self, world: int, rng: np.random.Generator) -> None:
+        """Draw this world's lights, camera pose, colours and brightness (fixed order)."""
+        cfg = self.config
+        nlight = len(self._light_ids)
+        light_offset = rng.uniform(-cfg.light_pos_jitter, cfg.light_pos_jitter, (nlight, 3))
+        light_scale = rng.uniform(*cfg.light_intensity_range, nlight)
+        cam_offset = rng.uniform(-cfg.camera_pos_jitter, cfg.camera_pos_jitter, 3)
+        cam_rotvec = rng.uniform(-cfg.camera_rot_jitter, cfg.camera_rot_jitter, 3)
+        table_rgb = rng.uniform(-cfg.table_rgb_jitter, cfg.table_rgb_jitter, 3)
+        floor_gray = rng.uniform(*cfg.floor_gray_range)
+        self._brightness[world] = rng.uniform(*cfg.brightness_range)
+
+        lights = self._light_ids
+        self._randomized["light_pos"][world, lights] = self._base_light_pos[lights] + light_offset
+        self._randomized["light_diffuse"][world, lights] = (
+            self._base_light_diffuse[lights] * light_scale[:, None]
+        )
+        cam = self._camera
+        self._randomized["cam_pos"][world, cam] = self._base_cam_pos[cam] + cam_offset
+        dquat = np.zeros(4)
+        mujoco.mju_axisAngle2Quat(
+            dquat, cam_rotvec / max(np.linalg.norm(cam_rotvec), 1e-12), np.linalg.norm(cam_rotvec)
+        )
+        quat = np.zeros(4)
+        mujoco.mju_mulQuat(quat, dquat, self._base_cam_quat[cam])
+        self._randomized["cam_quat"][world, cam] = quat
+        rgba = self._randomized["geom_rgba"]
+        rgba[world, self._table_geom, :3] = np.clip(
+            np.asarray(self.config.table_rgba[:3]) + table_rgb, 0.0, 1.0
+        )
+        rgba[world, self._backdrop_geoms, :3] = floor_gray
+
+    def _load_render_world(self, world: int) -> None:
+        """Copy world ``world``'s model fields and configuration into the render model/data."""
+        if not self._has_state:
+            raise RuntimeError("reset_worlds() must run before rendering")
+        rm, rd = self._render_model, self._render_data
+        for name, values in self._randomized.items():
+            getattr(rm, name)[:] = values[world]
+        rd.qpos[:] = self._qpos[world]
+        rd.mocap_pos[:] = self._mocap_pos[world]
+        mujoco.mj_kinematics(rm, rd)
+        mujoco.mj_camlight(rm, rd)
+
+    def _state(self) -> Batch:
+        qpos = self._qpos
+        adr = self._object_qpos_adr
+        fingers = self._finger_qpos_adr
+        return {
+            "pixels": self._pixels.copy(),
+            "tip_pos": self._site_xpos[:, self._tcp].copy(),
+            "tip_target": self._tip_target.copy(),
+            "gripper_opening": qpos[:, fingers[0]] + qpos[:, fingers[1]],
+            "gripper_closed": self._gripper_closed.copy(),
+            "arm_qpos": qpos[:, self._arm_qpos_adr].copy(),
+            "object_pos": qpos[:, adr : adr + 3].copy(),
+            "object_quat": qpos[:, adr + 3 : adr + 7].copy(),
+            "object_size": np.full(self.num_worlds, self.object_spec.size),
+        }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this PandaVectorBackend is closed")
