@@ -214,27 +214,34 @@ class Go1VectorBackend(VectorBackend):
         self._sensordata = self.batch.bind("sensordata")
         self._actuator_force = self.batch.bind("actuator_force")
         self._sensor_slices = {
-            name: self._sensor_slice(name)
+            name: self._sensor_block([name])
             for name in ("gyro", "accelerometer", "local_linvel", "orientation", "position")
         }
-        self._foot_pos = [self._sensor_slice(f"{leg}_foot_pos") for leg in FOOT_NAMES]
-        self._foot_vel = [self._sensor_slice(f"{leg}_foot_vel") for leg in FOOT_NAMES]
-        self._foot_contact = [self._sensor_slice(f"{leg}_foot_contact") for leg in FOOT_NAMES]
-        self._trunk_contact = self._sensor_slice("trunk_contact")
-        self._ctrl_low = model.actuator_ctrlrange[:, 0].copy()
-        self._ctrl_high = model.actuator_ctrlrange[:, 1].copy()
-        self._bad_qacc = int(mujoco.mjtWarning.mjWARN_BADQACC)
-        self._warnings_seen = self.batch.warning[:, self._bad_qacc, 1].copy()
+        self._foot_pos = self._sensor_block([f"{leg}_foot_pos" for leg in FOOT_NAMES])
+        self._foot_vel = self._sensor_block([f"{leg}_foot_vel" for leg in FOOT_NAMES])
+        self._foot_contact = self._sensor_block([f"{leg}_foot_contact" for leg in FOOT_NAMES])
+        self._trunk_contact = self._sensor_block(["trunk_contact"])
+        # live view of the warning counters that mean MuJoCo reset a diverged simulation
+        first = int(mujoco.mjtWarning.mjWARN_BADQPOS)
+        last = int(mujoco.mjtWarning.mjWARN_BADQACC)
+        self._divergence_counts = self.batch.warning[:, first : last + 1, 1]
+        self._warnings_seen = self._divergence_counts.copy()
 
         self._renderer: mujoco.Renderer | None = None
         self._render_model: mujoco.MjModel | None = None
         self._render_data: mujoco.MjData | None = None
         self._state: Batch | None = None
 
-    def _sensor_slice(self, name: str) -> slice:
-        sensor = self.model.sensor(name)
-        start = int(sensor.adr[0])
-        return slice(start, start + int(sensor.dim[0]))
+    def _sensor_block(self, names: list[str]) -> slice:
+        """The sensordata slice of consecutive sensors ``names`` (laid out so in go1.xml)."""
+        start = int(self.model.sensor(names[0]).adr[0])
+        stop = start
+        for name in names:
+            sensor = self.model.sensor(name)
+            if int(sensor.adr[0]) != stop:
+                raise RuntimeError(f"go1.xml: sensor {name!r} must follow {names[0]!r} directly")
+            stop += int(sensor.dim[0])
+        return slice(start, stop)
 
     # -- resets ------------------------------------------------------------------------------------
 
@@ -348,10 +355,10 @@ class Go1VectorBackend(VectorBackend):
         if "qpos" not in exact:
             # put the lowest foot on the floor, whatever the joint noise did to the legs
             batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
-            foot_z = np.stack([self._sensordata[ids, s][:, 2] for s in self._foot_pos], axis=1)
+            foot_z = self._sensordata[ids, self._foot_pos].reshape(len(ids), 4, 3)[:, :, 2]
             self._qpos[ids, 2] -= foot_z.min(axis=1) - self._foot_radius
         batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_ACC)
-        self._warnings_seen[ids] = batch.warning[ids, self._bad_qacc, 1]
+        self._warnings_seen[ids] = self._divergence_counts[ids]
         return self._read_state()
 
     def _option_rows(self, options: Mapping[str, Any], key: str, count: int) -> np.ndarray:
@@ -382,20 +389,20 @@ class Go1VectorBackend(VectorBackend):
                 f"joint_targets must have shape ({self.num_worlds}, {len(JOINT_NAMES)}), "
                 f"got {targets.shape}"
             )
-        # the joint ranges bound the targets, as MuJoCo's ctrlrange would
-        np.clip(targets, self._ctrl_low, self._ctrl_high, out=self._ctrl)
+        # MuJoCo clamps the targets to the actuators' ctrlrange, the joint ranges
+        self._ctrl[...] = targets
         # stage VEL: sensors and site positions describe the state after the last substep
         self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_VEL)
         self._check_warnings()
         return self._read_state()
 
     def _check_warnings(self) -> None:
-        counts = self.batch.warning[:, self._bad_qacc, 1]
-        if np.any(counts != self._warnings_seen):
-            worlds = np.flatnonzero(counts != self._warnings_seen)
+        counts = self._divergence_counts
+        if (counts != self._warnings_seen).any():
+            worlds = np.flatnonzero((counts != self._warnings_seen).any(axis=1))
             logger.warning(
-                "MuJoCo reset the physics of worlds %s after a numerical instability (bad qacc); "
-                "their state jumped back to the model's default pose",
+                "MuJoCo reset the physics of worlds %s after a numerical instability (NaN or huge "
+                "qpos, qvel or qacc); their state jumped back to the model's default pose",
                 worlds.tolist(),
             )
             self._warnings_seen = counts.copy()
@@ -404,6 +411,7 @@ class Go1VectorBackend(VectorBackend):
         sensors = self._sensordata.copy()
         qpos = self._qpos.copy()
         qvel = self._qvel.copy()
+        count = self.num_worlds
         s = self._sensor_slices
         state = {
             "qpos": qpos,
@@ -416,11 +424,10 @@ class Go1VectorBackend(VectorBackend):
             "local_linvel": sensors[:, s["local_linvel"]],
             "accelerometer": sensors[:, s["accelerometer"]],
             "base_pos": sensors[:, s["position"]],
-            "foot_pos": np.stack([sensors[:, sl] for sl in self._foot_pos], axis=1),
-            "foot_vel": np.stack([sensors[:, sl] for sl in self._foot_vel], axis=1),
-            "foot_contact": np.stack([sensors[:, sl][:, 0] for sl in self._foot_contact], axis=1)
-            > 0,
-            "trunk_contact": sensors[:, self._trunk_contact][:, 0] > 0,
+            "foot_pos": sensors[:, self._foot_pos].reshape(count, 4, 3),
+            "foot_vel": sensors[:, self._foot_vel].reshape(count, 4, 3),
+            "foot_contact": sensors[:, self._foot_contact] > 0.0,
+            "trunk_contact": sensors[:, self._trunk_contact.start] > 0.0,
         }
         self._state = state
         return state

@@ -51,6 +51,8 @@ __all__ = [
     "Go1TaskConfig",
     "gravity_in_body",
     "rotate_to_world",
+    "rotation_matrix",
+    "up_z",
 ]
 
 #: Legs in the unitree_legged_sdk's motor order; each leg has a hip, thigh and calf joint.
@@ -201,31 +203,65 @@ class Go1TaskConfig:
 
 
 # -- Frames ----------------------------------------------------------------------------------
+# At batch size 1 the cost of task code is the number of NumPy calls (about 1 µs each), so the
+# frame conversions are written with as few as possible; np.cross, np.stack, np.clip and
+# np.linalg.norm each cost several.
 
 
-def rotate_to_world(quat: np.ndarray, vec: np.ndarray) -> np.ndarray:
-    """Rotate body-frame vectors (B, 3) into the world frame by unit quaternions (B, 4) wxyz."""
-    w = quat[:, :1]
-    u = quat[:, 1:]
-    t = 2.0 * np.cross(u, vec)
-    return vec + w * t + np.cross(u, t)
+def _quadratic_form(entries: dict[int, dict[str, float]]) -> np.ndarray:
+    """(16, n) coefficients mapping the products q_i q_j (flattened 4×4) to n quadratics."""
+    index = {"w": 0, "x": 1, "y": 2, "z": 3}
+    form = np.zeros((16, len(entries)))
+    for column, terms in entries.items():
+        for pair, coefficient in terms.items():
+            form[4 * index[pair[0]] + index[pair[1]], column] = coefficient
+    return form
+
+
+# Every entry of a unit quaternion's rotation matrix is a quadratic form in (w, x, y, z), so the
+# matrix is one product of the outer product q qᵀ with this (16, 9) matrix: 3 NumPy calls.
+_ROTATION_FORM = _quadratic_form(
+    {
+        0: {"ww": 1, "xx": 1, "yy": -1, "zz": -1},
+        1: {"xy": 2, "wz": -2},
+        2: {"xz": 2, "wy": 2},
+        3: {"xy": 2, "wz": 2},
+        4: {"ww": 1, "xx": -1, "yy": 1, "zz": -1},
+        5: {"yz": 2, "wx": -2},
+        6: {"xz": 2, "wy": -2},
+        7: {"yz": 2, "wx": 2},
+        8: {"ww": 1, "xx": -1, "yy": -1, "zz": 1},
+    }
+)
+# gravity in the body frame, R^T (0, 0, -1): minus the rotation matrix's third row
+_GRAVITY_FORM = -_ROTATION_FORM[:, 6:9]
+# the up axis' world z, R[2, 2]
+_UP_Z_FORM = _ROTATION_FORM[:, 8]
+
+
+def _quat_products(quat: np.ndarray) -> np.ndarray:
+    """(B, 16): every product q_i q_j of each quaternion."""
+    return (quat[:, :, None] * quat[:, None, :]).reshape(quat.shape[0], 16)
+
+
+def rotation_matrix(quat: np.ndarray) -> np.ndarray:
+    """Rotation matrices (B, 3, 3), body to world, of unit quaternions (B, 4) in wxyz order."""
+    return (_quat_products(quat) @ _ROTATION_FORM).reshape(quat.shape[0], 3, 3)
+
+
+def rotate_to_world(rot: np.ndarray, vec: np.ndarray) -> np.ndarray:
+    """Body-frame vectors (B, 3) in the world frame, by rotation matrices (B, 3, 3)."""
+    return np.matmul(rot, vec[:, :, None])[:, :, 0]
 
 
 def gravity_in_body(quat: np.ndarray) -> np.ndarray:
     """The unit gravity direction in the body frame, (B, 3): (0, 0, −1) when upright."""
-    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
-    # -(third row of the rotation matrix), i.e. R^T (0, 0, -1)
-    return np.stack(
-        [2.0 * (w * y - x * z), -2.0 * (y * z + w * x), 2.0 * (x * x + y * y) - 1.0], axis=1
-    )
+    return _quat_products(quat) @ _GRAVITY_FORM
 
 
-def up_vector(quat: np.ndarray) -> np.ndarray:
-    """The trunk's z axis in the world frame, (B, 3): (0, 0, 1) when upright."""
-    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
-    return np.stack(
-        [2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)], axis=1
-    )
+def up_z(quat: np.ndarray) -> np.ndarray:
+    """World z of the trunk's up axis, (B,): 1 when upright, 0 on its side, −1 upside down."""
+    return _quat_products(quat) @ _UP_Z_FORM
 
 
 # -- Reward terms: one function each, raw (unweighted) values of shape (B,) ----------------------
@@ -235,42 +271,45 @@ def reward_tracking_lin_vel(
     command: np.ndarray, local_linvel: np.ndarray, sigma: float
 ) -> np.ndarray:
     """exp(−‖v_xy* − v_xy‖² / σ): follow the commanded body-frame planar velocity."""
-    error = np.sum(np.square(command[:, :2] - local_linvel[:, :2]), axis=1)
-    return np.exp(-error / sigma)
+    error = command[:, :2] - local_linvel[:, :2]
+    return np.exp((error * error).sum(axis=1) / -sigma)
 
 
 def reward_tracking_ang_vel(command: np.ndarray, gyro: np.ndarray, sigma: float) -> np.ndarray:
     """exp(−(ωz* − ωz)² / σ): follow the commanded yaw rate."""
-    return np.exp(-np.square(command[:, 2] - gyro[:, 2]) / sigma)
+    error = command[:, 2] - gyro[:, 2]
+    return np.exp(error * error / -sigma)
 
 
 def cost_lin_vel_z(world_linvel: np.ndarray) -> np.ndarray:
     """v_z²: vertical bouncing of the trunk (world frame)."""
-    return np.square(world_linvel[:, 2])
+    return world_linvel[:, 2] * world_linvel[:, 2]
 
 
 def cost_ang_vel_xy(world_angvel: np.ndarray) -> np.ndarray:
     """ω_x² + ω_y²: roll and pitch rates of the trunk (world frame)."""
-    return np.sum(np.square(world_angvel[:, :2]), axis=1)
+    xy = world_angvel[:, :2]
+    return (xy * xy).sum(axis=1)
 
 
 def cost_orientation(up: np.ndarray) -> np.ndarray:
     """x² + y² of the trunk's up axis in the world frame: zero when level."""
-    return np.sum(np.square(up[:, :2]), axis=1)
+    xy = up[:, :2]
+    return (xy * xy).sum(axis=1)
 
 
 def cost_dof_pos_limits(
     joint_pos: np.ndarray, soft_lower: np.ndarray, soft_upper: np.ndarray
 ) -> np.ndarray:
     """Σ distance beyond the soft joint limits [rad]."""
-    below = np.clip(soft_lower - joint_pos, 0.0, None)
-    above = np.clip(joint_pos - soft_upper, 0.0, None)
-    return np.sum(below + above, axis=1)
+    beyond = np.maximum(soft_lower - joint_pos, 0.0) + np.maximum(joint_pos - soft_upper, 0.0)
+    return beyond.sum(axis=1)
 
 
 def reward_pose(joint_pos: np.ndarray, home: np.ndarray, joint_weights: np.ndarray) -> np.ndarray:
     """exp(−Σ w (q − q_home)²): stay near the standing pose (calves weighted 0.1)."""
-    return np.exp(-np.sum(np.square(joint_pos - home) * joint_weights, axis=1))
+    offset = joint_pos - home
+    return np.exp(-(offset * offset * joint_weights).sum(axis=1))
 
 
 def cost_termination(terminated: np.ndarray) -> np.ndarray:
@@ -279,59 +318,64 @@ def cost_termination(terminated: np.ndarray) -> np.ndarray:
 
 
 def cost_stand_still(
-    command_norm: np.ndarray, joint_pos: np.ndarray, home: np.ndarray
+    command_idle: np.ndarray, joint_pos: np.ndarray, home: np.ndarray
 ) -> np.ndarray:
     """Σ |q − q_home| while the command is (nearly) zero: stand still when told to."""
-    return np.sum(np.abs(joint_pos - home), axis=1) * (command_norm < 0.01)
+    return np.abs(joint_pos - home).sum(axis=1) * command_idle
 
 
 def cost_torques(torque: np.ndarray) -> np.ndarray:
     """‖τ‖₂ + ‖τ‖₁ [N·m]."""
-    return np.sqrt(np.sum(np.square(torque), axis=1)) + np.sum(np.abs(torque), axis=1)
+    return np.sqrt((torque * torque).sum(axis=1)) + np.abs(torque).sum(axis=1)
 
 
 def cost_action_rate(action: np.ndarray, last_action: np.ndarray) -> np.ndarray:
     """‖a − a_prev‖²: smooth actions."""
-    return np.sum(np.square(action - last_action), axis=1)
+    change = action - last_action
+    return (change * change).sum(axis=1)
 
 
 def cost_energy(joint_vel: np.ndarray, torque: np.ndarray) -> np.ndarray:
     """Σ |q̇| |τ| [W]: mechanical power."""
-    return np.sum(np.abs(joint_vel) * np.abs(torque), axis=1)
+    return np.abs(joint_vel * torque).sum(axis=1)
+
+
+def foot_speed_sq(foot_vel: np.ndarray) -> np.ndarray:
+    """‖v_xy‖² of each foot, (B, 4)."""
+    xy = foot_vel[:, :, :2]
+    return (xy * xy).sum(axis=2)
 
 
 def cost_feet_clearance(
-    foot_pos: np.ndarray, foot_vel: np.ndarray, max_foot_height: float
+    foot_height: np.ndarray, foot_speed_sq: np.ndarray, max_foot_height: float
 ) -> np.ndarray:
     """Σ |z_foot − h| √‖v_foot,xy‖: moving feet should move at the swing height."""
-    speed = np.sqrt(np.linalg.norm(foot_vel[:, :, :2], axis=2))
-    return np.sum(np.abs(foot_pos[:, :, 2] - max_foot_height) * speed, axis=1)
+    return (np.abs(foot_height - max_foot_height) * np.sqrt(np.sqrt(foot_speed_sq))).sum(axis=1)
 
 
 def cost_feet_height(
     swing_peak: np.ndarray,
     first_contact: np.ndarray,
-    command_norm: np.ndarray,
+    command_active: np.ndarray,
     max_foot_height: float,
 ) -> np.ndarray:
     """Σ (peak/h − 1)² at touchdown: each swing should reach the swing height."""
     error = swing_peak / max_foot_height - 1.0
-    return np.sum(np.square(error) * first_contact, axis=1) * (command_norm > 0.01)
+    return (error * error * first_contact).sum(axis=1) * command_active
 
 
 def cost_feet_slip(
-    foot_vel: np.ndarray, contact: np.ndarray, command_norm: np.ndarray
+    foot_speed_sq: np.ndarray, contact: np.ndarray, command_active: np.ndarray
 ) -> np.ndarray:
     """Σ ‖v_foot,xy‖² of feet on the ground: no slipping."""
-    speed_sq = np.sum(np.square(foot_vel[:, :, :2]), axis=2)
-    return np.sum(speed_sq * contact, axis=1) * (command_norm > 0.01)
+    return (foot_speed_sq * contact).sum(axis=1) * command_active
 
 
 def reward_feet_air_time(
-    air_time: np.ndarray, first_contact: np.ndarray, command_norm: np.ndarray
+    air_time: np.ndarray, first_contact: np.ndarray, command_active: np.ndarray
 ) -> np.ndarray:
     """Σ (t_air − 0.1 s) at touchdown: take steps rather than shuffle."""
-    return np.sum((air_time - 0.1) * first_contact, axis=1) * (command_norm > 0.01)
+    return ((air_time - 0.1) * first_contact).sum(axis=1) * command_active
 
 
 class Go1JoystickTask(Task):
@@ -369,10 +413,12 @@ class Go1JoystickTask(Task):
         self.soft_upper = middle + half_range
         self._pose_weights = np.array([1.0, 1.0, 0.1] * 4)
         # weight * control_dt for each term, in reporting order
-        self._scales = {
-            field.name: getattr(cfg.weights, field.name) * self.control_dt
-            for field in dataclasses.fields(Go1RewardWeights)
-        }
+        self._weight_row = np.array(
+            [
+                getattr(cfg.weights, field.name) * self.control_dt
+                for field in dataclasses.fields(Go1RewardWeights)
+            ]
+        )
         noise = cfg.noise
         self._noise_half_widths = np.zeros(OBS_DIM)
         for name in ("local_linvel", "gyro", "gravity", "joint_pos", "joint_vel"):
@@ -413,18 +459,19 @@ class Go1JoystickTask(Task):
         contact = state["foot_contact"]
         airborne = ~contact
         command = task_state["command"]
-        due = (np.asarray(step) % self.config.command_resample_steps == 0) & (np.asarray(step) > 0)
-        if np.any(due):
+        step = np.asarray(step)
+        due = (step % self.config.command_resample_steps == 0) & (step > 0)
+        if due.any():
             command = command.copy()
             for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
                 command[world] = self._draw_command(rngs[world])
+        swing_peak = np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
         return {
             "command": command,
-            "last_action": np.clip(action, -1.0, 1.0),
+            "last_action": np.minimum(np.maximum(action, -1.0), 1.0),
             "feet_air_time": (task_state["feet_air_time"] + self.control_dt) * airborne,
             "last_contact": contact,
-            "swing_peak": np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
-            * airborne,
+            "swing_peak": swing_peak * airborne,
             "obs_noise": self._draw_noise(rngs),
         }
 
@@ -434,33 +481,28 @@ class Go1JoystickTask(Task):
         action = np.asarray(action, dtype=np.float64)
         if action.ndim != 2 or action.shape[1] != NUM_JOINTS:
             raise ValueError(f"action must have shape (B, {NUM_JOINTS}), got {action.shape}")
-        targets = HOME_JOINT_POS + self.config.action_scale * np.clip(action, -1.0, 1.0)
-        return {"joint_targets": targets}
+        clipped = np.minimum(np.maximum(action, -1.0), 1.0)
+        return {"joint_targets": HOME_JOINT_POS + self.config.action_scale * clipped}
 
     def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
-        obs = np.concatenate(
-            [
-                state["local_linvel"],
-                state["gyro"],
-                gravity_in_body(state["base_quat"]),
-                state["joint_pos"] - HOME_JOINT_POS,
-                state["joint_vel"],
-                task_state["last_action"],
-                task_state["command"],
-            ],
-            axis=1,
-        )
+        obs = np.empty((state["joint_pos"].shape[0], OBS_DIM), dtype=np.float32)
+        obs[:, 0:3] = state["local_linvel"]
+        obs[:, 3:6] = state["gyro"]
+        obs[:, 6:9] = gravity_in_body(state["base_quat"])
+        obs[:, 9:21] = state["joint_pos"] - HOME_JOINT_POS
+        obs[:, 21:33] = state["joint_vel"]
+        obs[:, 33:45] = task_state["last_action"]
+        obs[:, 45:48] = task_state["command"]
         if self.config.obs_noise:
-            obs = obs + task_state["obs_noise"]
-        return obs.astype(np.float32)
+            obs += task_state["obs_noise"]
+        return obs
 
     # -- rewards and episode ends --------------------------------------------------------------
 
     def _fallen(self, state: Batch) -> np.ndarray:
-        up_z = up_vector(state["base_quat"])[:, 2]
-        fallen = up_z < self.config.fall_up_z
+        fallen = up_z(state["base_quat"]) < self.config.fall_up_z
         if self.config.terminate_on_trunk_contact:
-            fallen = fallen | state["trunk_contact"]
+            fallen |= state["trunk_contact"]
         return fallen
 
     def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
@@ -476,40 +518,39 @@ class Go1JoystickTask(Task):
         """Every term's unweighted value, (B,) each, in :attr:`reward_term_names` order."""
         cfg = self.config
         command = task_state["command"]
-        command_norm = np.linalg.norm(command, axis=1)
-        action = np.clip(action, -1.0, 1.0)
-        quat = state["base_quat"]
+        command_active = (command * command).sum(axis=1) > 0.01**2  # ‖command‖ > 0.01
+        action = np.minimum(np.maximum(action, -1.0), 1.0)
+        rot = rotation_matrix(state["base_quat"])
         joint_pos = state["joint_pos"]
         torque = state["torque"]
         contact = state["foot_contact"]
+        foot_height = state["foot_pos"][:, :, 2]
+        speed_sq = foot_speed_sq(state["foot_vel"])
         # feet bookkeeping as in Playground: a touchdown after time in the air
-        contact_filtered = contact | task_state["last_contact"]
         air_time = task_state["feet_air_time"] + self.control_dt
-        first_contact = (task_state["feet_air_time"] > 0.0) & contact_filtered
-        swing_peak = np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
+        first_contact = (task_state["feet_air_time"] > 0.0) & (contact | task_state["last_contact"])
+        swing_peak = np.maximum(task_state["swing_peak"], foot_height)
         return {
             "tracking_lin_vel": reward_tracking_lin_vel(
                 command, state["local_linvel"], cfg.tracking_sigma
             ),
             "tracking_ang_vel": reward_tracking_ang_vel(command, state["gyro"], cfg.tracking_sigma),
-            "lin_vel_z": cost_lin_vel_z(rotate_to_world(quat, state["local_linvel"])),
-            "ang_vel_xy": cost_ang_vel_xy(rotate_to_world(quat, state["gyro"])),
-            "orientation": cost_orientation(up_vector(quat)),
+            "lin_vel_z": cost_lin_vel_z(rotate_to_world(rot, state["local_linvel"])),
+            "ang_vel_xy": cost_ang_vel_xy(rotate_to_world(rot, state["gyro"])),
+            "orientation": cost_orientation(rot[:, :, 2]),
             "dof_pos_limits": cost_dof_pos_limits(joint_pos, self.soft_lower, self.soft_upper),
             "pose": reward_pose(joint_pos, HOME_JOINT_POS, self._pose_weights),
             "termination": cost_termination(self._fallen(state)),
-            "stand_still": cost_stand_still(command_norm, joint_pos, HOME_JOINT_POS),
+            "stand_still": cost_stand_still(~command_active, joint_pos, HOME_JOINT_POS),
             "torques": cost_torques(torque),
             "action_rate": cost_action_rate(action, task_state["last_action"]),
             "energy": cost_energy(state["joint_vel"], torque),
-            "feet_clearance": cost_feet_clearance(
-                state["foot_pos"], state["foot_vel"], cfg.max_foot_height
-            ),
+            "feet_clearance": cost_feet_clearance(foot_height, speed_sq, cfg.max_foot_height),
             "feet_height": cost_feet_height(
-                swing_peak, first_contact, command_norm, cfg.max_foot_height
+                swing_peak, first_contact, command_active, cfg.max_foot_height
             ),
-            "feet_slip": cost_feet_slip(state["foot_vel"], contact, command_norm),
-            "feet_air_time": reward_feet_air_time(air_time, first_contact, command_norm),
+            "feet_slip": cost_feet_slip(speed_sq, contact, command_active),
+            "feet_air_time": reward_feet_air_time(air_time, first_contact, command_active),
         }
 
     def reward_terms(
@@ -517,15 +558,15 @@ class Go1JoystickTask(Task):
     ) -> dict[str, np.ndarray]:
         del prev_state
         raw = self.raw_reward_terms(state, action, task_state)
-        terms = {name: self._scales[name] * value for name, value in raw.items()}
-        total = np.zeros(state["joint_pos"].shape[0])
-        for value in terms.values():  # sequential, as the envs add the terms
-            total = total + value
+        # weight all terms at once; column k of the last axis is term k (or the clip)
+        weighted = np.empty((state["joint_pos"].shape[0], len(raw) + 1))
+        weighted[:, :-1] = np.stack(list(raw.values()), axis=1) * self._weight_row
         if self.config.clip_reward_at_zero:
-            terms["clip_at_zero"] = np.maximum(-total, 0.0)
+            # the running sum adds the terms one by one, in reporting order, as the envs do
+            np.maximum(-np.cumsum(weighted[:, :-1], axis=1)[:, -1], 0.0, out=weighted[:, -1])
         else:
-            terms["clip_at_zero"] = np.zeros_like(total)
-        return terms
+            weighted[:, -1] = 0.0
+        return {name: weighted[:, k] for k, name in enumerate(self.reward_term_names)}
 
     def info(self, state: Batch, task_state: Batch) -> dict[str, np.ndarray]:
         return {"command": task_state["command"].copy()}

@@ -1,0 +1,453 @@
+"""SimGo1-v0: the MJCF, the joystick task, the batched simulator and the env."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim2online_envs  # noqa: F401  (registers the ids)
+from sim2online_envs.controllers.go1 import Go1StandController, make_controller
+from sim2online_envs.envs.go1 import Go1Env
+from sim2online_envs.sim.go1 import Go1SimConfig, Go1VectorBackend, load_model
+from sim2online_envs.tasks.go1 import (
+    COMMAND_RANGES,
+    HOME_JOINT_POS,
+    OBS_SLICES,
+    Go1JoystickTask,
+    Go1TaskConfig,
+)
+
+DT = 0.02
+
+
+def make_env(**kwargs) -> Go1Env:
+    return gym.make("SimGo1-v0", **kwargs).unwrapped
+
+
+def home_qpos(z: float = 0.2875) -> np.ndarray:
+    return np.concatenate([[0.0, 0.0, z, 1.0, 0.0, 0.0, 0.0], HOME_JOINT_POS])
+
+
+def quat_about(axis: str, angle: float) -> np.ndarray:
+    quat = np.zeros(4)
+    quat[0] = math.cos(angle / 2)
+    quat[1 + "xyz".index(axis)] = math.sin(angle / 2)
+    return quat
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def test_model_carries_the_published_go1_numbers():
+    model = load_model()
+    assert model.nq == 19 and model.nv == 18 and model.nu == 12
+    assert model.body_subtreemass[model.body("trunk").id] == pytest.approx(12.74, abs=0.05)
+    assert model.opt.timestep == pytest.approx(0.004)
+    # position actuators: Kp 35, Kd 0.5 (force = kp (target - q) - kd q̇), no joint damping
+    np.testing.assert_allclose(model.actuator_gainprm[:, 0], 35.0)
+    np.testing.assert_allclose(model.actuator_biasprm[:, 1:3], [[-35.0, -0.5]] * 12)
+    np.testing.assert_allclose(model.dof_damping[6:], 0.0)
+    np.testing.assert_allclose(model.actuator_forcerange[:, 1], [23.7, 23.7, 35.55] * 4)
+    np.testing.assert_allclose(model.key("home").qpos[7:], HOME_JOINT_POS)
+    for sensor in ("gyro", "accelerometer", "local_linvel", "orientation"):
+        assert model.sensor(sensor).dim[0] in (3, 4)
+
+
+def test_control_period_must_be_whole_physics_steps():
+    assert Go1VectorBackend(control_dt=0.02).n_substeps == 5
+    assert Go1VectorBackend(control_dt=0.02, config=Go1SimConfig(timestep=0.002)).n_substeps == 10
+    with pytest.raises(ValueError, match="whole number of physics steps"):
+        Go1VectorBackend(control_dt=0.021)
+
+
+# -- the env -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command_range", ["narrow", "full"])
+def test_check_env(command_range):
+    env = make_env(command_range=command_range)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Box observation space m.*infinity")
+        check_env(env)
+    assert env.observation_space.shape == (48,) and env.action_space.shape == (12,)
+    assert env.control_dt == DT and env.max_episode_steps == 1000
+    assert env.metadata["render_fps"] == 50
+    env.close()
+
+
+def rollout(seed: int, steps: int = 30, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    env = make_env(**kwargs)
+    env.action_space.seed(123)
+    obs, _ = env.reset(seed=seed)
+    observations, rewards = [obs], []
+    for _ in range(steps):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        observations.append(obs)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    env.close()
+    return np.array(observations), np.array(rewards)
+
+
+def test_identical_seeds_give_identical_rollouts():
+    first_obs, first_rewards = rollout(seed=7)
+    again_obs, again_rewards = rollout(seed=7)
+    other_obs, _ = rollout(seed=8)
+    np.testing.assert_array_equal(first_obs, again_obs)
+    np.testing.assert_array_equal(first_rewards, again_rewards)
+    assert not np.array_equal(first_obs[0], other_obs[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"friction": 0.3, "command_range": "full"}], ids=["default", "slippery"]
+)
+def test_standing_at_home_lasts_a_whole_episode(kwargs):
+    env = make_env(**kwargs)
+    policy = make_controller(env)
+    obs, _ = env.reset(seed=3)
+    for step in range(1, 1001):
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        assert not terminated, f"fell at step {step}"
+        if truncated:
+            break
+    assert step == 1000 and truncated and info["truncation_reason"] == "time_limit"
+    assert obs[OBS_SLICES["gravity"]][2] < -0.98  # still upright
+    assert env.backend.privileged()["base_pos"][0, 2] > 0.2  # still standing tall
+    env.close()
+
+
+def test_a_tipped_go1_terminates_at_once():
+    env = make_env(domain_randomization=False)
+    qpos = home_qpos(z=0.25)
+    qpos[3:7] = quat_about("x", math.radians(80))  # lying on its side
+    env.reset(seed=0, options={"qpos": qpos})
+    _, _, terminated, truncated, info = env.step(np.zeros(12))
+    assert terminated and not truncated
+    assert info["reward_terms"]["termination"] == pytest.approx(-1.0 * DT)
+    env.close()
+
+
+def test_a_pushed_go1_falls_and_terminates():
+    env = make_env()
+    env.reset(seed=1)
+    backend = env.backend.vector_backend
+    backend.set_trunk_wrench([0.0, 0.0, 0.0, 60.0, 0.0, 0.0])  # a hard roll torque [N m]
+    for _ in range(100):
+        _, _, terminated, truncated, _ = env.step(np.zeros(12))
+        if terminated:
+            break
+    assert terminated and not truncated, "a 60 N m roll torque did not tip the Go1 over in 2 s"
+    # the push is cleared by the next reset, and the Go1 stands again
+    env.reset(seed=1)
+    for _ in range(50):
+        _, _, terminated, _, _ = env.step(np.zeros(12))
+        assert not terminated
+    env.close()
+
+
+def test_observation_layout_at_the_home_pose():
+    env = make_env(domain_randomization=False)
+    qpos = home_qpos()
+    obs, info = env.reset(seed=0, options={"qpos": qpos, "qvel": np.zeros(18)})
+    np.testing.assert_array_equal(obs[OBS_SLICES["gravity"]], [0.0, 0.0, -1.0])
+    np.testing.assert_array_equal(obs[OBS_SLICES["joint_pos"]], np.zeros(12))
+    np.testing.assert_array_equal(obs[OBS_SLICES["local_linvel"]], np.zeros(3))
+    np.testing.assert_array_equal(obs[OBS_SLICES["gyro"]], np.zeros(3))
+    np.testing.assert_array_equal(obs[OBS_SLICES["joint_vel"]], np.zeros(12))
+    np.testing.assert_array_equal(obs[OBS_SLICES["last_action"]], np.zeros(12))
+    np.testing.assert_array_equal(obs[OBS_SLICES["command"]], info["command"].astype(np.float32))
+    half_widths = np.array(COMMAND_RANGES["narrow"])
+    assert np.all(np.abs(info["command"]) <= half_widths)
+
+    action = np.linspace(-1.5, 1.5, 12)  # out of range on both ends: clipped to [-1, 1]
+    obs, *_ = env.step(action)
+    np.testing.assert_allclose(obs[OBS_SLICES["last_action"]], np.clip(action, -1, 1), rtol=1e-6)
+    np.testing.assert_array_equal(obs[OBS_SLICES["command"]], info["command"].astype(np.float32))
+    # the joints move towards home + 0.5 * action
+    joint_offset = obs[OBS_SLICES["joint_pos"]]
+    assert np.corrcoef(joint_offset, np.clip(action, -1, 1))[0, 1] > 0.5
+    env.close()
+
+
+def test_commands_are_resampled_during_the_episode():
+    config = Go1TaskConfig(command_resample_steps=5)
+    env = make_env(task_config=config, command_range="full")
+    _, info = env.reset(seed=4)
+    commands = [info["command"]]
+    for _ in range(10):
+        *_, info = env.step(np.zeros(12))
+        commands.append(info["command"])
+    for step in range(1, 5):
+        np.testing.assert_array_equal(commands[step], commands[0])
+    assert not np.array_equal(commands[5], commands[4])
+    np.testing.assert_array_equal(commands[9], commands[5])
+    assert not np.array_equal(commands[10], commands[9])
+    env.close()
+
+
+@pytest.mark.parametrize("name", ["narrow", "full"])
+def test_commands_cover_their_range(name):
+    task = Go1JoystickTask(Go1TaskConfig(command_range=name))
+    state = {"joint_pos": np.zeros((500, 12))}
+    rngs = [np.random.default_rng(seed) for seed in range(500)]
+    commands = task.initial_task_state(state, rngs)["command"]
+    half_widths = np.array(COMMAND_RANGES[name])
+    assert np.all(np.abs(commands) <= half_widths)
+    assert np.all(commands.max(axis=0) > 0.9 * half_widths)
+    assert np.all(commands.min(axis=0) < -0.9 * half_widths)
+
+
+def test_domain_randomization_and_friction_mismatch():
+    def physics(seed: int, **kwargs) -> dict[str, np.ndarray]:
+        env = make_env(**kwargs)
+        env.reset(seed=seed)
+        values = env.backend.privileged()
+        env.close()
+        return values
+
+    nominal = physics(0, domain_randomization=False)
+    assert nominal["floor_friction"][0] == pytest.approx(0.6)
+    assert nominal["total_mass"][0] == pytest.approx(12.74, abs=0.05)
+    first, second = physics(0), physics(1)
+    assert first["floor_friction"][0] != second["floor_friction"][0]
+    assert first["total_mass"][0] != second["total_mass"][0]
+    assert 0.4 <= first["floor_friction"][0] <= 1.0
+    slippery = physics(0, friction=0.3)
+    assert slippery["floor_friction"][0] == 0.3
+    # fixing the friction leaves the other draws of a seed unchanged
+    assert slippery["total_mass"][0] == first["total_mass"][0]
+    assert physics(0, domain_randomization=False, friction=0.3)["floor_friction"][0] == 0.3
+
+
+def test_render_gives_a_tracking_camera_frame():
+    env = make_env(render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
+    assert frame.std() > 5  # an image, not a blank
+    assert make_env().render() is None  # no render_mode: no frame
+    env.close()
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="backend"):
+        gym.make("SimGo1-v0", backend="hardware")
+    with pytest.raises(ValueError, match="command_range"):
+        make_env(command_range="wide")
+    with pytest.raises(ValueError, match="friction"):
+        make_env(friction=-0.1)
+    env = make_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="12"):
+        env.step(np.zeros(11))
+    with pytest.raises(ValueError, match="reset options"):
+        env.reset(options={"height": 1.0})
+    with pytest.raises(ValueError, match="qpos"):
+        env.reset(options={"qpos": np.zeros(7)})
+    env.close()
+
+
+def test_stand_controller():
+    env = make_env()
+    policy = make_controller(env)
+    assert isinstance(policy, Go1StandController)
+    np.testing.assert_array_equal(policy(np.ones(48)), np.zeros(12))
+    actions, state = policy.predict(np.ones((5, 48)))
+    assert actions.shape == (5, 12) and state is None
+    with pytest.raises(ValueError, match="observation"):
+        policy(np.ones(47))
+    env.close()
+
+
+# -- the batched simulator ---------------------------------------------------------------------
+
+
+def test_four_worlds_equal_four_single_worlds():
+    seeds = [10, 11, 12, 13]
+    batched = Go1VectorBackend(4, num_threads=2)
+    singles = [Go1VectorBackend(1) for _ in seeds]
+    batch_rngs = [np.random.default_rng(seed) for seed in seeds]
+    single_rngs = [np.random.default_rng(seed) for seed in seeds]
+    state = batched.reset_worlds(np.arange(4), batch_rngs)
+    single_states = [
+        single.reset_worlds(np.zeros(1, dtype=int), [rng])
+        for single, rng in zip(singles, single_rngs, strict=True)
+    ]
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(30, 4, 12))
+
+    def assert_equal(state, single_states):
+        for world, single_state in enumerate(single_states):
+            for key, value in single_state.items():
+                np.testing.assert_array_equal(state[key][world], value[0], err_msg=key)
+
+    assert_equal(state, single_states)
+    for step, action in enumerate(actions):
+        targets = HOME_JOINT_POS + 0.5 * action
+        if step == 15:  # re-randomise and reset worlds 1 and 3 only
+            state = batched.reset_worlds(np.array([3, 1]), [batch_rngs[3], batch_rngs[1]])
+            for world in (1, 3):
+                single_states[world] = singles[world].reset_worlds(
+                    np.zeros(1, dtype=int), [single_rngs[world]]
+                )
+        state = batched.apply({"joint_targets": targets})
+        single_states = [
+            single.apply({"joint_targets": targets[world : world + 1]})
+            for world, single in enumerate(singles)
+        ]
+        assert_equal(state, single_states)
+    np.testing.assert_array_equal(
+        batched.privileged()["total_mass"],
+        [single.privileged()["total_mass"][0] for single in singles],
+    )
+
+
+def test_backend_rejects_bad_commands():
+    backend = Go1VectorBackend(2)
+    backend.reset_worlds(np.arange(2), [np.random.default_rng(0), np.random.default_rng(1)])
+    with pytest.raises(ValueError, match=r"joint_targets must have shape \(2, 12\)"):
+        backend.apply({"joint_targets": np.zeros((1, 12))})
+    with pytest.raises(ValueError, match="one generator per world"):
+        backend.reset_worlds(np.arange(2), [np.random.default_rng(0)])
+
+
+# -- reward terms against hand-computed values ----------------------------------------------
+
+
+def constructed_state(count: int) -> dict[str, np.ndarray]:
+    """Upright, still, at home, feet on the ground, nothing moving."""
+    feet = np.tile([0.0, 0.0, 0.02], (count, 4, 1))
+    return {
+        "joint_pos": np.tile(HOME_JOINT_POS, (count, 1)),
+        "joint_vel": np.zeros((count, 12)),
+        "torque": np.zeros((count, 12)),
+        "base_quat": np.tile([1.0, 0.0, 0.0, 0.0], (count, 1)),
+        "gyro": np.zeros((count, 3)),
+        "local_linvel": np.zeros((count, 3)),
+        "accelerometer": np.tile([0.0, 0.0, 9.81], (count, 1)),
+        "foot_pos": feet,
+        "foot_vel": np.zeros((count, 4, 3)),
+        "foot_contact": np.ones((count, 4), dtype=bool),
+        "trunk_contact": np.zeros(count, dtype=bool),
+    }
+
+
+def constructed_task_state(task: Go1JoystickTask, command: np.ndarray) -> dict[str, np.ndarray]:
+    count = len(command)
+    task_state = task.initial_task_state(
+        {"joint_pos": np.zeros((count, 12))}, [np.random.default_rng(0)] * count
+    )
+    task_state["command"] = np.asarray(command, dtype=np.float64)
+    return task_state
+
+
+def test_reward_terms_match_hand_computed_values():
+    task = Go1JoystickTask(Go1TaskConfig(clip_reward_at_zero=False))
+    weights = task.config.weights
+    command = np.array([[0.4, -0.3, 0.8], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    state = constructed_state(3)
+    task_state = constructed_task_state(task, command)
+    action = np.zeros((3, 12))
+
+    # world 0: perfect tracking; action 0.5 on joint 0 and -0.2 on joint 5 after a zero action
+    state["local_linvel"][0] = [0.4, -0.3, 0.0]
+    state["gyro"][0] = [0.0, 0.0, 0.8]
+    action[0, 0], action[0, 5] = 0.5, -0.2
+    # world 1: pitched 30° nose down at 1 m/s forward in the body frame, yawing at 1 rad/s
+    theta = math.radians(30)
+    state["base_quat"][1] = quat_about("y", theta)
+    state["local_linvel"][1] = [1.0, 0.0, 0.0]
+    state["gyro"][1] = [0.0, 0.0, 1.0]
+    # world 2: torques (3, 4) on two joints, a hip beyond its soft limit, a fall
+    state["torque"][2, :2] = [3.0, 4.0]
+    state["joint_vel"][2, :2] = [2.0, -1.0]
+    state["joint_pos"][2, 0] = 0.9
+    state["trunk_contact"][2] = True
+
+    terms = task.reward_terms(state, state, action, task_state)
+    assert tuple(terms) == task.reward_term_names
+    expected = {name: np.zeros(3) for name in task.reward_term_names}
+    # world 0
+    expected["tracking_lin_vel"][0] = weights.tracking_lin_vel * 1.0 * DT
+    expected["tracking_ang_vel"][0] = weights.tracking_ang_vel * 1.0 * DT
+    expected["action_rate"][0] = weights.action_rate * (0.5**2 + 0.2**2) * DT
+    # world 1: world velocity (cos θ, 0, -sin θ), up axis (sin θ, 0, cos θ), ω_world likewise
+    expected["tracking_lin_vel"][1] = weights.tracking_lin_vel * math.exp(-(0.5**2) / 0.25) * DT
+    expected["tracking_ang_vel"][1] = weights.tracking_ang_vel * math.exp(-1.0 / 0.25) * DT
+    expected["lin_vel_z"][1] = weights.lin_vel_z * math.sin(theta) ** 2 * DT
+    expected["ang_vel_xy"][1] = weights.ang_vel_xy * math.sin(theta) ** 2 * DT
+    expected["orientation"][1] = weights.orientation * math.sin(theta) ** 2 * DT
+    # world 2
+    soft_hip_limit = 0.863 * 0.95
+    expected["tracking_lin_vel"][2] = weights.tracking_lin_vel * DT
+    expected["tracking_ang_vel"][2] = weights.tracking_ang_vel * DT
+    expected["torques"][2] = weights.torques * (5.0 + 7.0) * DT
+    expected["energy"][2] = weights.energy * (3.0 * 2.0 + 4.0 * 1.0) * DT
+    expected["dof_pos_limits"][2] = weights.dof_pos_limits * (0.9 - soft_hip_limit) * DT
+    expected["termination"][2] = weights.termination * DT
+    expected["stand_still"][2] = weights.stand_still * 0.9 * DT  # zero command: stand still
+    expected["pose"][:] = weights.pose * DT
+    expected["pose"][2] = weights.pose * math.exp(-(0.9**2)) * DT
+    for name in task.reward_term_names:
+        np.testing.assert_allclose(terms[name], expected[name], atol=1e-12, err_msg=name)
+
+
+def test_feet_reward_terms_match_hand_computed_values():
+    task = Go1JoystickTask(Go1TaskConfig(clip_reward_at_zero=False))
+    weights = task.config.weights
+    state = constructed_state(1)
+    task_state = constructed_task_state(task, np.array([[0.5, 0.0, 0.0]]))
+    # foot 0 lands after 0.3 s in the air with a swing peak of 0.12 m
+    task_state["feet_air_time"][0] = [0.3, 0.0, 0.0, 0.0]
+    task_state["swing_peak"][0] = [0.12, 0.0, 0.0, 0.0]
+    # foot 1 slides on the ground at 0.5 m/s; foot 2 swings at 5 cm height at 0.5 m/s
+    state["foot_vel"][0, 1] = [0.3, 0.4, 0.0]
+    state["foot_vel"][0, 2] = [0.0, 0.5, 0.0]
+    state["foot_pos"][0, 2, 2] = 0.05
+    state["foot_contact"][0, 2] = False
+    terms = task.reward_terms(state, state, np.zeros((1, 12)), task_state)
+    assert terms["feet_air_time"][0] == pytest.approx(weights.feet_air_time * (0.32 - 0.1) * DT)
+    assert terms["feet_height"][0] == pytest.approx(weights.feet_height * 0.2**2 * DT)
+    assert terms["feet_slip"][0] == pytest.approx(weights.feet_slip * 0.25 * DT)
+    clearance = (0.1 - 0.02) * math.sqrt(0.5) + (0.1 - 0.05) * math.sqrt(0.5)
+    assert terms["feet_clearance"][0] == pytest.approx(weights.feet_clearance * clearance * DT)
+    # after the step: foot 0's air time resets on contact, foot 2's grows, peaks follow
+    after = task.advance(task_state, state, np.zeros((1, 12)), np.array([1]), [None])
+    np.testing.assert_allclose(after["feet_air_time"][0], [0.0, 0.0, 0.02, 0.0])
+    np.testing.assert_allclose(after["swing_peak"][0], [0.0, 0.0, 0.05, 0.0])
+
+
+def test_clip_at_zero_lifts_a_negative_reward_to_zero():
+    task = Go1JoystickTask()
+    state = constructed_state(2)
+    state["trunk_contact"][0] = True  # world 0: fallen, with big torques
+    state["torque"][0] = 35.0
+    task_state = constructed_task_state(task, np.array([[1.0, 0.5, 1.0], [0.0, 0.0, 0.0]]))
+    task_state["command"][0] = [0.5, 0.8, 1.2]
+    terms = task.reward_terms(state, state, np.zeros((2, 12)), task_state)
+    rewards = [sum(float(value[world]) for value in terms.values()) for world in range(2)]
+    others = [sum(float(v[w]) for k, v in terms.items() if k != "clip_at_zero") for w in range(2)]
+    assert others[0] < 0 and rewards[0] == 0.0
+    assert terms["clip_at_zero"][0] == pytest.approx(-others[0])
+    assert others[1] > 0 and terms["clip_at_zero"][1] == 0.0 and rewards[1] == others[1]
+
+
+def test_observation_noise_is_off_by_default_and_seeded_when_on():
+    state = constructed_state(1)
+    quiet = Go1JoystickTask()
+    task_state = quiet.initial_task_state(state, [np.random.default_rng(0)])
+    clean = quiet.observe(state, task_state)
+    noisy_task = Go1JoystickTask(dataclasses.replace(Go1TaskConfig(), obs_noise=True))
+    noisy_state = noisy_task.initial_task_state(state, [np.random.default_rng(0)])
+    noisy = noisy_task.observe(state, noisy_state)
+    np.testing.assert_array_equal(clean[:, 45:], noisy[:, 45:])  # the command is exact
+    joint = OBS_SLICES["joint_pos"]
+    assert 0 < np.abs(noisy - clean)[:, joint].max() <= 0.03 + 1e-6
+    again = noisy_task.initial_task_state(state, [np.random.default_rng(0)])
+    np.testing.assert_array_equal(noisy_task.observe(state, again), noisy)
