@@ -339,7 +339,9 @@ def _wrap_angle(angle: np.ndarray | float) -> Any:
 
 @dataclass(frozen=True)
 class DriveBackReset(AutoReset):
-    """Race car: drive back to ``home`` (x, y) with a pure-pursuit-like controller, then brake.
+    """Race car: drive back to ``home`` (x, y), the start marker, then stop.
+
+    The default home lies 2 m from the arena centre (the goal), inside the task's start range.
 
     Steers towards the home point (in reverse when it lies behind the car), throttle
     proportional to the distance, speed limited to ``max_speed``; stops within ``tolerance``
@@ -348,8 +350,8 @@ class DriveBackReset(AutoReset):
     (steering, throttle), steering positive to the left (ψ increasing).
     """
 
-    home: tuple[float, float] = (0.0, 0.0)
-    tolerance: float = 0.2
+    home: tuple[float, float] = (-2.0, 0.0)
+    tolerance: float = 0.3
     max_speed: float = 1.0
     steering_gain: float = 2.0
     distance_gain: float = 1.0
@@ -357,29 +359,53 @@ class DriveBackReset(AutoReset):
     max_steps: int = 1200
 
     description = "drive back to the start and stop"
+    #: Radius of the tightest turn, m (1:10 car at full lock, with margin): a home inside a
+    #: full-lock circle cannot be reached by turning; the car first backs off in a straight line
+    #: until home lies ``1 + hysteresis`` radii from the circle's centre.
+    turning_radius: float = 0.8
+    hysteresis: float = 0.4
+
+    def control(
+        self, pose: np.ndarray, velocity: np.ndarray, backing_off: bool = False
+    ) -> tuple[float, float, bool, bool]:
+        """(steering, throttle) in [-1, 1] towards home, arrived, and the back-off mode."""
+        x, y, yaw = (float(value) for value in pose)
+        vx = float(velocity[0])
+        dx, dy = self.home[0] - x, self.home[1] - y
+        distance = math.hypot(dx, dy)
+        if distance < self.tolerance:
+            brake = float(np.clip(-self.speed_gain * vx, -1, 1))
+            return 0.0, brake, abs(vx) < 0.05, False
+        ahead = math.cos(yaw) * dx + math.sin(yaw) * dy  # home in the car's frame
+        left = -math.sin(yaw) * dx + math.cos(yaw) * dy
+        from_centre = math.hypot(ahead, abs(left) - self.turning_radius)
+        if from_centre < self.turning_radius:
+            backing_off = True
+        elif from_centre > (1.0 + self.hysteresis) * self.turning_radius:
+            backing_off = False
+        bearing = float(_wrap_angle(math.atan2(dy, dx) - yaw))
+        speed = min(self.max_speed, self.distance_gain * distance)
+        if backing_off:  # straight, away from home
+            steering, target_speed = 0.0, -math.copysign(0.5 * self.max_speed, ahead)
+        elif abs(bearing) <= math.pi / 2:
+            steering, target_speed = self.steering_gain * bearing, speed
+        else:  # home behind: reverse, steering the rear towards it
+            steering = -self.steering_gain * float(_wrap_angle(bearing - math.pi))
+            target_speed = -speed
+        throttle = self.speed_gain * (target_speed - vx)
+        return float(np.clip(steering, -1, 1)), float(np.clip(throttle, -1, 1)), False, backing_off
 
     def run(self, env: gym.Env) -> bool:
         base = env.unwrapped
+        backing_off = False
         for _ in range(self.max_steps):
             state = base.state  # type: ignore[attr-defined]
-            x, y, yaw = (float(value) for value in state["pose"][0])
-            vx = float(state["velocity"][0, 0])
-            dx, dy = self.home[0] - x, self.home[1] - y
-            distance = math.hypot(dx, dy)
-            if distance < self.tolerance and abs(vx) < 0.05:
+            steering, throttle, arrived, backing_off = self.control(
+                state["pose"][0], state["velocity"][0], backing_off
+            )
+            if arrived:
                 return True
-            bearing = float(_wrap_angle(math.atan2(dy, dx) - yaw))
-            forward = abs(bearing) <= math.pi / 2
-            if forward:
-                steering = self.steering_gain * bearing
-                target_speed = min(self.max_speed, self.distance_gain * distance)
-            else:
-                steering = -self.steering_gain * float(_wrap_angle(bearing - math.pi))
-                target_speed = -min(self.max_speed, self.distance_gain * distance)
-            if distance < self.tolerance:
-                target_speed = 0.0
-            throttle = self.speed_gain * (target_speed - vx)
-            base.step(np.clip(np.array([steering, throttle]), -1.0, 1.0).astype(np.float32))
+            base.step(np.array([steering, throttle], dtype=np.float32))
         logger.warning("car auto reset did not reach %s within %d steps", self.home, self.max_steps)
         return False
 

@@ -304,8 +304,8 @@ class RaceCarLimits(CommandLimits):
     and the cap drops to ``outside_max_speed`` so that an automatic reset can still crawl back.
     """
 
-    arena_low: tuple[float, float] = (-3.0, -3.0)
-    arena_high: tuple[float, float] = (3.0, 3.0)
+    arena_low: tuple[float, float] = (-4.0, -4.0)
+    arena_high: tuple[float, float] = (4.0, 4.0)
     max_speed: float = 3.0
     outside_max_speed: float = 0.5
     pose_key: str = "pose"
@@ -348,11 +348,17 @@ class RaceCarLimits(CommandLimits):
         return SAFETY_ARENA if np.any(self._outside(state)) else None
 
 
-#: Default limits per robot name (``Task.robot``).
-DEFAULT_LIMITS: dict[str, Callable[[], CommandLimits]] = {
-    "panda": PandaLimits,
-    "go1": Go1Limits,
-    "racecar": RaceCarLimits,
+def _racecar_limits(task: Any) -> RaceCarLimits:
+    """The car's limits with the arena of its task (``config.arena_half_size``, default 4 m)."""
+    half = float(getattr(getattr(task, "config", None), "arena_half_size", 4.0))
+    return RaceCarLimits(arena_low=(-half, -half), arena_high=(half, half))
+
+
+#: Default limits per robot name (``Task.robot``), built from the env's task.
+DEFAULT_LIMITS: dict[str, Callable[[Any], CommandLimits]] = {
+    "panda": lambda task: PandaLimits(),
+    "go1": lambda task: Go1Limits(),
+    "racecar": _racecar_limits,
 }
 
 
@@ -553,9 +559,9 @@ class SafetyWrapper(gym.Wrapper):
         base = env.unwrapped
         limits = config.limits
         if limits == "auto":
-            robot = getattr(getattr(base, "task", None), "robot", None)
-            factory = DEFAULT_LIMITS.get(robot) if robot is not None else None
-            limits = factory() if factory is not None else None
+            task = getattr(base, "task", None)
+            factory = DEFAULT_LIMITS.get(getattr(task, "robot", None) or "")
+            limits = factory(task) if factory is not None else None
         self.guard: GuardedBackend | None = None
         backend = getattr(base, "backend", None)
         if isinstance(backend, Backend):

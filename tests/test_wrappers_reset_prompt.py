@@ -1,0 +1,253 @@
+"""Reset prompts driven by scripted operators: confirm, label, discard, retry, stop, timeout.
+
+Forced on in sim (``enabled=True``) with ``SimRaceCar-v0``; the automatic reset drives the
+simulated car back to its start marker.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import threading
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from sim2online_envs.wrappers.reset_prompt import (
+    OPERATOR_ABORT,
+    RESET_INSTRUCTIONS,
+    TIMEOUT,
+    CallableOperator,
+    Choice,
+    DriveBackReset,
+    KeyPressOperator,
+    OperatorStopError,
+    OperatorTimeoutError,
+    OperatorUnavailableError,
+    ResetPromptConfig,
+    ResetPromptWrapper,
+    ScriptedOperator,
+    TerminalOperator,
+)
+
+import sim2online_envs  # noqa: F401  (registers the ids)
+
+
+def car(answers: Sequence[str], **config: object) -> tuple[ResetPromptWrapper, ScriptedOperator]:
+    operator = ScriptedOperator(answers)
+    env = gym.make("SimRaceCar-v0", max_episode_steps=5)
+    return ResetPromptWrapper(env, operator, ResetPromptConfig(enabled=True, **config)), operator
+
+
+def run_episode(env: gym.Env) -> tuple[float, dict]:
+    total, info = 0.0, {}
+    for _ in range(100):
+        _, reward, terminated, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+        total += reward
+        if terminated or truncated:
+            return total, info
+    raise AssertionError("episode did not end")
+
+
+def test_confirm_then_label_success_gives_the_human_reward() -> None:
+    env, operator = car(["ready", "success"], success_reward=1.0, auto_reset=None)
+    _, info = env.reset(seed=0)
+    message, choices = operator.asked[0]
+    assert message == RESET_INSTRUCTIONS["racecar"]
+    assert choices == ("ready", "stop")
+    assert info["operator"] == {"auto_resets": 0, "retry": False}
+    rewards = []
+    for _ in range(5):
+        _, reward, _, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+        rewards.append(reward)
+    assert truncated
+    assert operator.asked[1][1] == ("success", "failure", "discard", "retry", "stop")
+    assert info["operator"]["label"] == "success"
+    assert info["operator"]["human_reward"] == 1.0
+    assert info["operator"]["env_is_success"] is False
+    assert info["is_success"] is True  # the label overrides the env's success
+    # The human reward lands on the last step only: the env reward + 1.
+    assert rewards[-1] == pytest.approx(
+        info["reward_terms"]["progress"]
+        + 1.0
+        + sum(v for k, v in info["reward_terms"].items() if k != "progress")
+    )
+    assert env.episode_labels == ["success"]
+
+
+def test_discard_marks_the_episode() -> None:
+    env, _ = car(["c", "d"], auto_reset=None)  # keys work as well as names
+    env.reset(seed=0)
+    _, info = run_episode(env)
+    assert info["discard_episode"] is True
+    assert info["operator"]["label"] == "discard"
+
+
+def test_retry_reruns_the_same_episode() -> None:
+    env, _ = car(["ready", "retry", "ready", "failure", "ready"], auto_reset=None)
+    first, _ = env.reset()  # no seed: the retry must still reproduce the draws
+    _, info = run_episode(env)
+    assert info["discard_episode"] is True
+    again, info = env.reset()
+    np.testing.assert_array_equal(first, again)
+    assert info["operator"]["retry"] is True
+    run_episode(env)
+    different, info = env.reset()
+    assert not np.array_equal(first, different)
+    assert info["operator"]["retry"] is False
+
+
+def test_stop_at_the_reset_prompt_raises() -> None:
+    env, _ = car(["stop"], auto_reset=None)
+    with pytest.raises(OperatorStopError, match="reset prompt"):
+        env.reset(seed=0)
+
+
+def test_stop_as_label_keeps_the_episode_and_ends_the_session() -> None:
+    env, operator = car(["ready", "stop"], auto_reset=None)
+    env.reset(seed=0)
+    _, info = run_episode(env)
+    assert info["operator"]["label"] == "stop"
+    assert "discard_episode" not in info
+    with pytest.raises(OperatorStopError, match="end of the last episode"):
+        env.reset(seed=1)
+    assert len(operator.asked) == 2  # not asked again
+
+
+def test_reset_prompt_timeouts_are_logged_then_raise(caplog: pytest.LogCaptureFixture) -> None:
+    env, operator = car([TIMEOUT, TIMEOUT, TIMEOUT], max_timeouts=3, auto_reset=None)
+    with caplog.at_level("WARNING"), pytest.raises(OperatorTimeoutError, match="3 times in a row"):
+        env.reset(seed=0)
+    assert len(operator.asked) == 3
+    assert caplog.text.count("no answer to the reset prompt") == 3
+
+
+def test_one_timeout_then_ready_and_label_timeout_is_unlabelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env, _ = car([TIMEOUT, "ready", TIMEOUT], auto_reset=None)
+    env.reset(seed=0)
+    with caplog.at_level("WARNING"):
+        _, info = run_episode(env)
+    assert info["operator"]["label"] == "unlabelled"
+    assert info["is_success"] is False  # the env's value stays
+    assert "no episode label" in caplog.text
+
+
+def test_request_abort_truncates_with_reason() -> None:
+    env, _ = car(["ready", "failure"], auto_reset=None)
+    env.reset(seed=0)
+    env.request_abort()
+    _, _, terminated, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+    assert truncated and not terminated
+    assert info["truncation_reason"] == OPERATOR_ABORT
+    assert info["operator"]["label"] == "failure"
+
+
+def test_does_nothing_in_sim_unless_forced() -> None:
+    operator = ScriptedOperator([])  # any question would fail: it has no answers
+    env = ResetPromptWrapper(gym.make("SimRaceCar-v0", max_episode_steps=5), operator)
+    assert not env.active
+    _, info = env.reset(seed=0)
+    _, info = run_episode(env)
+    assert "operator" not in info and operator.asked == []
+
+
+def test_car_auto_reset_drives_back_to_the_start_marker_in_sim() -> None:
+    env = gym.make("SimRaceCar-v0", max_episode_steps=120)
+    seen: list[np.ndarray | None] = []
+    answers = iter(["ready", "failure", "auto", "ready"])
+
+    def operator(message: str, choices: Sequence[Choice]) -> str:
+        started = env.unwrapped._state is not None
+        seen.append(np.array(env.unwrapped.state["pose"][0]) if started else None)
+        return next(answers)
+
+    wrapped = ResetPromptWrapper(env, CallableOperator(operator), ResetPromptConfig(enabled=True))
+    assert isinstance(wrapped.auto_reset, DriveBackReset)
+    wrapped.reset(seed=3)
+    for _ in range(120):  # drive off somewhere
+        *_, truncated, _ = wrapped.step(np.array([0.6, 0.8], dtype=np.float32))
+        if truncated:
+            break
+    _, info = wrapped.reset()
+    assert info["operator"]["auto_resets"] == 1
+    before, after = seen[2], seen[3]  # poses when "auto" was chosen and when confirming
+    home = np.array(wrapped.auto_reset.home)
+    assert np.linalg.norm(before[:2] - home) > 1.0
+    assert np.linalg.norm(after[:2] - home) < wrapped.auto_reset.tolerance
+
+
+def test_auto_is_offered_only_where_available() -> None:
+    env, operator = car(["ready"])
+    env.reset(seed=0)  # no state before the first reset: nothing to drive back yet
+    assert operator.asked[0][1] == ("ready", "stop")
+    go1 = ResetPromptWrapper(
+        gym.make("SimGo1-v0"), ScriptedOperator(["ready"]), ResetPromptConfig(enabled=True)
+    )
+    go1.reset(seed=0)  # the sim Go1 has no stand_up() hook
+    assert go1.operator.asked[0][1] == ("ready", "stop")
+
+
+# -- operators -------------------------------------------------------------------------------
+
+CHOICES = (Choice("ready", "c", "go"), Choice("stop", "q", "quit"))
+
+
+def test_terminal_operator_reads_lines_with_timeout(tmp_path) -> None:
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb", buffering=0) as reader, open(tmp_path / "out", "w") as out:
+        operator = TerminalOperator(reader, out)
+        os.write(write_fd, b"what\nq\n\n")
+        assert operator.ask("reset the car", CHOICES, timeout=5.0) == "stop"
+        assert operator.ask("again", CHOICES, timeout=5.0) == "ready"  # Enter = ready
+        with pytest.raises(OperatorTimeoutError):
+            operator.ask("nobody there", CHOICES, timeout=0.05)
+        os.close(write_fd)
+        with pytest.raises(OperatorUnavailableError, match="closed"):
+            operator.ask("closed", CHOICES, timeout=5.0)
+    text = (tmp_path / "out").read_text()
+    assert "reset the car" in text and "[q] stop" in text and "unknown answer 'what'" in text
+
+
+def test_key_press_operator_on_a_pseudo_terminal(tmp_path) -> None:
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "rb", buffering=0) as terminal, open(tmp_path / "out", "w") as out:
+        operator = KeyPressOperator(terminal, out)
+        # The operator presses keys while the prompt waits (in cbreak mode): "x" is ignored.
+        threading.Timer(0.2, os.write, (master, b"xq")).start()
+        assert operator.ask("press", CHOICES, timeout=10.0) == "stop"
+        with pytest.raises(OperatorTimeoutError):
+            operator.ask("press", CHOICES, timeout=0.05)
+    os.close(master)
+    read_fd, write_fd = os.pipe()
+    with (
+        os.fdopen(read_fd, "rb") as pipe,
+        open(os.devnull, "w") as out,
+        pytest.raises(OperatorUnavailableError, match="terminal"),
+    ):
+        KeyPressOperator(pipe, out).ask("press", CHOICES, timeout=1.0)
+    os.close(write_fd)
+
+
+def test_callable_operator_times_out_and_checks_answers() -> None:
+    assert CallableOperator(lambda message, choices: "q").ask("m", CHOICES, 5.0) == "stop"
+    release = threading.Event()
+    blocked = CallableOperator(lambda message, choices: release.wait(10.0) and "c")
+    with pytest.raises(OperatorTimeoutError):
+        blocked.ask("m", CHOICES, timeout=0.05)
+    release.set()
+    with pytest.raises(ValueError, match="expected one of"):
+        CallableOperator(lambda message, choices: "maybe").ask("m", CHOICES, 5.0)
+    with pytest.raises(TypeError, match="callable"):
+        CallableOperator("not callable")  # type: ignore[arg-type]
+
+
+def test_config_and_operator_errors() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        ResetPromptConfig(timeout=0)
+    with pytest.raises(TypeError, match="Operator"):
+        ResetPromptWrapper(gym.make("SimRaceCar-v0"), object())  # type: ignore[arg-type]
+    with pytest.raises(OperatorUnavailableError, match="ran out of answers"):
+        car([])[0].reset(seed=0)
