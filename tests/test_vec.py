@@ -122,6 +122,10 @@ def assert_same_value(actual: Any, expected: Any, where: str) -> None:
         assert actual.keys() == expected.keys(), f"{where}: {actual.keys()} != {expected.keys()}"
         for key in expected:
             assert_same_value(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), f"{where}: {len(actual)} != {len(expected)} items"
+        for i, (item_actual, item_expected) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_value(item_actual, item_expected, f"{where}[{i}]")
     elif isinstance(expected, np.ndarray):
         np.testing.assert_array_equal(actual, expected, err_msg=where)
         assert np.asarray(actual).dtype == expected.dtype, where

@@ -1,0 +1,374 @@
+"""Simulation throughput of sim2online-envs, in one table with ratios.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.run            # the full run (a few minutes)
+    .venv/bin/python -m benchmarks.run --quick    # under a minute, noisier
+    .venv/bin/python -m benchmarks.run --only go1 racecar --out docs/bench.md
+
+What it measures, in world-steps (control periods of one world) per second:
+
+* Go1 raw physics: ``mujoco.mj_step`` on one ``MjData`` (``nstep`` = the env's substeps), and
+  ``mujoco.batch.Batch.step`` (same substeps) at 1 … 1024 worlds on all cores;
+* the single env (``gym.make``), ``make_vec`` at 1 … 1024 worlds, and SB3's ``DummyVecEnv`` and
+  ``SubprocVecEnv`` over a few single envs, for the Go1, the race car and the Panda;
+* the race car's NumPy simulator alone (``apply`` of one command to every world);
+* the Panda camera: 64x64 grayscale frames per second (see ``benchmarks/images.py``).
+
+Every env is driven by the same pre-drawn random actions (scaled down for the Go1 so that it
+mostly stands); finished worlds are reset as in training. Each rate is the best of a few timed
+blocks (other processes on a shared machine only ever slow a block down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import sim2online_envs  # noqa: F401  (sets MUJOCO_GL before mujoco loads; registers the ids)
+from benchmarks._timing import Row, best_rate, markdown_table
+
+logger = logging.getLogger("benchmarks")
+
+GO1_WORLDS = (1, 16, 64, 256, 1024)
+RACECAR_WORLDS = (1, 16, 64, 256, 1024, 4096, 16384)
+PANDA_WORLDS = (1, 4, 16, 64)
+#: Worlds of SB3's DummyVecEnv / SubprocVecEnv over single envs ("a few": the machine has 2 cores).
+SB3_WORLDS = 4
+#: Go1 actions are this fraction of the action range, so that the robot mostly stands and the
+#: physics stays representative (a fallen robot has fewer, cheaper contacts).
+GO1_ACTION_SCALE = 0.2
+
+
+@dataclasses.dataclass
+class Settings:
+    """How long to time each configuration."""
+
+    seconds: float
+    repeats: int
+    quick: bool
+
+
+def _actions(num_envs: int, action_dim: int, scale: float, seed: int = 0) -> list[np.ndarray]:
+    """A small pool of (num_envs, action_dim) float32 actions, cycled through by the steps."""
+    rng = np.random.default_rng(seed)
+    return [
+        (scale * rng.uniform(-1.0, 1.0, (num_envs, action_dim))).astype(np.float32)
+        for _ in range(8)
+    ]
+
+
+def _cycle(pool: list[np.ndarray]) -> Callable[[], np.ndarray]:
+    index = [0]
+
+    def next_action() -> np.ndarray:
+        index[0] = (index[0] + 1) % len(pool)
+        return pool[index[0]]
+
+    return next_action
+
+
+def _single_env_rate(env_id: str, settings: Settings, scale: float, **kwargs: Any) -> float:
+    import gymnasium as gym
+
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=0)
+    next_action = _cycle([a[0] for a in _actions(1, env.action_space.shape[0], scale)])
+
+    def step() -> None:
+        _, _, terminated, truncated, _ = env.step(next_action())
+        if terminated or truncated:
+            env.reset()
+
+    try:
+        return best_rate(step, 1, seconds=settings.seconds, repeats=settings.repeats)
+    finally:
+        env.close()
+
+
+def _vec_rate(venv: Any, settings: Settings, scale: float) -> float:
+    venv.seed(0)
+    venv.reset()
+    next_action = _cycle(_actions(venv.num_envs, venv.action_space.shape[0], scale))
+    try:
+        return best_rate(
+            lambda: venv.step(next_action()),
+            venv.num_envs,
+            seconds=settings.seconds,
+            repeats=settings.repeats,
+        )
+    finally:
+        venv.close()
+
+
+def _sb3_rates(env_id: str, settings: Settings, scale: float, **kwargs: Any) -> dict[str, float]:
+    """DummyVecEnv and SubprocVecEnv of SB3_WORLDS single envs."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    def make() -> gym.Env:
+        return gym.make(env_id, **kwargs)
+
+    rates = {}
+    rates["DummyVecEnv"] = _vec_rate(DummyVecEnv([make] * SB3_WORLDS), settings, scale)
+    rates["SubprocVecEnv"] = _vec_rate(SubprocVecEnv([make] * SB3_WORLDS), settings, scale)
+    return rates
+
+
+def _make_vec_rate(
+    env_id: str, num_envs: int, settings: Settings, scale: float, **kw: Any
+) -> float:
+    from sim2online_envs.vec import make_vec
+
+    return _vec_rate(make_vec(env_id, num_envs, seed=0, **kw), settings, scale)
+
+
+def _percent(value: float) -> str:
+    return f"{100.0 * value:.0f} %"
+
+
+# -- Go1 -------------------------------------------------------------------------------------------
+
+
+def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
+    """Raw MuJoCo physics of the Go1 against the single env, make_vec and SB3's vec envs."""
+    import mujoco
+    import mujoco.batch
+
+    from sim2online_envs.sim.go1 import Go1VectorBackend, load_model
+    from sim2online_envs.tasks.go1 import HOME_JOINT_POS, Go1TaskConfig
+
+    section = "Go1"
+    model = load_model()
+    n_substeps = Go1VectorBackend(1, control_dt=Go1TaskConfig().control_dt).n_substeps
+    action_scale = Go1TaskConfig().action_scale
+    home_key = model.key("home").id
+    rows: list[Row] = []
+
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, home_key)
+    next_ctrl = _cycle(
+        [HOME_JOINT_POS + action_scale * a[0] for a in _actions(1, 12, GO1_ACTION_SCALE)]
+    )
+
+    def mj_step() -> None:
+        data.ctrl[:] = next_ctrl()
+        mujoco.mj_step(model, data, nstep=n_substeps)
+
+    raw_rate = best_rate(mj_step, 1, seconds=settings.seconds, repeats=settings.repeats)
+    rows.append(Row(section, f"mj_step (nstep={n_substeps}), one MjData", 1, raw_rate))
+
+    batch_rates = {}
+    for num in worlds:
+        batch = mujoco.batch.Batch(model, num, 1 if num == 1 else 0)
+        batch.reset(keyframe=home_key)
+        ctrl = batch.bind("ctrl")
+        pool = [HOME_JOINT_POS + action_scale * a for a in _actions(num, 12, GO1_ACTION_SCALE)]
+        next_batch_ctrl = _cycle(pool)
+
+        def batch_step(ctrl: np.ndarray = ctrl, batch: Any = batch, nxt: Any = next_batch_ctrl):
+            ctrl[:] = nxt()
+            batch.step(nstep=n_substeps)
+
+        rate = best_rate(batch_step, num, seconds=settings.seconds, repeats=settings.repeats)
+        batch_rates[num] = rate
+        rows.append(
+            Row(
+                section,
+                f"Batch.step (nstep={n_substeps}, {batch.nthread} threads)",
+                num,
+                rate,
+                ratio=f"{rate / raw_rate:.2f}x mj_step",
+            )
+        )
+
+    single = _single_env_rate("SimGo1-v0", settings, GO1_ACTION_SCALE)
+    rows.append(
+        Row(
+            section,
+            "single env (gym.make)",
+            1,
+            single,
+            ratio=f"overhead +{_percent(raw_rate / single - 1.0)} over mj_step",
+            target="≤ +25 %",
+        )
+    )
+    vec_rates = {}
+    for num in worlds:
+        rate = _make_vec_rate("SimGo1-v0", num, settings, GO1_ACTION_SCALE)
+        vec_rates[num] = rate
+        rows.append(
+            Row(
+                section,
+                "make_vec",
+                num,
+                rate,
+                ratio=f"{_percent(rate / batch_rates[num])} of Batch.step",
+                target="≥ 70 %" if num == max(worlds) else "",
+            )
+        )
+    for name, rate in _sb3_rates("SimGo1-v0", settings, GO1_ACTION_SCALE).items():
+        rows.append(Row(section, f"SB3 {name} of single envs", SB3_WORLDS, rate))
+    subproc = rows[-1].rate
+    largest = max(worlds)
+    rows.append(
+        Row(
+            section,
+            f"make_vec({largest}) / SubprocVecEnv({SB3_WORLDS})",
+            largest,
+            vec_rates[largest],
+            ratio=f"{vec_rates[largest] / subproc:.1f}x SubprocVecEnv",
+            target="≥ 10x",
+        )
+    )
+    return rows
+
+
+# -- race car ------------------------------------------------------------------------------------
+
+
+def bench_racecar(settings: Settings, worlds: Sequence[int]) -> list[Row]:
+    """The NumPy race car: its simulator alone, make_vec (full and lean infos), SB3 vec envs."""
+    from sim2online_envs.vec import make_vec
+
+    section = "race car"
+    rows: list[Row] = []
+    for num in worlds:
+        venv = make_vec("SimRaceCar-v0", num, seed=0)
+        venv.reset()
+        action = _actions(num, venv.action_space.shape[0], 1.0)[0].astype(np.float64)
+        command = venv.task.command(action, venv.state, venv.task_state)
+        backend = venv.vector_backend
+        rate = best_rate(
+            lambda backend=backend, command=command: backend.apply(command),
+            num,
+            seconds=settings.seconds,
+            repeats=settings.repeats,
+        )
+        venv.close()
+        rows.append(Row(section, "simulator alone (VectorBackend.apply)", num, rate))
+    sim_rates = {row.worlds: row.rate for row in rows}
+    rows.append(
+        Row(section, "single env (gym.make)", 1, _single_env_rate("SimRaceCar-v0", settings, 1.0))
+    )
+    for full_infos in (True, False):
+        for num in worlds:
+            rate = _vec_rate(
+                make_vec("SimRaceCar-v0", num, seed=0, full_infos=full_infos), settings, 1.0
+            )
+            rows.append(
+                Row(
+                    section,
+                    f"make_vec (full_infos={full_infos})",
+                    num,
+                    rate,
+                    ratio=f"{_percent(rate / sim_rates[num])} of simulator",
+                    target="> 1,000,000" if num == max(worlds) else "",
+                )
+            )
+    for name, rate in _sb3_rates("SimRaceCar-v0", settings, 1.0).items():
+        rows.append(Row(section, f"SB3 {name} of single envs", SB3_WORLDS, rate))
+    return rows
+
+
+# -- Panda ---------------------------------------------------------------------------------------
+
+
+def bench_panda(settings: Settings, worlds: Sequence[int]) -> list[Row]:
+    """The Panda with 64x64 grayscale camera images in every observation."""
+    section = "Panda"
+    rows = [
+        Row(section, "single env (gym.make)", 1, _single_env_rate("SimPanda-v0", settings, 1.0))
+    ]
+    for num in worlds:
+        rows.append(
+            Row(section, "make_vec", num, _make_vec_rate("SimPanda-v0", num, settings, 1.0))
+        )
+    for name, rate in _sb3_rates("SimPanda-v0", settings, 1.0).items():
+        rows.append(Row(section, f"SB3 {name} of single envs", SB3_WORLDS, rate))
+    return rows
+
+
+def bench_images(settings: Settings) -> list[Row]:
+    from benchmarks.images import run_study
+
+    return run_study(quick=settings.quick)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def machine_summary() -> str:
+    """What the numbers were measured on."""
+    import mujoco
+    import stable_baselines3
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} logical CPUs, "
+        f"Python {platform.python_version()}, MuJoCo {mujoco.__version__}, NumPy {np.__version__}, "
+        f"SB3 {stable_baselines3.__version__}, MUJOCO_GL={os.environ.get('MUJOCO_GL')}"
+    )
+
+
+SECTIONS = ("go1", "racecar", "panda", "images")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short timings (under a minute)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--out", help="also write the Markdown table to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    settings = (
+        Settings(seconds=0.15, repeats=2, quick=True)
+        if args.quick
+        else Settings(seconds=1.0, repeats=3, quick=False)
+    )
+    benches: dict[str, Callable[[], list[Row]]] = {
+        "go1": lambda: bench_go1(settings, GO1_WORLDS),
+        "racecar": lambda: bench_racecar(settings, RACECAR_WORLDS),
+        "panda": lambda: bench_panda(settings, PANDA_WORLDS[:3] if args.quick else PANDA_WORLDS),
+        "images": lambda: bench_images(settings),
+    }
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for name in args.only:
+        logger.info("benchmarking %s ...", name)
+        section_start = time.perf_counter()
+        rows += benches[name]()
+        logger.info("  %s took %.0f s", name, time.perf_counter() - section_start)
+    mode = "--quick" if args.quick else "full"
+    text = (
+        f"Measured {machine_summary()} ({mode} run, {time.perf_counter() - started:.0f} s).\n\n"
+        + markdown_table(rows)
+    )
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
