@@ -29,7 +29,7 @@ class RaceCarEnv(TaskEnv):
 
     ## Description
 
-    A 1:10 F1TENTH-class car (3.74 kg, 0.33 m wheelbase, +-0.42 rad steering, about 5 m/s top
+    A 1:10 F1TENTH-class car (3.74 kg, 0.33 m wheelbase, +-0.42 rad steering, 4.2 m/s top
     speed) on a flat 8 m x 8 m arena must reach a goal and stay within 0.3 m of it. The planar
     physics is written in NumPy (:mod:`sim2online_envs.sim.racecar`): a kinematic bicycle
     (``dynamics="kinematic"``, the study's pretraining prior) or a dynamic bicycle with Pacejka
@@ -92,6 +92,8 @@ class RaceCarEnv(TaskEnv):
       and leaving the arena is a safety matter: ``info["out_of_arena"]`` flags it for the safety
       wrappers, which truncate with a reason on the real car.
     * Truncation: after 250 steps (4.2 s at 60 Hz), ``info["truncation_reason"] = "time_limit"``.
+      Change T with ``task_config={"max_episode_steps": T}``: ``gym.make``'s own
+      ``max_episode_steps`` only adds a Gymnasium ``TimeLimit`` on top, without the reason.
 
     ``info`` also holds ``is_success`` (d_t <= 0.3 m), ``distance`` (m) and ``speed`` (m/s).
 
@@ -108,7 +110,6 @@ class RaceCarEnv(TaskEnv):
     | ``car_params``           | ``None``        | ``CarParams`` or a dict of overrides     |
     | ``randomization``        | ``None``        | ``RandomizationRanges`` or a dict        |
     | ``task_config``          | ``None``        | ``RaceCarTaskConfig`` or a dict          |
-    | ``max_episode_steps``    | ``None``        | shortcut for ``task_config`` T           |
     | ``render_mode``          | ``None``        | ``"rgb_array"``: top-down view, 2 s trail |
     | ``render_size``          | ``256``         | side of the rendered frame, pixels       |
 
@@ -130,7 +131,6 @@ class RaceCarEnv(TaskEnv):
         car_params: CarParams | Mapping[str, Any] | None = None,
         randomization: RandomizationRanges | Mapping[str, Any] | None = None,
         task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
-        max_episode_steps: int | None = None,
         render_mode: str | None = None,
         render_size: int = 256,
     ):
@@ -139,9 +139,7 @@ class RaceCarEnv(TaskEnv):
                 f"SimRaceCar backend must be one of {BACKENDS}, got {backend!r} (the real car "
                 "and its twin are separate backends of the hardware package)"
             )
-        task = self.build_task(
-            control_dt=control_dt, task_config=task_config, max_episode_steps=max_episode_steps
-        )
+        task = self.build_task(control_dt=control_dt, task_config=task_config)
         vector_backend = self.build_backend(
             task,
             num_worlds=1,
@@ -163,16 +161,12 @@ class RaceCarEnv(TaskEnv):
     def build_task(
         control_dt: float | None = None,
         task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
-        max_episode_steps: int | None = None,
     ) -> RaceCarTask:
-        """The parking task with ``control_dt`` and ``max_episode_steps`` overrides applied."""
-        config = RaceCarTask(task_config).config
-        overrides: dict[str, Any] = {}
-        if control_dt is not None:
-            overrides["control_dt"] = control_dt
-        if max_episode_steps is not None:
-            overrides["max_episode_steps"] = max_episode_steps
-        return RaceCarTask(config.replace(**overrides) if overrides else config)
+        """The parking task, with the ``control_dt`` shortcut applied to its config."""
+        task = RaceCarTask(task_config)
+        if control_dt is None:
+            return task
+        return RaceCarTask(task.config.replace(control_dt=control_dt))
 
     @staticmethod
     def build_backend(
@@ -217,7 +211,6 @@ class RaceCarEnv(TaskEnv):
         car_params: CarParams | Mapping[str, Any] | None = None,
         randomization: RandomizationRanges | Mapping[str, Any] | None = None,
         task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
-        max_episode_steps: int | None = None,
         render_size: int = 256,
     ) -> tuple[RaceCarTask, RaceCarVectorBackend]:
         """The task and a ``num_worlds`` simulator for ``make_vec`` (same kwargs as the env).
@@ -226,7 +219,7 @@ class RaceCarEnv(TaskEnv):
         vectorised over worlds on one thread.
         """
         del num_threads
-        task = cls.build_task(control_dt, task_config, max_episode_steps)
+        task = cls.build_task(control_dt, task_config)
         backend = cls.build_backend(
             task,
             num_worlds=num_worlds,
