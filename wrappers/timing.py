@@ -12,8 +12,8 @@ key                 meaning
 ``period``          seconds between this command and the previous one (NaN on the first step)
 ``target_period``   the period the wrapper holds
 ``jitter``          ``period - target_period``
-``lateness``        seconds the step arrived after its tick (0 when on time)
-``deadline_missed`` this step arrived later than ``miss_tolerance`` after its tick
+``lateness``        seconds the command was sent after its tick (0 when on time)
+``deadline_missed`` the command went out more than ``miss_tolerance`` after its tick
 ``deadline_misses`` missed deadlines in this episode
 ``observation_age`` seconds from the previous observation being returned to this command
                     being sent: policy latency plus waiting, i.e. how stale the state the
@@ -21,8 +21,9 @@ key                 meaning
 ``step_duration``   seconds the inner ``step`` took (command, physics or wire, observation)
 =================== ==============================================================================
 
-After a missed deadline the schedule restarts from the late step instead of rushing to catch
-up (two quick commands would be worse for the robot than one late one). With
+After a missed deadline the schedule restarts from the late command instead of rushing to catch
+up (two quick commands would be worse for the robot than one late one), so no period is shorter
+than ``target_period - miss_tolerance``. With
 ``max_consecutive_misses`` set, the episode is truncated (``"timing"``) when the loop keeps
 falling behind.
 """
@@ -131,18 +132,18 @@ class ControlRateWrapper(gym.Wrapper):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if math.isnan(self._next_tick):
             raise RuntimeError("call reset() before step()")
-        arrival = time.perf_counter()
-        lateness = max(0.0, arrival - self._next_tick)
+        if time.perf_counter() < self._next_tick:
+            precise_sleep_until(self._next_tick, self.config.spin)
+        send = time.perf_counter()
+        # Late beyond the tolerance (a slow policy, or the OS waking us late) is a miss: the
+        # schedule restarts from this command. Otherwise it keeps its phase.
+        lateness = max(0.0, send - self._next_tick)
         missed = lateness > self.miss_tolerance
         if missed:
             self._misses += 1
             self._consecutive += 1
-            send = arrival
         else:
             self._consecutive = 0
-            precise_sleep_until(self._next_tick, self.config.spin)
-            send = time.perf_counter()
-        # The next tick follows this command's (planned) tick; after a miss, the late command.
         self._next_tick = (send if missed else self._next_tick) + self.period
         period = send - self._last_send
         observation_age = send - self._last_obs_time
