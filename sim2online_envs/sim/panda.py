@@ -67,9 +67,11 @@ TIP_DOWN_ROTATION = np.diag([1.0, -1.0, -1.0])
 
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("finger_left", "finger_right")
-#: Gripper servo targets (opening in m) for "open" and "closed".
+#: Fully open gripper (m).
 GRIPPER_OPEN = 0.08
-GRIPPER_CLOSED = 0.0
+#: The closed gripper holds something when its width target is this far inside the measured
+#: width (m): the fingers have stopped on an object and squeeze it (25 N at the servo's gain).
+HOLD_LAG = 0.01
 
 
 @dataclass(frozen=True)
@@ -315,9 +317,7 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
     )
     # The goal: a translucent marker (site group 5) that only the overview camera shows.
     goal = world.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.2])
-    goal.add_site(
-        name="goal", size=[0.02, 0.0, 0.0], rgba=[0.1, 0.8, 0.2, 0.5], group=5
-    )
+    goal.add_site(name="goal", size=[0.02, 0.0, 0.0], rgba=[0.1, 0.8, 0.2, 0.5], group=5)
     return spec.compile()
 
 
@@ -334,6 +334,8 @@ class PandaVectorBackend(VectorBackend):
     tip_target         (N, 3)           Cartesian target the controller tracks (m)
     gripper_opening    (N,)             distance between the fingers (m), 0 ... 0.08
     gripper_closed     (N,)             last gripper command, 1.0 closed / 0.0 open
+    gripper_holding    (N,)             1.0 while the closed fingers squeeze something (like
+                                        libfranka's ``GripperState.is_grasped``)
     arm_qpos           (N, 7)           joint angles (rad)
     object_pos         (N, 3)           object centre (m), privileged
     object_quat        (N, 4)           object orientation (w, x, y, z), privileged
@@ -394,6 +396,8 @@ class PandaVectorBackend(VectorBackend):
         self._object_qpos_adr = int(m.joint("object").qposadr[0])
         self._arm_act = np.array([m.actuator(j).id for j in ARM_JOINTS])
         self._gripper_act = int(m.actuator("gripper").id)
+        self._gripper_act_adr = int(m.actuator_actadr[self._gripper_act])
+        self._gripper_speed = float(m.actuator_ctrlrange[self._gripper_act, 1])
         self._tcp = int(m.site("tcp").id)
         self._goal_mocap = int(m.body("goal").mocapid[0])
         self._camera = int(m.camera("d455").id)
@@ -406,7 +410,7 @@ class PandaVectorBackend(VectorBackend):
         self._qpos = b.bind("qpos")
         self._qvel = b.bind("qvel")
         self._ctrl = b.bind("ctrl")
-        self._mocap_pos = b.bind("mocap_pos")
+        self._act = b.bind("act")
         self._site_xpos = b.bind("site_xpos")
         self._site_xmat = b.bind("site_xmat")
         self._xanchor = b.bind("xanchor")
@@ -507,10 +511,16 @@ class PandaVectorBackend(VectorBackend):
         if not (np.isfinite(target).all() and np.isfinite(closed).all()):
             raise ValueError("command contains NaN or infinite values")
         self._tip_target[:] = target
-        self._gripper_closed[:] = closed > 0.5
+        closed = (closed > 0.5).astype(np.float64)
+        # A new gripper command starts moving from the current width, as the real hand does.
+        switched = closed != self._gripper_closed
+        if switched.any():
+            opening = self._qpos[:, self._finger_qpos_adr].sum(axis=1)
+            self._act[switched, self._gripper_act_adr] = np.clip(opening[switched], 0, GRIPPER_OPEN)
+        self._gripper_closed[:] = closed
         self._ctrl[:, self._arm_act] = self.joint_targets(target)
         self._ctrl[:, self._gripper_act] = np.where(
-            self._gripper_closed > 0.5, GRIPPER_CLOSED, GRIPPER_OPEN
+            closed > 0.5, -self._gripper_speed, self._gripper_speed
         )
         self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_POS)
         if self.render_pixels_enabled:
@@ -518,8 +528,11 @@ class PandaVectorBackend(VectorBackend):
                 self._pixels[world] = self.render_pixels(world)
         return self._state()
 
-    def render_world(self, world: int) -> np.ndarray:
-        """An RGB frame (H, W, 3) of world ``world`` from the overview camera, goal shown."""
+    def render_world(self, world: int, goal: np.ndarray | None = None) -> np.ndarray:
+        """An RGB frame (H, W, 3) of world ``world`` from the overview camera.
+
+        ``goal`` (3,), if given, is drawn as a translucent green ball (only in this view).
+        """
         self._check_open()
         if self._overview_renderer is None:
             height, width = self.config.render_size
@@ -530,7 +543,7 @@ class PandaVectorBackend(VectorBackend):
             self._overview_renderer = mujoco.Renderer(self._render_model, height, width)
             quality.shadowsize = self.config.pixel_shadow_size
             quality.numslices, quality.numstacks = self.config.pixel_tessellation
-        self._load_render_world(world)
+        self._load_render_world(world, goal)
         self._overview_renderer.update_scene(
             self._render_data, camera=self._overview, scene_option=self._overview_option
         )
@@ -602,14 +615,7 @@ class PandaVectorBackend(VectorBackend):
         gray = cv2.convertScaleAbs(gray, alpha=float(self._brightness[world]))
         return gray[:, :, None]
 
-    def set_goal_marker(self, ids: np.ndarray, positions: np.ndarray) -> None:
-        """Move the goal marker of worlds ``ids`` (shown by :meth:`render_world` only)."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        self._mocap_pos[ids, self._goal_mocap] = np.asarray(positions, float).reshape(-1, 3)
-
-    def set_object_pose(
-        self, world: int, pos: np.ndarray, quat: np.ndarray | None = None
-    ) -> Batch:
+    def set_object_pose(self, world: int, pos: np.ndarray, quat: np.ndarray | None = None) -> Batch:
         """Teleport the object of one world at rest (tests, debugging); return the state."""
         self._check_open()
         adr = self._object_qpos_adr
@@ -638,7 +644,8 @@ class PandaVectorBackend(VectorBackend):
         qpos[adr : adr + 3] = object_pos
         qpos[adr + 3 : adr + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
         self._ctrl[world, self._arm_act] = HOME_QPOS
-        self._ctrl[world, self._gripper_act] = GRIPPER_OPEN
+        self._ctrl[world, self._gripper_act] = self._gripper_speed
+        self._act[world, self._gripper_act_adr] = GRIPPER_OPEN
         self._tip_target[world] = HOME_TIP_POS
         self._gripper_closed[world] = 0.0
         self._brightness[world] = 1.0
@@ -675,15 +682,19 @@ class PandaVectorBackend(VectorBackend):
         )
         rgba[world, self._backdrop_geoms, :3] = floor_gray
 
-    def _load_render_world(self, world: int) -> None:
-        """Copy world ``world``'s model fields and configuration into the render model/data."""
+    def _load_render_world(self, world: int, goal: np.ndarray | None = None) -> None:
+        """Copy world ``world``'s model fields and configuration into the render model/data.
+
+        The goal marker (a mocap body that only carries a site) goes to ``goal``, or out of
+        sight below the floor.
+        """
         if not self._has_state:
             raise RuntimeError("reset_worlds() must run before rendering")
         rm, rd = self._render_model, self._render_data
         for name, values in self._randomized.items():
             getattr(rm, name)[:] = values[world]
         rd.qpos[:] = self._qpos[world]
-        rd.mocap_pos[:] = self._mocap_pos[world]
+        rd.mocap_pos[self._goal_mocap] = (0.0, 0.0, -5.0) if goal is None else goal
         mujoco.mj_kinematics(rm, rd)
         mujoco.mj_camlight(rm, rd)
 
@@ -697,11 +708,18 @@ class PandaVectorBackend(VectorBackend):
             "tip_target": self._tip_target.copy(),
             "gripper_opening": qpos[:, fingers[0]] + qpos[:, fingers[1]],
             "gripper_closed": self._gripper_closed.copy(),
+            "gripper_holding": self._holding(),
             "arm_qpos": qpos[:, self._arm_qpos_adr].copy(),
             "object_pos": qpos[:, adr : adr + 3].copy(),
             "object_quat": qpos[:, adr + 3 : adr + 7].copy(),
             "object_size": np.full(self.num_worlds, self.object_spec.size),
         }
+
+    def _holding(self) -> np.ndarray:
+        """(N,) 1.0 where the closed gripper squeezes: its width target runs 1 cm (25 N) ahead."""
+        opening = self._qpos[:, self._finger_qpos_adr].sum(axis=1)
+        lag = opening - self._act[:, self._gripper_act_adr]
+        return ((self._gripper_closed > 0.5) & (lag > HOLD_LAG)).astype(np.float64)
 
     def _check_open(self) -> None:
         if self._closed:

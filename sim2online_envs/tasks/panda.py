@@ -23,9 +23,9 @@ carry       ``d(object, goal)`` before the step minus after it (m)
 success     1 on the step that ends the episode with the object within the success radius
 =========== =============================================================================
 
-``grasped``: the gripper is commanded closed, the object's centre is within ``grasp_radius`` of
-the fingertip centre and the fingers stand no wider than the object plus ``grasp_width_margin``
-(nor closer than ``grasp_min_width_ratio`` of it: closed on nothing).
+``grasped``: the closed gripper squeezes something (the backend's ``gripper_holding``: in sim the
+fingers stopped and the servo pushes on, on the real hand libfranka's ``is_grasped``) and the
+object's centre is within ``grasp_radius`` of the fingertip centre.
 """
 
 from __future__ import annotations
@@ -95,10 +95,8 @@ class PandaTaskConfig:
     goal_height_range: tuple[float, float] = (0.10, 0.20)
     #: Success radius around the goal (m).
     success_threshold: float = 0.05
-    #: Grasp detection (see the module docstring).
-    grasp_radius: float = 0.02
-    grasp_width_margin: float = 0.01
-    grasp_min_width_ratio: float = 0.3
+    #: Grasp detection: largest distance of the object's centre from the fingertip centre (m).
+    grasp_radius: float = 0.025
     #: Reward weights.
     approach_weight: float = 10.0
     grasp_weight: float = 1.0
@@ -130,7 +128,9 @@ class PandaTaskConfig:
         ):
             lo, hi = np.asarray(getattr(self, low)), np.asarray(getattr(self, high))
             if lo.shape != hi.shape or np.any(lo > hi):
-                raise ValueError(f"{low}={getattr(self, low)} must be <= {high}={getattr(self, high)}")
+                raise ValueError(
+                    f"{low}={getattr(self, low)} must be <= {high}={getattr(self, high)}"
+                )
         if not 0 < self.goal_height_range[0] <= self.goal_height_range[1]:
             raise ValueError(
                 f"goal_height_range must be (low, high) with 0 < low <= high, "
@@ -142,16 +142,9 @@ class PandaTaskConfig:
 
 
 def grasped(state: Batch, config: PandaTaskConfig) -> np.ndarray:
-    """(B,) bool: the closed gripper holds the object between its fingertips."""
+    """(B,) bool: the gripper squeezes the object between its fingertips."""
     tip_to_object = np.linalg.norm(state["object_pos"] - state["tip_pos"], axis=-1)
-    opening = state["gripper_opening"]
-    size = state["object_size"]
-    return (
-        (state["gripper_closed"] > 0.5)
-        & (tip_to_object < config.grasp_radius)
-        & (opening < size + config.grasp_width_margin)
-        & (opening > config.grasp_min_width_ratio * size)
-    )
+    return (state["gripper_holding"] > 0.5) & (tip_to_object < config.grasp_radius)
 
 
 def object_in_workspace(state: Batch, config: PandaTaskConfig) -> np.ndarray:

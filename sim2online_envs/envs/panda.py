@@ -1,0 +1,246 @@
+"""``SimPanda-v0``: pick a cube with a Franka Panda from 64x64 grayscale images, at 20 Hz."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sim2online_envs.core import SingleWorld, TaskEnv
+from sim2online_envs.sim.panda import OBJECTS, PandaSimConfig, PandaVectorBackend
+from sim2online_envs.tasks.panda import PandaPickTask, PandaTaskConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BACKENDS", "PandaEnv"]
+
+#: Values of ``backend=`` this env accepts (the real arm and its twin come with the hardware).
+BACKENDS = ("sim",)
+
+
+def _config(cls: type, value: Any, name: str) -> Any:
+    """``value`` as a ``cls`` dataclass: None -> defaults, a Mapping -> overrides."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"{name} has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**value)
+    raise TypeError(
+        f"{name} must be a {cls.__name__}, a mapping or None, got {type(value).__name__}"
+    )
+
+
+class PandaEnv(TaskEnv):
+    """Pick a cube with a Franka Emika Panda and bring it to a goal above the table.
+
+    ## Description
+
+    A Franka Panda (7-DoF arm and Franka Hand, modelled from Franka's published kinematics,
+    limits and masses) stands on a table with a 5 cm cube in front of it. The policy sees a
+    64x64 grayscale image from a fixed Intel RealSense D455 in front of the robot and the
+    fingertip position and gripper opening; it moves the fingertip centre in Cartesian steps and
+    opens or closes the gripper. A damped-least-squares differential-IK controller keeps the hand
+    pointing down and drives joint position servos at the physics rate (500 Hz). The same task
+    runs on the real arm (Cartesian impedance control, the cube pose from a fiducial marker).
+    ``object="soft_ball"`` swaps the cube for a compliant foam ball that gives way under the
+    grasp and rolls: the sim-to-sim "reality" for a policy pretrained on the cube.
+
+    ## Action Space
+
+    ``Box(-1, 1, (4,), float32)``, held for one control period (0.05 s by default):
+
+    | Num | Action | Min | Max | Meaning                                                   |
+    |-----|--------|-----|-----|-----------------------------------------------------------|
+    | 0   | dx     | -1  | 1   | tip target step along world x, times 0.02 m                |
+    | 1   | dy     | -1  | 1   | tip target step along world y, times 0.02 m                |
+    | 2   | dz     | -1  | 1   | tip target step along world z, times 0.02 m                |
+    | 3   | g      | -1  | 1   | g > 0 closes the gripper (70 N), g <= 0 opens it (0.08 m)  |
+
+    The step is added to the controller's tip target, which is then held within 0.04 m of the
+    measured tip per axis (no wind-up against the table) and clamped to the workspace box
+    x in [0.25, 0.75], y in [-0.3, 0.3], z in [0.015, 0.40] m. Actions outside the box are
+    clipped; non-finite actions raise a ValueError.
+
+    ## Observation Space
+
+    ``Dict``:
+
+    | Key      | Space                              | Meaning                                   |
+    |----------|------------------------------------|-------------------------------------------|
+    | pixels   | ``Box(0, 255, (64, 64, 1), uint8)`` | grayscale D455 image (``image_size``)     |
+    | state    | ``Box(4,)`` float32                 | see below                                 |
+
+    | Num | Observation     | Min  | Max  | Unit | Meaning                                 |
+    |-----|-----------------|------|------|------|-----------------------------------------|
+    | 0   | tip x           | -1.0 | 1.0  | m    | fingertip centre, world frame           |
+    | 1   | tip y           | -1.0 | 1.0  | m    |                                         |
+    | 2   | tip z           | -0.2 | 1.4  | m    | 0 is the table top                      |
+    | 3   | gripper opening | 0    | 0.08 | m    | distance between the fingers            |
+
+    World frame: origin at the robot base on the table top, x forward, y left, z up. The cube
+    and goal positions are not observed (on hardware they come from a marker and are used only
+    for reward and success); they are in ``info`` and in ``env.unwrapped.backend.privileged()``.
+
+    ## Rewards
+
+    Progress terms (each the change of one stage's potential over the step) plus a success
+    bonus; each weighted term is in ``info["reward_terms"]``, weights in
+    :class:`~sim2online_envs.tasks.panda.PandaTaskConfig`:
+
+    | Term         | Value                                                      | Weight |
+    |--------------|------------------------------------------------------------|--------|
+    | ``approach`` | d(tip, cube) before the step - after (m)                   | 10     |
+    | ``grasp``    | grasped after - grasped before (+1 / -1 / 0)               | 1      |
+    | ``lift``     | gain of the cube's height above rest, up to the goal's (m) | 10     |
+    | ``carry``    | d(cube, goal) before - after (m)                           | 10     |
+    | ``success``  | 1 when d(cube, goal) < 0.05 m                               | 10     |
+
+    ``grasped``: gripper commanded closed, cube centre within 2 cm of the fingertip centre, and
+    fingers no wider than the cube + 1 cm (nor closed on nothing).
+
+    ## Starting State
+
+    The arm at its home posture (fingertip centre at (0.45, 0, 0.30) m, hand pointing down,
+    fingers along y, gripper open). The cube rests on the table at x ~ U(0.38, 0.58),
+    y ~ U(-0.15, 0.15) m with yaw ~ U(-30, 30) deg. The goal is above the cube's start at a
+    height ~ U(0.10, 0.20) m above the table (the goal is not observed, so by default it is
+    reached by lifting the cube straight up; ``goal_xy_offset_low/high`` in the task config move
+    it sideways). With ``domain_randomization`` each reset also draws the two lights' positions
+    (+-0.3 m) and intensities (x0.5-1.2), a small camera pose jitter (+-1.5 cm, +-2 deg), the
+    table colour, the floor and wall gray, and an image brightness scale (x0.7-1.3).
+    ``reset(options={"object_pos": (x, y, z), "object_yaw": yaw})`` places the cube.
+
+    ## Episode End
+
+    * Termination: success (d(cube, goal) < 0.05 m), or the cube's centre leaves the box
+      x in [0.15, 0.85], y in [-0.45, 0.45], z in [-0.05, 0.6] m (``info["object_lost"]``).
+    * Truncation: after 250 steps (12.5 s), ``info["truncation_reason"] = "time_limit"``.
+
+    ``info`` also holds ``is_success``, ``goal`` (m), ``goal_distance`` (m) and ``grasped``.
+
+    ## Arguments
+
+    | Argument                 | Default    | Meaning                                        |
+    |--------------------------|------------|------------------------------------------------|
+    | ``backend``              | ``"sim"``  | ``"sim"``: the MuJoCo simulator                |
+    | ``object``               | ``"cube"`` | ``"cube"`` or ``"soft_ball"``                  |
+    | ``domain_randomization`` | ``True``   | lights, camera, colours, brightness per reset  |
+    | ``control_dt``           | ``0.05``   | seconds per step (a multiple of 0.002 s)       |
+    | ``image_size``           | ``64``     | side of the square grayscale image, pixels     |
+    | ``max_episode_steps``    | ``250``    | time limit in steps                            |
+    | ``task_config``          | ``None``   | ``PandaTaskConfig`` or a dict of overrides     |
+    | ``sim_config``           | ``None``   | ``PandaSimConfig`` or a dict of overrides      |
+    | ``render_mode``          | ``None``   | ``"rgb_array"``: 240x320 colour overview, goal |
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        backend: str = "sim",
+        object: str = "cube",
+        domain_randomization: bool = True,
+        control_dt: float | None = None,
+        image_size: int | None = None,
+        max_episode_steps: int | None = None,
+        task_config: PandaTaskConfig | Mapping[str, Any] | None = None,
+        sim_config: PandaSimConfig | Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"SimPanda backend must be one of {BACKENDS}, got {backend!r} (the real arm and "
+                "its twin are separate backends of the hardware package)"
+            )
+        task = self.build_task(control_dt, image_size, max_episode_steps, task_config)
+        vector_backend = self.build_backend(
+            task, 1, object, domain_randomization, sim_config, num_threads=1
+        )
+        #: The simulator (one world); ``self.backend`` is its single-world view.
+        self.sim = vector_backend
+        super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
+
+    # -- construction shared with make_vec -------------------------------------------------------
+
+    @staticmethod
+    def build_task(
+        control_dt: float | None = None,
+        image_size: int | None = None,
+        max_episode_steps: int | None = None,
+        task_config: PandaTaskConfig | Mapping[str, Any] | None = None,
+    ) -> PandaPickTask:
+        """The pick task with the ``control_dt``, ``image_size`` and T overrides applied."""
+        config = _config(PandaTaskConfig, task_config, "task_config")
+        overrides: dict[str, Any] = {}
+        if control_dt is not None:
+            overrides["control_dt"] = control_dt
+        if image_size is not None:
+            overrides["image_size"] = image_size
+        if max_episode_steps is not None:
+            overrides["max_episode_steps"] = max_episode_steps
+        return PandaPickTask(dataclasses.replace(config, **overrides) if overrides else config)
+
+    @staticmethod
+    def build_backend(
+        task: PandaPickTask,
+        num_worlds: int,
+        object: str = "cube",
+        domain_randomization: bool = True,
+        sim_config: PandaSimConfig | Mapping[str, Any] | None = None,
+        num_threads: int | None = None,
+    ) -> PandaVectorBackend:
+        """The MuJoCo simulator of ``num_worlds`` scenes, matched to the task's timing and image."""
+        if object not in OBJECTS:
+            raise ValueError(f"object must be one of {sorted(OBJECTS)}, got {object!r}")
+        config = _config(PandaSimConfig, sim_config, "sim_config")
+        config = dataclasses.replace(
+            config, control_dt=task.config.control_dt, image_size=task.config.image_size
+        )
+        return PandaVectorBackend(
+            num_worlds,
+            object=object,
+            domain_randomization=domain_randomization,
+            config=config,
+            num_threads=num_threads,
+        )
+
+    @classmethod
+    def build_vector(
+        cls,
+        num_worlds: int,
+        num_threads: int | None = None,
+        object: str = "cube",
+        domain_randomization: bool = True,
+        control_dt: float | None = None,
+        image_size: int | None = None,
+        max_episode_steps: int | None = None,
+        task_config: PandaTaskConfig | Mapping[str, Any] | None = None,
+        sim_config: PandaSimConfig | Mapping[str, Any] | None = None,
+    ) -> tuple[PandaPickTask, PandaVectorBackend]:
+        """The task and a ``num_worlds`` simulator for ``make_vec`` (same kwargs as the env)."""
+        task = cls.build_task(control_dt, image_size, max_episode_steps, task_config)
+        backend = cls.build_backend(
+            task, num_worlds, object, domain_randomization, sim_config, num_threads
+        )
+        return task, backend
+
+    # -- rendering -------------------------------------------------------------------------------
+
+    def render(self) -> np.ndarray | None:
+        """The ``rgb_array`` overview frame (240x320 colour) with the goal drawn in green."""
+        if self.render_mode != "rgb_array":
+            return None
+        goal = self._task_state["goal"][0] if self._task_state is not None else None
+        return self.sim.render_world(0, goal=goal)
