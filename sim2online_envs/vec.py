@@ -476,6 +476,13 @@ class TaskVecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
 
+def _check_optional_int(name: str, value: Any, minimum: int) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+    ):
+        raise ValueError(f"{name} must be None or an int >= {minimum}, got {value!r}")
+
+
 def make_vec(
     env_id: str,
     num_envs: int,
@@ -483,6 +490,7 @@ def make_vec(
     num_threads: int | None = None,
     render_mode: str | None = None,
     full_infos: bool = True,
+    max_episode_steps: int | None = None,
     **kwargs: Any,
 ) -> TaskVecEnv:
     """``num_envs`` worlds of a registered sim env as one SB3 ``VecEnv``.
@@ -495,18 +503,16 @@ def make_vec(
     :param render_mode: None or "rgb_array" (``get_images``/``render``).
     :param full_infos: False fills per-world info dicts only at episode ends (see
         :class:`TaskVecEnv`); the batched values stay in ``last_reward_terms`` and friends.
+    :param max_episode_steps: a time limit in steps replacing the task's, as ``gym.make``'s
+        argument of that name does (which gymnasium keeps from the env class).
     :param kwargs: the env class's keyword arguments (the same as for ``gym.make``).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)):
         raise TypeError(f"num_envs must be an int, got {type(num_envs).__name__}")
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-    if num_threads is not None and (
-        isinstance(num_threads, bool)
-        or not isinstance(num_threads, (int, np.integer))
-        or num_threads < 0
-    ):
-        raise ValueError(f"num_threads must be None or an int >= 0, got {num_threads!r}")
+    _check_optional_int("num_threads", num_threads, minimum=0)
+    _check_optional_int("max_episode_steps", max_episode_steps, minimum=1)
     import sim2online_envs  # noqa: F401  (registers the ids)
 
     spec = gym.spec(env_id)
@@ -529,6 +535,8 @@ def make_vec(
             "num_threads, **kwargs) -> (task, vector_backend), which make_vec needs"
         )
     task, vector_backend = build(num_worlds=int(num_envs), num_threads=num_threads, **env_kwargs)
+    if max_episode_steps is not None:
+        task.max_episode_steps = int(max_episode_steps)
     if vector_backend.num_worlds != num_envs:
         raise RuntimeError(
             f"{env_id}: build_vector made {vector_backend.num_worlds} worlds, asked for {num_envs}"

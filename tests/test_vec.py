@@ -347,3 +347,63 @@ def test_make_vec_rejects_bad_arguments() -> None:
         make_vec("SimNoSuchRobot-v0", 2)
     with pytest.raises(ValueError, match=r"simulators only.*backend='real'"):
         make_vec("SimRaceCar-v0", 2, backend="real")
+
+
+# -- every robot: make_vec equals gym.make world by world ---------------------------------------
+
+
+def _go1_kwargs() -> dict[str, Any]:
+    from sim2online_envs.tasks.go1 import Go1TaskConfig
+
+    return {"task_config": Go1TaskConfig(episode_length=20)}
+
+
+# (env id, kwargs for both gym.make and make_vec, worlds, steps, action scale). Short episodes so
+# that every world is reset at least once; Go1's full-range random actions make it fall
+# (terminations) before its time limit in some worlds.
+ROBOTS = {
+    "SimGo1-v0": (_go1_kwargs, 3, 45, 1.0),
+    "SimRaceCar-v0": (lambda: {"task_config": {"max_episode_steps": 15}}, 4, 40, 1.0),
+    "SimPanda-v0": (lambda: {"task_config": {"max_episode_steps": 6}}, 2, 14, 1.0),
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(ROBOTS))
+def test_make_vec_equals_single_envs_world_by_world(env_id: str) -> None:
+    make_kwargs, num_envs, steps, scale = ROBOTS[env_id]
+    kwargs = make_kwargs()
+    reference = DummyVecEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)])
+    batched = make_vec(env_id, num_envs, **kwargs)
+    assert batched.observation_space == reference.observation_space
+    assert batched.action_space == reference.action_space
+    rng = np.random.default_rng(1)
+    low, high = batched.action_space.low, batched.action_space.high
+    actions = scale * rng.uniform(low, high, size=(steps, num_envs, *batched.action_space.shape))
+    counts = assert_same_steps(reference, batched, actions.astype(np.float32), seed=123)
+    assert counts["truncated"] >= num_envs - counts["terminated"], counts
+    reference.close()
+    batched.close()
+
+
+def test_make_vec_passes_env_kwargs_and_threads() -> None:
+    venv = make_vec("SimRaceCar-v0", 3, seed=0, num_threads=1, dynamics="dynamic")
+    assert venv.num_envs == 3 and venv.get_attr("max_episode_steps") == [250] * 3
+    single = gym.make("SimRaceCar-v0", dynamics="dynamic")
+    obs = venv.reset()
+    single_obs, _ = single.reset(seed=2)
+    np.testing.assert_array_equal(obs[2], single_obs)
+    venv.close()
+
+
+def test_make_vec_max_episode_steps_is_gym_makes_time_limit() -> None:
+    venv = make_vec("SimRaceCar-v0", 2, seed=0, max_episode_steps=3)
+    single = gym.make("SimRaceCar-v0", max_episode_steps=3)
+    venv.reset()
+    single.reset(seed=0)
+    for step in range(1, 4):
+        _, _, dones, infos = venv.step(np.zeros((2, 2)))
+        _, _, terminated, truncated, _ = single.step(np.zeros(2))
+        assert dones.tolist() == [truncated or terminated] * 2 == [step == 3] * 2
+    assert infos[0]["truncation_reason"] == TIME_LIMIT
+    with pytest.raises(ValueError, match="max_episode_steps must be None or an int >= 1, got 0"):
+        make_vec("SimRaceCar-v0", 2, max_episode_steps=0)
