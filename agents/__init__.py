@@ -1,0 +1,51 @@
+"""SB3 SAC/TD3 adapters that survive the sim-to-real jump.
+
+A user's SB3 script changes by one import::
+
+    from sim2online_envs.agents import SAC, paper_recipe
+
+    model = SAC("MlpPolicy", env, **paper_recipe("racecar"))
+    model.learn(50_000)
+
+What the adapters add to SB3 (see each object's docstring): buffer mixing with offline data
+(:class:`MixingReplayBuffer`), warm start with the prior's own actions, a delayed and slower
+actor, episodic updates optionally in a background learner, whole-state atomic checkpoints,
+a BRO critic and DrQ vision (:mod:`sim2online_envs.agents.policies`), the study's recipes and a
+Q-error diagnostic (:class:`QErrorCallback`).
+"""
+
+from sim2online_envs.agents.buffers import (
+    DictMixingReplayBuffer,
+    MixingReplayBuffer,
+    retain_online_buffer,
+)
+from sim2online_envs.agents.checkpoint import load_checkpoint, save_checkpoint
+from sim2online_envs.agents.diagnostics import QErrorCallback
+from sim2online_envs.agents.policies import (
+    BROCritic,
+    ImageEncoder,
+    MultiInputEncoder,
+    random_shift,
+)
+from sim2online_envs.agents.recipes import paper_recipe, vanilla_recipe
+from sim2online_envs.agents.sac import SAC
+from sim2online_envs.agents.schedules import LinearStepSchedule
+from sim2online_envs.agents.td3 import TD3
+
+__all__ = [
+    "SAC",
+    "TD3",
+    "BROCritic",
+    "DictMixingReplayBuffer",
+    "ImageEncoder",
+    "LinearStepSchedule",
+    "MixingReplayBuffer",
+    "MultiInputEncoder",
+    "QErrorCallback",
+    "load_checkpoint",
+    "paper_recipe",
+    "random_shift",
+    "retain_online_buffer",
+    "save_checkpoint",
+    "vanilla_recipe",
+]

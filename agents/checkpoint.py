@@ -1,0 +1,255 @@
+"""Whole-state checkpoints: atomic files, RNG states, and a model + buffer checkpoint directory.
+
+``SAC.save`` / ``TD3.save`` (this package's) already store the full learner state through SB3's
+zip format (weights, target networks, every optimiser, the temperature, schedules, counters) plus
+the RNG states, and write atomically. :func:`save_checkpoint` adds the replay buffer (online part
+and D0) beside the model so that the pair is replaced as one:
+
+``directory/``
+    ``checkpoint.json`` — the manifest, replaced last and atomically; it names the current files
+    and their SHA-256. ``model-<generation>.zip``, ``replay_buffer-<generation>.pkl``.
+
+A crash anywhere in :func:`save_checkpoint` leaves the manifest pointing at the previous, intact
+generation; :func:`load_checkpoint` verifies sizes and checksums before unpickling anything, so a
+truncated or foreign file gives a clear error instead of a half-restored learner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import random
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
+
+import numpy as np
+import torch as th
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "checkpoint.json"
+FORMAT_VERSION = 1
+
+
+# -- atomic files --------------------------------------------------------------------------------
+
+
+def with_suffix_if_missing(path: str | pathlib.Path, suffix: str) -> pathlib.Path:
+    """SB3's naming rule: ``"model"`` is saved as ``"model.zip"``, ``"a.b"`` stays ``"a.b"``."""
+    path = pathlib.Path(path)
+    return path if path.suffix else path.with_name(f"{path.name}.{suffix}")
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+    # Makes the rename itself durable; not every platform allows opening a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | pathlib.Path, write: Callable[[IO[bytes]], None]) -> pathlib.Path:
+    """Write a file through ``write(file)`` so that ``path`` is either the old or the new file.
+
+    The data goes to a temporary file in the same directory, is flushed and fsynced, then
+    ``os.replace``-d over ``path`` (atomic on POSIX and Windows); on any error the temporary file
+    is removed and ``path`` is untouched.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = pathlib.Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def sha256_file(path: pathlib.Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- RNG states ----------------------------------------------------------------------------------
+
+
+def capture_rng_state(action_space: Any = None) -> dict[str, Any]:
+    """The global torch / numpy / python RNG states and the action space's generator state."""
+    state: dict[str, Any] = {
+        "torch": th.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if th.cuda.is_available() and th.cuda.is_initialized():
+        state["torch_cuda"] = th.cuda.get_rng_state_all()
+    np_random = getattr(action_space, "_np_random", None)
+    if np_random is not None:
+        state["action_space"] = np_random.bit_generator.state
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], action_space: Any = None) -> None:
+    """Inverse of :func:`capture_rng_state` (missing entries are left as they are)."""
+    if "torch" in state:
+        th.set_rng_state(th.as_tensor(state["torch"], dtype=th.uint8).cpu())
+    if "torch_cuda" in state and th.cuda.is_available():
+        th.cuda.set_rng_state_all(state["torch_cuda"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "action_space" in state and action_space is not None:
+        action_space.np_random.bit_generator.state = state["action_space"]
+
+
+# -- checkpoint directories ----------------------------------------------------------------------
+
+
+def read_manifest(directory: str | pathlib.Path) -> dict[str, Any]:
+    """The manifest of a checkpoint directory, or a clear error if there is none or it is bad."""
+    path = pathlib.Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {directory}: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"checkpoint manifest {path} is corrupt: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint manifest {path} has format {manifest.get('format')!r}, "
+            f"expected {FORMAT_VERSION}"
+            if isinstance(manifest, dict)
+            else f"checkpoint manifest {path} is not a JSON object"
+        )
+    return manifest
+
+
+def _verify(directory: pathlib.Path, entry: dict[str, Any], role: str) -> pathlib.Path:
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {role} file {path} is missing")
+    size = path.stat().st_size
+    if size != entry["size"]:
+        raise ValueError(
+            f"checkpoint {role} file {path} is truncated or altered: "
+            f"{size} bytes, the manifest says {entry['size']}"
+        )
+    if sha256_file(path) != entry["sha256"]:
+        raise ValueError(f"checkpoint {role} file {path} is corrupt: its SHA-256 does not match")
+    return path
+
+
+def save_checkpoint(
+    model: Any,
+    directory: str | pathlib.Path,
+    include_replay_buffer: bool = True,
+    keep: int = 1,
+) -> pathlib.Path:
+    """Save the model (whole learner state) and its replay buffer as one atomic generation.
+
+    ``keep``: how many generations to keep on disk (older files are deleted after the manifest
+    points at the new one). Returns the manifest's path. Call it between ``learn`` calls or from a
+    callback at an episode end; with ``async_updates`` the saved state is that of the last episode
+    boundary (see the agents' docs).
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    previous = None
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        previous = read_manifest(directory)
+    generation = (previous["generation"] + 1) if previous else 0
+    files: dict[str, dict[str, Any]] = {}
+
+    model_path = directory / f"model-{generation:06d}.zip"
+    model.save(model_path)
+    files["model"] = {"file": model_path.name}
+    if include_replay_buffer and getattr(model, "replay_buffer", None) is not None:
+        buffer_path = directory / f"replay_buffer-{generation:06d}.pkl"
+        model.save_replay_buffer(buffer_path)
+        files["replay_buffer"] = {"file": buffer_path.name}
+    for entry in files.values():
+        path = directory / entry["file"]
+        entry["size"] = path.stat().st_size
+        entry["sha256"] = sha256_file(path)
+
+    history = [*previous.get("history", []), previous["generation"]] if previous else []
+    manifest = {
+        "format": FORMAT_VERSION,
+        "generation": generation,
+        "algorithm": type(model).__name__,
+        "num_timesteps": int(model.num_timesteps),
+        "n_updates": int(getattr(model, "_n_updates", 0)),
+        # Earlier generations still on disk (the newest keep - 1 of them).
+        "history": history[len(history) - (keep - 1) :] if keep > 1 else [],
+        **files,
+    }
+    text = json.dumps(manifest, indent=2).encode()
+    manifest_path = atomic_write(directory / MANIFEST, lambda file: file.write(text))
+    _remove_old_generations(directory, {generation, *manifest["history"]})
+    logger.info("checkpoint generation %d saved in %s", generation, directory)
+    return manifest_path
+
+
+def _remove_old_generations(directory: pathlib.Path, keep: set[int]) -> None:
+    for path in directory.iterdir():
+        stem = path.name.split(".")[0]
+        prefix, _, number = stem.rpartition("-")
+        if prefix in ("model", "replay_buffer") and number.isdigit() and int(number) not in keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def load_checkpoint(
+    cls: type,
+    directory: str | pathlib.Path,
+    env: Any = None,
+    device: th.device | str = "auto",
+    load_replay_buffer: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Load a :func:`save_checkpoint` directory into a new ``cls`` model (``SAC`` or ``TD3``).
+
+    Verifies the files against the manifest first; checks the model's spaces against ``env``
+    (SB3) and the buffer's spaces against the model. ``kwargs`` go to ``cls.load``.
+    """
+    directory = pathlib.Path(directory)
+    manifest = read_manifest(directory)
+    model_path = _verify(directory, manifest["model"], "model")
+    buffer_path = None
+    if load_replay_buffer and "replay_buffer" in manifest:
+        buffer_path = _verify(directory, manifest["replay_buffer"], "replay buffer")
+    model = cls.load(model_path, env=env, device=device, **kwargs)
+    if buffer_path is not None:
+        model.load_replay_buffer(buffer_path)
+    return model
+
+
+__all__ = [
+    "atomic_write",
+    "capture_rng_state",
+    "load_checkpoint",
+    "read_manifest",
+    "restore_rng_state",
+    "save_checkpoint",
+    "with_suffix_if_missing",
+]

@@ -1,0 +1,559 @@
+"""What SAC and TD3 share here: warm start, actor learning rate, gradient clipping, background
+updates, whole-state save/load with RNGs, and clear errors for bad checkpoints and buffers.
+
+:class:`FineTuningMixin` goes before SB3's class in the bases (``class SAC(FineTuningMixin,
+sb3.SAC)``); everything else of SB3's API stays as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import pathlib
+import pickle
+import threading
+import zipfile
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sim2online_envs.agents.buffers import MixingReplayBuffer
+from sim2online_envs.agents.checkpoint import (
+    atomic_write,
+    capture_rng_state,
+    restore_rng_state,
+    with_suffix_if_missing,
+)
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.preprocessing import get_obs_shape
+from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.type_aliases import MaybeCallback, RolloutReturn, Schedule, TrainFreq
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+
+logger = logging.getLogger(__name__)
+
+SelfFineTuning = TypeVar("SelfFineTuning", bound="FineTuningMixin")
+
+#: Errors that mean "this file is not a complete checkpoint/buffer" when reading it.
+_CORRUPT_FILE_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    pickle.UnpicklingError,
+    UnicodeDecodeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    TypeError,
+)
+
+
+class _StagingBuffer:
+    """Holds the transitions of the episode being collected while the background learner samples
+    the replay buffer; they enter it at the next boundary at which the learner is idle."""
+
+    def __init__(self) -> None:
+        self.transitions: list[tuple[Any, ...]] = []
+
+    @staticmethod
+    def _copy(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: np.array(item, copy=True) for key, item in value.items()}
+        return np.array(value, copy=True)
+
+    def add(
+        self,
+        obs: Any,
+        next_obs: Any,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # The replay buffer reads only the truncation flag from infos.
+        slim_infos = [
+            {"TimeLimit.truncated": info.get("TimeLimit.truncated", False)} for info in infos
+        ]
+        self.transitions.append(
+            (*(self._copy(v) for v in (obs, next_obs, action, reward, done)), slim_infos)
+        )
+
+    def flush_into(self, buffer: ReplayBuffer) -> None:
+        for transition in self.transitions:
+            buffer.add(*transition)
+        self.transitions.clear()
+
+    def __len__(self) -> int:
+        return len(self.transitions)
+
+
+class BackgroundLearner:
+    """Runs gradient steps on a copy of the learner in a thread, so that acting never waits.
+
+    The model (what acts, what ``predict`` and callbacks see) keeps fixed weights during a rollout.
+    At each rollout boundary (:meth:`on_boundary`), if the background job has finished, the copy's
+    whole trainable state (weights, targets, optimisers, temperature, counters) is copied into the
+    model, the rollout's transitions enter the replay buffer, and the next job starts with the
+    gradient steps due so far. If the job is still running nothing waits: the due steps carry over
+    to the next boundary (the update-to-data ratio is kept, the lag is logged).
+
+    The learner thread uses the global torch/numpy RNGs concurrently with acting, so runs with
+    ``async_updates=True`` are not bit-reproducible; synchronous runs are.
+    """
+
+    def __init__(self, model: FineTuningMixin):
+        self.model = model
+        self.clone = model._make_learner_copy()
+        self.staging = _StagingBuffer()
+        self.pending_steps = 0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.jobs_started = 0
+        self.boundaries_busy = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, gradient_steps: int) -> None:
+        try:
+            self.clone.train(gradient_steps=gradient_steps, batch_size=self.clone.batch_size)
+        except BaseException as error:  # re-raised in the acting thread at the next boundary
+            self._error = error
+
+    def _collect(self) -> None:
+        """Join a finished job; publish its state to the model; re-raise a failure."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise RuntimeError("the background learner failed") from error
+            self.model._copy_learner_state_from(self.clone)
+
+    def on_boundary(self, gradient_steps: int) -> None:
+        """Called by ``learn`` after each rollout with the gradient steps it made due."""
+        self.pending_steps += gradient_steps
+        if self.busy:
+            self.boundaries_busy += 1
+            logger.debug(
+                "background learner still busy at a rollout boundary; %d steps pending",
+                self.pending_steps,
+            )
+            return
+        self._collect()
+        self.staging.flush_into(self.model.replay_buffer)
+        if self.pending_steps > 0:
+            self.clone._current_progress_remaining = self.model._current_progress_remaining
+            steps, self.pending_steps = self.pending_steps, 0
+            self._error = None
+            self._thread = threading.Thread(
+                target=self._run, args=(steps,), name="sim2online-learner", daemon=True
+            )
+            self.jobs_started += 1
+            self._thread.start()
+
+    def finish(self, run_pending: bool = True) -> None:
+        """Wait for the running job, store staged data, run what is still due, publish."""
+        try:
+            self._collect()
+        finally:
+            self.staging.flush_into(self.model.replay_buffer)
+        if run_pending and self.pending_steps > 0:
+            self.clone._current_progress_remaining = self.model._current_progress_remaining
+            self.clone.train(gradient_steps=self.pending_steps, batch_size=self.clone.batch_size)
+            self.pending_steps = 0
+            self.model._copy_learner_state_from(self.clone)
+
+
+class FineTuningMixin:
+    """Sim-to-online additions shared by this package's SAC and TD3 (see their docstrings)."""
+
+    # Provided by SB3's algorithm classes.
+    policy: Any
+    actor: Any
+    critic: Any
+    critic_target: Any
+    replay_buffer: ReplayBuffer | None
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    num_timesteps: int
+    learning_starts: int
+    _n_updates: int
+    _current_progress_remaining: float
+    lr_schedule: Schedule
+
+    def _init_fine_tuning(
+        self,
+        actor_learning_rate: float | Schedule | None,
+        warm_start_steps: int,
+        async_updates: bool,
+        max_grad_norm: float | None,
+    ) -> None:
+        """Store and check the shared arguments (before SB3's constructor builds the model)."""
+        if not isinstance(warm_start_steps, int) or warm_start_steps < 0:
+            raise ValueError(f"warm_start_steps must be an int >= 0, got {warm_start_steps!r}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        self.actor_learning_rate = actor_learning_rate
+        self.warm_start_steps = warm_start_steps
+        self.async_updates = bool(async_updates)
+        self.max_grad_norm = max_grad_norm
+        self._n_actor_updates = 0
+        self._learner: BackgroundLearner | None = None
+
+    def _setup_fine_tuning(self) -> None:
+        """Schedules that depend on the (possibly loaded) arguments; called in _setup_model."""
+        actor_lr = self.actor_learning_rate
+        self.actor_lr_schedule = FloatSchedule(
+            self.lr_schedule if actor_lr is None else actor_lr  # type: ignore[arg-type]
+        )
+        # Models saved before these attributes existed (or SB3 models loaded through this class).
+        for name, default in (("_n_actor_updates", 0), ("_learner", None)):
+            if not hasattr(self, name):
+                setattr(self, name, default)
+
+    # -- properties users read -----------------------------------------------------------------
+
+    @property
+    def n_actor_updates(self) -> int:
+        """How many actor (and, for SAC, temperature) updates have been made."""
+        return self._n_actor_updates
+
+    @property
+    def in_warm_start(self) -> bool:
+        """True while the first ``warm_start_steps`` transitions are being collected."""
+        return self.num_timesteps < self.warm_start_steps
+
+    # -- optimisation helpers ----------------------------------------------------------------
+
+    def _set_learning_rates(self, extra: Iterable[tuple[str, th.optim.Optimizer, Schedule]] = ()):
+        """Critic: ``learning_rate``; actor: ``actor_learning_rate``; plus ``extra`` optimisers."""
+        progress = self._current_progress_remaining
+        rates = [
+            ("learning_rate", self.critic.optimizer, self.lr_schedule),
+            ("actor_learning_rate", self.actor.optimizer, self.actor_lr_schedule),
+            *extra,
+        ]
+        for name, optimizer, schedule in rates:
+            value = schedule(progress)
+            update_learning_rate(optimizer, value)
+            self.logger.record(f"train/{name}", value)  # type: ignore[attr-defined]
+
+    def _clip_gradients(self, optimizer: th.optim.Optimizer) -> None:
+        if self.max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+
+    def _sync_mixing_schedule(self) -> None:
+        """The mixing buffer's α schedule follows this learner's gradient-step counter."""
+        if isinstance(self.replay_buffer, MixingReplayBuffer):
+            self.replay_buffer.update_step = self._n_updates
+            self.logger.record(  # type: ignore[attr-defined]
+                "train/online_fraction", self.replay_buffer.current_online_fraction()
+            )
+
+    def _augment(self, observations: Any) -> Any:
+        augment = getattr(self.policy, "augment", None)
+        return observations if augment is None else augment(observations)
+
+    # -- warm start and the learning loop ------------------------------------------------------
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: ActionNoise | None = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # Warm start acts with the policy itself (SB3's predict/sampling path, its exploration),
+        # never with SB3's uniform-random learning_starts actions.
+        if self.warm_start_steps > 0:
+            learning_starts = 0
+        return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
+
+    def _gradient_steps_due(self, rollout: RolloutReturn) -> int:
+        """Gradient steps after a rollout: none during warm start or before ``learning_starts``."""
+        if self.num_timesteps <= 0 or self.num_timesteps <= self.learning_starts:
+            return 0
+        if self.num_timesteps < self.warm_start_steps:
+            return 0
+        steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps  # type: ignore[attr-defined]
+        return max(int(steps), 0)
+
+    def learn(
+        self: SelfFineTuning,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "run",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfFineTuning:
+        """SB3's ``learn`` plus warm start and, with ``async_updates``, background updates."""
+        total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        env = self.env  # type: ignore[attr-defined]
+        if env is None:
+            raise RuntimeError("set an environment (set_env) before calling learn()")
+        assert isinstance(self.train_freq, TrainFreq)  # type: ignore[attr-defined]
+        learner = BackgroundLearner(self) if self.async_updates else None
+        self._learner = learner
+        finished = False
+        try:
+            while self.num_timesteps < total_timesteps:
+                rollout = self.collect_rollouts(  # type: ignore[attr-defined]
+                    env,
+                    train_freq=self.train_freq,  # type: ignore[attr-defined]
+                    action_noise=self.action_noise,  # type: ignore[attr-defined]
+                    callback=callback,
+                    learning_starts=self.learning_starts,
+                    replay_buffer=learner.staging if learner else self.replay_buffer,
+                    log_interval=log_interval,
+                )
+                if not rollout.continue_training:
+                    break
+                steps = self._gradient_steps_due(rollout)
+                if learner is not None:
+                    learner.on_boundary(steps)
+                elif steps > 0:
+                    self.train(batch_size=self.batch_size, gradient_steps=steps)  # type: ignore[attr-defined]
+            finished = True
+        finally:
+            if learner is not None:
+                self._learner = None
+                learner.finish(run_pending=finished)
+                if learner.boundaries_busy:
+                    logger.info(
+                        "background learner: %d jobs, busy at %d rollout boundaries",
+                        learner.jobs_started,
+                        learner.boundaries_busy,
+                    )
+        callback.on_training_end()
+        return self
+
+    # -- hand-off choices -------------------------------------------------------------------------
+
+    def reset_critic(self) -> None:
+        """Re-initialise the Q-networks (not a shared image encoder), their targets and the
+        critic optimiser's state: SGFT's hand-off, keeping the prior's actor."""
+        for q_net, q_target in zip(
+            self.critic.q_networks, self.critic_target.q_networks, strict=True
+        ):
+            for module in q_net.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            q_target.load_state_dict(q_net.state_dict())
+        self.critic.optimizer.state.clear()
+
+    # -- the background learner's copy ---------------------------------------------------------
+
+    def _trainable_names(self) -> list[str]:
+        """Attributes holding trainable state (deep-copied together for the learner copy)."""
+        return ["policy"]
+
+    def _make_learner_copy(self: SelfFineTuning) -> SelfFineTuning:
+        """A copy that shares the replay buffer and settings but owns its networks/optimisers."""
+        clone = copy.copy(self)
+        names = self._trainable_names()
+        copies = copy.deepcopy({name: getattr(self, name) for name in names})
+        for name, value in copies.items():
+            setattr(clone, name, value)
+        clone._create_aliases()  # type: ignore[attr-defined]
+        clone.env = None  # type: ignore[attr-defined]
+        clone._learner = None
+        clone._logger = Logger(folder=None, output_formats=[])  # type: ignore[attr-defined]
+        return clone
+
+    def _copy_learner_state_from(self, source: FineTuningMixin) -> None:
+        """Copy weights, targets, optimiser states, temperature and counters from ``source``."""
+        self.policy.load_state_dict(source.policy.state_dict())
+        for name in self._optimizer_names():
+            target_opt, source_opt = _getattr_path(self, name), _getattr_path(source, name)
+            if target_opt is not None and source_opt is not None:
+                target_opt.load_state_dict(copy.deepcopy(source_opt.state_dict()))
+        for name in self._tensor_names():
+            target_t, source_t = getattr(self, name, None), getattr(source, name, None)
+            if isinstance(target_t, th.Tensor) and isinstance(source_t, th.Tensor):
+                with th.no_grad():
+                    target_t.copy_(source_t)
+        self._n_updates = source._n_updates
+        self._n_actor_updates = source._n_actor_updates
+        # Publish what the learner logged (the acting thread owns the real logger).
+        source_logger: Logger = source.logger  # type: ignore[attr-defined]
+        for key, value in source_logger.name_to_value.items():
+            exclude = source_logger.name_to_excluded.get(key, ())
+            self.logger.record(key, value, exclude=exclude)  # type: ignore[attr-defined]
+        source_logger.name_to_value.clear()
+        source_logger.name_to_count.clear()
+        source_logger.name_to_excluded.clear()
+
+    def _optimizer_names(self) -> list[str]:
+        return ["actor.optimizer", "critic.optimizer"]
+
+    def _tensor_names(self) -> list[str]:
+        return []
+
+    # -- save / load ----------------------------------------------------------------------------
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_learner", "actor_lr_schedule"]  # type: ignore[misc]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """SB3's ``save`` plus the RNG states, written atomically (temp file, fsync, rename).
+
+        In ``async_updates`` mode during ``learn`` the saved state is the one published at the
+        last rollout boundary.
+        """
+        self._rng_state = capture_rng_state(self.action_space)
+        try:
+            if isinstance(path, (str, pathlib.Path)):
+                target = with_suffix_if_missing(path, "zip")
+                atomic_write(
+                    target,
+                    lambda file: super(FineTuningMixin, self).save(file, exclude, include),  # type: ignore[misc, arg-type]
+                )
+            else:
+                super().save(path, exclude, include)  # type: ignore[misc]
+        finally:
+            del self._rng_state
+
+    @classmethod
+    def load(
+        cls: type[SelfFineTuning],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: Any = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        restore_rng: bool = True,
+        **kwargs: Any,
+    ) -> SelfFineTuning:
+        """SB3's ``load``; restores the RNG states saved with the model (``restore_rng``).
+
+        A truncated or foreign file raises a ValueError naming it; a model for other spaces
+        raises SB3's ValueError naming the spaces.
+        """
+        if isinstance(path, (str, pathlib.Path)):
+            resolved = pathlib.Path(path)
+            if not resolved.exists():
+                resolved = with_suffix_if_missing(resolved, "zip")
+            if not resolved.is_file():
+                raise FileNotFoundError(f"no checkpoint at {path}")
+            if not zipfile.is_zipfile(resolved):
+                raise ValueError(
+                    f"checkpoint {resolved} is truncated or not an SB3 model file "
+                    "(not a complete zip archive)"
+                )
+            path = resolved
+        try:
+            model = super().load(  # type: ignore[misc]
+                path,
+                env=env,
+                device=device,
+                custom_objects=custom_objects,
+                print_system_info=print_system_info,
+                force_reset=force_reset,
+                **kwargs,
+            )
+        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(f"checkpoint {path} is truncated or corrupt: {error}") from error
+        except RuntimeError as error:
+            if "state_dict" in str(error) or "PytorchStreamReader" in str(error):
+                raise ValueError(
+                    f"checkpoint {path} does not fit this model's networks or is corrupt: {error}"
+                ) from error
+            raise
+        rng_state = model.__dict__.pop("_rng_state", None)
+        if restore_rng and rng_state is not None:
+            restore_rng_state(rng_state, model.action_space)
+        return model
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """SB3's ``save_replay_buffer`` (online part and D0 of a mixing buffer), atomically."""
+        if self.replay_buffer is None:
+            raise RuntimeError("there is no replay buffer to save")
+        if isinstance(path, (str, pathlib.Path)):
+            buffer = self.replay_buffer
+            atomic_write(
+                with_suffix_if_missing(path, "pkl"), lambda file: save_to_pkl(file, buffer)
+            )
+        else:
+            save_to_pkl(path, self.replay_buffer)
+
+    def load_replay_buffer(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        truncate_last_traj: bool = True,
+    ) -> None:
+        """SB3's ``load_replay_buffer`` with checks: a truncated file or a buffer for other spaces
+        raises a ValueError naming the problem and keeps the current buffer."""
+        previous = self.replay_buffer
+        try:
+            super().load_replay_buffer(path, truncate_last_traj)  # type: ignore[misc]
+        except FileNotFoundError:
+            raise
+        except (AssertionError, *_CORRUPT_FILE_ERRORS) as error:
+            self.replay_buffer = previous
+            raise ValueError(
+                f"replay buffer file {path} is truncated, corrupt or not an SB3 replay buffer: "
+                f"{error!r}"
+            ) from error
+        try:
+            check_buffer_spaces(self.replay_buffer, self.observation_space, self.action_space)
+        except ValueError as error:
+            self.replay_buffer = previous
+            raise ValueError(f"replay buffer {path} does not fit this model: {error}") from error
+
+
+def check_buffer_spaces(
+    buffer: ReplayBuffer | None, observation_space: spaces.Space, action_space: spaces.Space
+) -> None:
+    """Raise a ValueError naming the field if ``buffer`` was made for other spaces."""
+    if buffer is None:
+        return
+    if isinstance(buffer.observation_space, spaces.Dict) != isinstance(
+        observation_space, spaces.Dict
+    ):
+        raise ValueError(
+            f"observation space: buffer {buffer.observation_space}, model {observation_space}"
+        )
+    theirs, mine = get_obs_shape(buffer.observation_space), get_obs_shape(observation_space)
+    if theirs != mine:
+        raise ValueError(f"observation shape: buffer {theirs}, model {mine}")
+    dtypes = _dtypes(buffer.observation_space), _dtypes(observation_space)
+    if dtypes[0] != dtypes[1]:
+        raise ValueError(f"observation dtype: buffer {dtypes[0]}, model {dtypes[1]}")
+    if buffer.action_space.shape != action_space.shape:
+        raise ValueError(
+            f"action shape: buffer {buffer.action_space.shape}, model {action_space.shape}"
+        )
+
+
+def _dtypes(space: spaces.Space) -> Any:
+    if isinstance(space, spaces.Dict):
+        return {key: str(sub.dtype) for key, sub in space.spaces.items()}
+    return str(space.dtype)
+
+
+def _getattr_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+__all__ = ["BackgroundLearner", "FineTuningMixin", "check_buffer_spaces"]

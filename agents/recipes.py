@@ -1,0 +1,161 @@
+"""The study's settings and the unstable baseline, as keyword arguments for SAC.
+
+==================================== ========== ========== ==========
+Setting (paper recipe)               panda      go1        racecar
+==================================== ========== ========== ==========
+gradient steps per episode K         1250       1250       2500
+episode length (the env's)           250        1000       250
+actor every M critic updates         20         20         20
+actor / critic learning rate         1e-5/3e-4  1e-5/3e-4  1e-5/3e-4
+batch size                           128        512        256
+discount γ                           0.95       0.95       0.99
+online fraction α (gradient steps)   0.5→1/10k  0.5→1/15k  0.5→1/10k
+warm start N* (transitions)          5000       5000       1250
+critic                               BRO 512×2  BRO 512×2  BRO 512×2
+optimiser                            AdamW, gradient norm clipped at 1.0; temperature Adam
+τ                                    0.005      0.005      0.005
+vision (panda)                       encoder 32/64/128/256 → 128, LayerNorm, tanh, trained by
+                                     the critic, DrQ random shift (pad 4)
+==================================== ========== ========== ==========
+
+Where the study's public code and paper differ the paper is followed (DESIGN.md). Deviations:
+the temperature optimiser's learning rate is SB3's default (the critic's, 3e-4), which the
+study does not state; AdamW keeps torch's default weight decay (0.01).
+
+Use::
+
+    model = SAC("MultiInputPolicy", env, **paper_recipe("panda", offline_data="sim.pkl"))
+    # or fine-tune a prior trained with the same architecture:
+    model = SAC.load("prior.zip", env=env, **paper_recipe("panda", for_load=True))
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import torch as th
+from sim2online_envs.agents.buffers import MixingReplayBuffer, OfflineSource
+from sim2online_envs.agents.policies import ImageEncoder, MultiInputEncoder
+
+#: Per-robot numbers from the study (DESIGN.md "Agents").
+ROBOT_SETTINGS: dict[str, dict[str, Any]] = {
+    "panda": {
+        "gradient_steps": 1250,
+        "batch_size": 128,
+        "gamma": 0.95,
+        "mixing_steps": 10_000,
+        "warm_start_steps": 5000,
+    },
+    "go1": {
+        "gradient_steps": 1250,
+        "batch_size": 512,
+        "gamma": 0.95,
+        "mixing_steps": 15_000,
+        "warm_start_steps": 5000,
+    },
+    "racecar": {
+        "gradient_steps": 2500,
+        "batch_size": 256,
+        "gamma": 0.99,
+        "mixing_steps": 10_000,
+        "warm_start_steps": 1250,
+    },
+}
+
+#: Constructor arguments that ``SAC.load`` cannot change (SB3 keeps the saved ones).
+_CONSTRUCTION_ONLY = ("policy_kwargs",)
+
+
+def _robot(robot: str) -> dict[str, Any]:
+    key = robot.lower()
+    if key not in ROBOT_SETTINGS:
+        raise ValueError(f"robot must be one of {sorted(ROBOT_SETTINGS)}, got {robot!r}")
+    return ROBOT_SETTINGS[key]
+
+
+def _policy_kwargs(robot: str, images: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "net_arch": {"pi": [256, 256]},
+        "critic_arch": "bro",
+        "critic_width": 512,
+        "critic_blocks": 2,
+        "optimizer_class": th.optim.AdamW,
+    }
+    if images:
+        kwargs.update(
+            features_extractor_class=MultiInputEncoder if robot == "panda" else ImageEncoder,
+            share_features_extractor=True,
+            image_augmentation="random_shift",
+            random_shift_pad=4,
+        )
+    return kwargs
+
+
+def paper_recipe(
+    robot: str,
+    *,
+    offline_data: OfflineSource | list[OfflineSource] | str | pathlib.Path | None = None,
+    buffer_size: int = 1_000_000,
+    for_load: bool = False,
+) -> dict[str, Any]:
+    """The study's stabilised settings for ``robot`` ("panda", "go1", "racecar") as SAC kwargs.
+
+    ``offline_data``: D0 for the mixing buffer (a saved replay buffer's path, a buffer, transition
+    arrays). ``for_load``: leave out what ``SAC.load`` cannot change (``policy_kwargs``), for
+    fine-tuning a prior that was built with the same architecture.
+    """
+    settings = _robot(robot)
+    recipe: dict[str, Any] = {
+        "learning_rate": 3e-4,
+        "actor_learning_rate": 1e-5,
+        "policy_delay": 20,
+        "batch_size": settings["batch_size"],
+        "gamma": settings["gamma"],
+        "tau": 0.005,
+        "buffer_size": buffer_size,
+        "train_freq": (1, "episode"),
+        "gradient_steps": settings["gradient_steps"],
+        "learning_starts": 0,
+        "warm_start_steps": settings["warm_start_steps"],
+        "max_grad_norm": 1.0,
+        "replay_buffer_class": MixingReplayBuffer,
+        "replay_buffer_kwargs": {
+            "online_fraction": (0.5, 1.0, settings["mixing_steps"]),
+            "offline_data": offline_data,
+        },
+        "policy_kwargs": _policy_kwargs(robot.lower(), images=robot.lower() == "panda"),
+    }
+    if for_load:
+        for key in _CONSTRUCTION_ONLY:
+            recipe.pop(key)
+    return recipe
+
+
+def vanilla_recipe(robot: str | None = None, *, for_load: bool = False) -> dict[str, Any]:
+    """The unstable baseline: M = 1, one learning rate 3e-4, no mixing, no warm start.
+
+    With ``robot`` the episode schedule, batch size and discount are the robot's (so that only the
+    stabilisers differ from :func:`paper_recipe`); without, SB3's per-step defaults.
+    """
+    recipe: dict[str, Any] = {
+        "learning_rate": 3e-4,
+        "actor_learning_rate": None,
+        "policy_delay": 1,
+        "warm_start_steps": 0,
+        "max_grad_norm": None,
+        "replay_buffer_class": None,
+        "replay_buffer_kwargs": {},
+    }
+    if robot is not None:
+        settings = _robot(robot)
+        recipe.update(
+            batch_size=settings["batch_size"],
+            gamma=settings["gamma"],
+            train_freq=(1, "episode"),
+            gradient_steps=settings["gradient_steps"],
+            learning_starts=0,
+        )
+    if not for_load:
+        recipe["policy_kwargs"] = None
+    return recipe
