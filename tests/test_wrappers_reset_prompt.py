@@ -36,7 +36,7 @@ import sim2online_envs  # noqa: F401  (registers the ids)
 
 def car(answers: Sequence[str], **config: object) -> tuple[ResetPromptWrapper, ScriptedOperator]:
     operator = ScriptedOperator(answers)
-    env = gym.make("SimRaceCar-v0", max_episode_steps=5)
+    env = gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 5})
     return ResetPromptWrapper(env, operator, ResetPromptConfig(enabled=True, **config)), operator
 
 
@@ -147,7 +147,9 @@ def test_request_abort_truncates_with_reason() -> None:
 
 def test_does_nothing_in_sim_unless_forced() -> None:
     operator = ScriptedOperator([])  # any question would fail: it has no answers
-    env = ResetPromptWrapper(gym.make("SimRaceCar-v0", max_episode_steps=5), operator)
+    env = ResetPromptWrapper(
+        gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 5}), operator
+    )
     assert not env.active
     _, info = env.reset(seed=0)
     _, info = run_episode(env)
@@ -155,7 +157,7 @@ def test_does_nothing_in_sim_unless_forced() -> None:
 
 
 def test_car_auto_reset_drives_back_to_the_start_marker_in_sim() -> None:
-    env = gym.make("SimRaceCar-v0", max_episode_steps=120)
+    env = gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 120})
     seen: list[np.ndarray | None] = []
     answers = iter(["ready", "failure", "auto", "ready"])
 

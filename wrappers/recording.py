@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,7 +387,7 @@ def load_episode(path: str | os.PathLike[str]) -> Episode:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise RecordingError(f"{path}: not a readable episode file ({error})") from error
     missing = [
         k
