@@ -489,3 +489,41 @@ def test_watchdog_without_stop_hook_logs_why(caplog: pytest.LogCaptureFixture) -
         assert "no stop() hook" in caplog.text
     finally:
         wrapped.close()
+
+
+@pytest.fixture(scope="module")
+def car_stack() -> Iterator[tuple[gym.Env, SpyBackend, RaceCarLimits]]:
+    env = gym.make("SimRaceCar-v0")
+    spy = spied(env)
+    limits = RaceCarLimits(arena_low=(-2.5, -2.5), arena_high=(2.5, 2.5), max_speed=1.0)
+    wrapped = SafetyWrapper(env, SafetyConfig(limits=limits, non_finite="replace"))
+    yield wrapped, spy, limits
+    speeds = np.array([state["velocity"][0, 0] for state in spy.states])
+    assert np.any(speeds >= limits.max_speed), "the speed cap was never exercised"
+    wrapped.close()
+
+
+@HYPOTHESIS
+@given(
+    actions=st.lists(hostile_actions(2), min_size=1, max_size=8),
+    seed=st.integers(0, 3),
+    warm_up=st.integers(0, 90),
+)
+def test_racecar_hostile_actions_respect_speed_cap_and_arena(car_stack, actions, seed, warm_up):
+    wrapped, spy, limits = car_stack
+    wrapped.reset(seed=seed)
+    for _ in range(warm_up):  # full throttle first, so that the cap and the arena matter
+        *_, terminated, truncated, _ = wrapped.step(np.array([0.3, 1.0]))
+        if terminated or truncated:
+            break
+    first = len(spy.commands)
+    drive(wrapped, spy, actions)
+    for command, state in zip(spy.commands[first:], spy.states[first:], strict=True):
+        throttle, vx = command["throttle"][0], state["velocity"][0, 0]
+        x, y = state["pose"][0, :2]
+        outside = abs(x) > 2.5 or abs(y) > 2.5
+        cap = limits.outside_max_speed if outside else limits.max_speed
+        assert np.isfinite(throttle) and np.isfinite(command["steering"][0])
+        assert -1.0 <= throttle <= 1.0
+        assert not (vx >= cap and throttle > 0.0)
+        assert not (vx <= -cap and throttle < 0.0)
