@@ -426,9 +426,13 @@ class RaceCarVectorBackend(VectorBackend):
         self._cr2 = p.drag * resist_s
         weight_force = self._friction * self._mass * GRAVITY
         self._fx_max = weight_force
-        # Peak lateral forces D = mu * F_z with static axle loads.
-        self._d_front = weight_force * (p.lr / p.wheelbase)
-        self._d_rear = weight_force * (p.lf / p.wheelbase)
+        # Pacejka factors, rows front and rear; peak forces D = mu * F_z (static axle loads),
+        # negated because the force opposes the slip.
+        self._tire_b = np.array([[p.tire_b_front], [p.tire_b_rear]])
+        self._tire_c = np.array([[p.tire_c_front], [p.tire_c_rear]])
+        self._neg_peak_force = -np.stack(
+            [weight_force * (p.lr / p.wheelbase), weight_force * (p.lf / p.wheelbase)]
+        )
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Each world's true parameters and actuator states (for tests and scripted control)."""
@@ -552,22 +556,34 @@ class RaceCarVectorBackend(VectorBackend):
         """
         steer_gain, max_change, throttle_gain = gains
         act = self._act
-        change = self._steer_cmd - act.steer
-        change *= steer_gain
-        np.clip(change, -max_change, max_change, out=change)
-        change += act.steer
+        steer = self._steer_cmd - act.steer
+        steer *= steer_gain
+        np.minimum(steer, max_change, out=steer)
+        np.maximum(steer, -max_change, out=steer)
+        steer += act.steer
         throttle = self._throttle_cmd - act.throttle
         throttle *= throttle_gain
         throttle += act.throttle
-        return _Actuation.at(change, throttle, self.params.wheelbase)
+        return _Actuation.at(steer, throttle, self.params.wheelbase, self._cm1, self._cm2)
 
-    def _longitudinal_force(self, vx: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Drive minus resistance (N) at duty ``d``, clipped to the traction limit."""
-        p = self.params
-        force = self._cm1 * d - self._cm2 * vx * np.abs(d)
-        force -= self._cr0 * np.tanh(vx * (1.0 / p.rolling_smoothing_speed))
-        force -= self._cr2 * vx * np.abs(vx)
-        return np.clip(force, -self._fx_max, self._fx_max, out=force)
+    def _longitudinal_acceleration(self, vx: np.ndarray, act: _Actuation) -> np.ndarray:
+        """(Drive - resistance) / m, the force clipped to the traction limit (module docstring).
+
+        ``C_m1 d - v_x (C_m2 |d| + C_r2 |v_x|) - C_r0 tanh(v_x / v_eps)``.
+        """
+        force = np.abs(vx)
+        force *= self._cr2
+        force += act.back_emf
+        force *= vx
+        np.subtract(act.drive, force, out=force)
+        rolling = vx * (1.0 / self.params.rolling_smoothing_speed)
+        np.tanh(rolling, out=rolling)
+        rolling *= self._cr0
+        force -= rolling
+        np.minimum(force, self._fx_max, out=force)
+        np.maximum(force, -self._fx_max, out=force)
+        force *= self._inv_mass
+        return force
 
     def _rk4_substep(self) -> None:
         """One classic RK4 step, the actuators evaluated exactly at the stage times."""
@@ -591,17 +607,23 @@ class RaceCarVectorBackend(VectorBackend):
             np.multiply(q[_VX], act_end.tan_over_l, out=q[_OMEGA])
             np.multiply(q[_OMEGA], self.params.lr, out=q[_VY])
 
+    @staticmethod
+    def _pose_rates(q: np.ndarray, vy: np.ndarray, omega: np.ndarray, out: np.ndarray) -> None:
+        """Rows x, y, cos psi, sin psi of the rates: body velocities turned into the arena."""
+        heading = q[_COS : _SIN + 1]  # (cos, sin): the body x axis in the arena
+        normal = np.empty_like(heading)  # (-sin, cos): the body y axis
+        np.negative(q[_SIN], out=normal[0])
+        normal[1] = q[_COS]
+        np.multiply(heading, q[_VX], out=out[_X : _Y + 1])
+        out[_X : _Y + 1] += normal * vy
+        np.multiply(normal, omega, out=out[_COS : _SIN + 1])
+
     def _kinematic_rates(self, q: np.ndarray, act: _Actuation) -> np.ndarray:
         """d/dt of the state under the kinematic bicycle (rows of vy and omega: zero)."""
         out = np.empty_like(q)
-        cos_psi, sin_psi, vx = q[_COS], q[_SIN], q[_VX]
-        omega = vx * act.tan_over_l
-        vy = omega * self.params.lr
-        out[_X] = vx * cos_psi - vy * sin_psi
-        out[_Y] = vx * sin_psi + vy * cos_psi
-        np.multiply(sin_psi, -omega, out=out[_COS])
-        np.multiply(cos_psi, omega, out=out[_SIN])
-        np.multiply(self._longitudinal_force(vx, act.throttle), self._inv_mass, out=out[_VX])
+        omega = q[_VX] * act.tan_over_l
+        self._pose_rates(q, omega * self.params.lr, omega, out)
+        out[_VX] = self._longitudinal_acceleration(q[_VX], act)
         out[_VY:] = 0.0
         return out
 
@@ -609,47 +631,67 @@ class RaceCarVectorBackend(VectorBackend):
         """d/dt of the state under the dynamic bicycle, blended to kinematic at low speed."""
         p = self.params
         out = np.empty_like(q)
-        cos_psi, sin_psi, vx, vy, omega = q[_COS], q[_SIN], q[_VX], q[_VY], q[_OMEGA]
-        sin_d, cos_d, tan_over_l = act.sin, act.cos, act.tan_over_l
-        out[_X] = vx * cos_psi - vy * sin_psi
-        out[_Y] = vx * sin_psi + vy * cos_psi
-        np.multiply(sin_psi, -omega, out=out[_COS])
-        np.multiply(cos_psi, omega, out=out[_SIN])
-        # Slip angles: the front wheel's velocity in its own frame, the rear's in the body frame.
-        front_lat = vy + p.lf * omega
-        front_long = vx * cos_d + front_lat * sin_d
-        front_side = front_lat * cos_d - vx * sin_d
-        alpha_front = np.arctan2(front_side, np.abs(front_long))
-        alpha_rear = np.arctan2(vy - p.lr * omega, np.abs(vx))
-        # Simplified Pacejka, opposing the slip: F = -D sin(C atan(B alpha)).
-        alpha_front *= p.tire_b_front
-        force_front = np.sin(p.tire_c_front * np.arctan(alpha_front, out=alpha_front))
-        force_front *= -self._d_front
-        alpha_rear *= p.tire_b_rear
-        force_rear = np.sin(p.tire_c_rear * np.arctan(alpha_rear, out=alpha_rear))
-        force_rear *= -self._d_rear
-        ax_kin = self._longitudinal_force(vx, act.throttle)
-        ax_kin *= self._inv_mass
-        # Dynamic bicycle (Kabzan et al. 2020, eq. 2).
-        ax_dyn = ax_kin + vy * omega - force_front * sin_d * self._inv_mass
-        ay_dyn = (force_rear + force_front * cos_d) * self._inv_mass - vx * omega
-        aw_dyn = (force_front * cos_d * p.lf - force_rear * p.lr) * self._inv_inertia
-        # Kinematic bicycle: no-slip vy and omega, tracked with a short relaxation.
+        vx, vy, omega = q[_VX], q[_VY], q[_OMEGA]
+        self._pose_rates(q, vy, omega, out)
+
+        # Tyres, front (row 0, velocity in the wheel's frame) and rear (row 1, body frame).
+        forward = np.empty((2, q.shape[1]))
+        side = np.empty_like(forward)
+        front_lateral = p.lf * omega
+        front_lateral += vy
+        np.multiply(vx, act.cos, out=forward[0])
+        forward[0] += front_lateral * act.sin
+        np.multiply(front_lateral, act.cos, out=side[0])
+        side[0] -= vx * act.sin
+        forward[1] = vx
+        np.multiply(omega, -p.lr, out=side[1])
+        side[1] += vy
+        np.abs(forward, out=forward)
+        # Slip angles, then the simplified Pacejka force opposing them: -D sin(C atan(B alpha)).
+        force = np.arctan2(side, forward)
+        force *= self._tire_b
+        np.arctan(force, out=force)
+        force *= self._tire_c
+        np.sin(force, out=force)
+        force *= self._neg_peak_force
+        force_front, force_rear = force
+
+        # Dynamic bicycle (Kabzan et al. 2020, eq. 2): rows ax, ay, yaw acceleration.
+        ax = self._longitudinal_acceleration(vx, act)
+        dyn = np.empty((3, q.shape[1]))
+        np.multiply(vy, omega, out=dyn[0])
+        dyn[0] += ax
+        dyn[0] -= force_front * act.sin * self._inv_mass
+        front_y = force_front * act.cos
+        np.add(force_rear, front_y, out=dyn[1])
+        dyn[1] *= self._inv_mass
+        dyn[1] -= vx * omega
+        np.multiply(front_y, p.lf, out=dyn[2])
+        dyn[2] -= force_rear * p.lr
+        dyn[2] *= self._inv_inertia
+
+        # Kinematic bicycle: no-slip omega = vx tan(delta) / L and vy = lr omega, reached
+        # through their derivatives plus a relaxation with time constant tau.
+        kin = out[_VX:]
         inv_relax = 1.0 / p.kinematic_relaxation
-        omega_kin = vx * tan_over_l
-        aw_kin = ax_kin * tan_over_l + (omega_kin - omega) * inv_relax
-        ay_kin = (ax_kin * tan_over_l + omega_kin * inv_relax) * p.lr - vy * inv_relax
+        kin[0] = ax
+        np.multiply(ax, act.tan_over_l, out=kin[2])
+        kin[2] += (vx * act.tan_over_l - omega) * inv_relax
+        np.multiply(kin[2], p.lr, out=kin[1])
+        kin[1] += (p.lr * omega - vy) * inv_relax
+
         # Blend weight 0 below blend_speed[0], 1 above blend_speed[1] (planar speed).
-        weight = np.sqrt(vx * vx + vy * vy)
-        weight -= p.blend_speed[0]
-        weight *= 1.0 / (p.blend_speed[1] - p.blend_speed[0])
-        np.clip(weight, 0.0, 1.0, out=weight)
-        ax_dyn -= ax_kin
-        ay_dyn -= ay_kin
-        aw_dyn -= aw_kin
-        np.add(ax_kin, weight * ax_dyn, out=out[_VX])
-        np.add(ay_kin, weight * ay_dyn, out=out[_VY])
-        np.add(aw_kin, weight * aw_dyn, out=out[_OMEGA])
+        low, high = p.blend_speed
+        weight = vx * vx
+        weight += vy * vy
+        np.sqrt(weight, out=weight)
+        weight -= low
+        weight *= 1.0 / (high - low)
+        np.minimum(weight, 1.0, out=weight)
+        np.maximum(weight, 0.0, out=weight)
+        dyn -= kin
+        dyn *= weight
+        kin += dyn
         return out
 
     def _headings(self) -> np.ndarray:
@@ -697,29 +739,45 @@ class RaceCarVectorBackend(VectorBackend):
 
 
 class _Actuation(NamedTuple):
-    """Steering angle (with its sine, cosine and tan / wheelbase) and throttle of every world."""
+    """Servo and ESC state of every world with what the rates need of it.
+
+    Steering angle with its sine, cosine and tan / wheelbase; throttle duty with the motor's
+    drive force ``C_m1 d`` and back-EMF gain ``C_m2 |d|``.
+    """
 
     steer: np.ndarray
     sin: np.ndarray
     cos: np.ndarray
     tan_over_l: np.ndarray
     throttle: np.ndarray
+    drive: np.ndarray
+    back_emf: np.ndarray
 
     @classmethod
-    def at(cls, steer: np.ndarray, throttle: np.ndarray, wheelbase: float) -> _Actuation:
+    def at(
+        cls,
+        steer: np.ndarray,
+        throttle: np.ndarray,
+        wheelbase: float,
+        cm1: np.ndarray,
+        cm2: np.ndarray,
+    ) -> _Actuation:
         sin, cos = np.sin(steer), np.cos(steer)
         tan_over_l = sin / cos
         tan_over_l *= 1.0 / wheelbase
-        return cls(steer, sin, cos, tan_over_l, throttle)
+        back_emf = np.abs(throttle)
+        back_emf *= cm2
+        return cls(steer, sin, cos, tan_over_l, throttle, cm1 * throttle, back_emf)
 
     @classmethod
     def rest(cls, n: int) -> _Actuation:
-        return cls(np.zeros(n), np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n))
+        zeros = [np.zeros(n) for _ in range(6)]
+        return cls(zeros[0], zeros[1], np.ones(n), *zeros[2:])
 
     def set_rest(self, ids: np.ndarray) -> None:
         """Straight wheels and zero throttle in worlds ``ids`` (in place)."""
-        for row, value in zip(self, (0.0, 0.0, 1.0, 0.0, 0.0), strict=True):
-            row[ids] = value
+        for name, row in zip(self._fields, self, strict=True):
+            row[ids] = 1.0 if name == "cos" else 0.0
 
 
 def _lag_gain(h: float, time_constant: float) -> float:
