@@ -407,3 +407,23 @@ def test_make_vec_max_episode_steps_is_gym_makes_time_limit() -> None:
     assert infos[0]["truncation_reason"] == TIME_LIMIT
     with pytest.raises(ValueError, match="max_episode_steps must be None or an int >= 1, got 0"):
         make_vec("SimRaceCar-v0", 2, max_episode_steps=0)
+
+
+def test_sb3_algorithms_learn_on_make_vec() -> None:
+    """SB3's own loops run on make_vec: SAC (Box obs, replay buffer with terminal
+    observations and time-limit handling) on the race car, PPO (Dict obs with pixels) on the
+    Panda, both through VecMonitor."""
+    from stable_baselines3 import PPO, SAC
+
+    car = VecMonitor(make_vec("SimRaceCar-v0", 4, seed=0, max_episode_steps=10))
+    sac = SAC("MlpPolicy", car, learning_starts=16, batch_size=16, train_freq=2, seed=0)
+    sac.learn(total_timesteps=64)
+    assert sac.num_timesteps == 64 and len(sac.ep_info_buffer) >= 4
+    assert sac.replay_buffer.size() == 16  # 64 transitions from 4 worlds
+
+    panda = VecMonitor(make_vec("SimPanda-v0", 2, seed=0, max_episode_steps=4))
+    ppo = PPO("MultiInputPolicy", panda, n_steps=4, batch_size=8, n_epochs=1, seed=0)
+    ppo.learn(total_timesteps=8)
+    assert ppo.num_timesteps == 8 and len(ppo.ep_info_buffer) == 2
+    car.close()
+    panda.close()
