@@ -144,6 +144,10 @@ class Go1VectorBackend(VectorBackend):
         other parameters are still randomised, and the friction draw is still made and ignored
         so that a seed gives the same worlds otherwise.
     :param num_threads: threads of the batch (None: 1 for one world, else all CPUs).
+    :param persistent: keep one ``MjData`` per world, so that the sensor stage computed after
+        each control period is reused by the next step (None: for a single world only, where
+        it makes a step about 10 % faster; with many worlds it saves nothing measurable and
+        costs about 0.3 MB per world). Results are bit-identical either way.
     :param config: physics, reset and rendering settings.
 
     State returned by :meth:`reset_worlds` and :meth:`apply`: the keys listed in
@@ -161,6 +165,7 @@ class Go1VectorBackend(VectorBackend):
         domain_randomization: bool = True,
         friction: float | None = None,
         num_threads: int | None = None,
+        persistent: bool | None = None,
         config: Go1SimConfig | None = None,
     ):
         if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)):
@@ -193,7 +198,11 @@ class Go1VectorBackend(VectorBackend):
             )
         if num_threads is None:
             num_threads = 1 if self.num_worlds == 1 else 0
-        self.batch = mujoco.batch.Batch(self.model, self.num_worlds, int(num_threads))
+        if persistent is None:
+            persistent = self.num_worlds == 1
+        self.batch = mujoco.batch.Batch(
+            self.model, self.num_worlds, int(num_threads), persistent=bool(persistent)
+        )
 
         model = self.model
         self._home_key = model.key("home").id
