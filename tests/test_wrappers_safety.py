@@ -527,3 +527,44 @@ def test_racecar_hostile_actions_respect_speed_cap_and_arena(car_stack, actions,
         assert -1.0 <= throttle <= 1.0
         assert not (vx >= cap and throttle > 0.0)
         assert not (vx <= -cap and throttle < 0.0)
+
+
+@pytest.fixture(scope="module")
+def panda_stack() -> Iterator[tuple[gym.Env, SpyBackend, PandaLimits]]:
+    env = gym.make("SimPanda-v0")
+    spy = spied(env)
+    # Tighter than the task's own bounds, so that the guard has work to do.
+    limits = PandaLimits(
+        workspace_low=(0.35, -0.1, 0.1), workspace_high=(0.55, 0.1, 0.35), max_step=0.015
+    )
+    wrapped = SafetyWrapper(env, SafetyConfig(limits=limits))
+    yield wrapped, spy, limits
+    assert len(spy.commands) > 10, "the hostile actions hardly ever reached the backend"
+    wrapped.close()
+
+
+@settings(HYPOTHESIS, max_examples=25)
+@given(actions=st.lists(hostile_actions(4), min_size=1, max_size=6), seed=st.integers(0, 3))
+def test_panda_hostile_actions_stay_in_the_box_and_step(panda_stack, actions, seed) -> None:
+    wrapped, spy, limits = panda_stack
+    wrapped.reset(seed=seed)
+    first = len(spy.commands)
+    drive(wrapped, spy, actions)
+    low, high = np.asarray(limits.workspace_low), np.asarray(limits.workspace_high)
+    for command, state in zip(spy.commands[first:], spy.states[first:], strict=True):
+        target, tip = command["tip_target"][0], state["tip_pos"][0]
+        assert np.all(np.isfinite(target))
+        assert np.linalg.norm(target - tip) <= limits.max_step + 1e-9
+        # Inside the box, or (tip outside it) on the straight way back in.
+        inside_tip = np.all(tip >= low) and np.all(tip <= high)
+        if inside_tip:
+            assert np.all(target >= low - 1e-9) and np.all(target <= high + 1e-9)
+        assert command["gripper_closed"][0] in (0.0, 1.0)
+
+
+def test_panda_default_limits_come_from_the_task() -> None:
+    wrapped = SafetyWrapper(gym.make("SimPanda-v0"))
+    config = wrapped.unwrapped.task.config
+    assert wrapped.limits.workspace_low == tuple(config.workspace_low)
+    assert wrapped.limits.max_step == pytest.approx(config.max_target_lead * np.sqrt(3))
+    wrapped.close()

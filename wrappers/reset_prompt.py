@@ -412,27 +412,28 @@ class DriveBackReset(AutoReset):
 
 @dataclass(frozen=True)
 class PandaHomeReset(AutoReset):
-    """Panda: move the tip back to ``home`` with the gripper open, through the env's own action.
+    """Panda: open the gripper and move the tip back to ``home``, through the env's own action.
 
-    Relies on the state key ``tip_pos`` and the action (Δx, Δy, Δz, g) with g = -1 opening the
-    gripper; ``step_scale`` is the tip displacement (m) of a unit action.
+    Relies on the state key ``tip_pos`` and the action (Δx, Δy, Δz, g), g <= 0 opening the
+    gripper; a unit action moves the target by the task's ``max_tip_step`` (m). The default
+    home is the sim's home posture's tip (0.45, 0, 0.30) m, above the table's centre.
     """
 
-    home: tuple[float, float, float] = (0.5, 0.0, 0.3)
+    home: tuple[float, float, float] = (0.45, 0.0, 0.30)
     tolerance: float = 0.01
-    step_scale: float = 0.05
     max_steps: int = 200
 
-    description = "move the arm home and open the gripper"
+    description = "open the gripper and move the arm home"
 
     def run(self, env: gym.Env) -> bool:
         base = env.unwrapped
+        step = float(getattr(getattr(base.task, "config", None), "max_tip_step", 0.02))  # type: ignore[attr-defined]
         for _ in range(self.max_steps):
             tip = np.asarray(base.state["tip_pos"][0], dtype=np.float64)  # type: ignore[attr-defined]
             error = np.asarray(self.home) - tip
             if np.linalg.norm(error) < self.tolerance:
                 return True
-            delta = np.clip(error / self.step_scale, -1.0, 1.0)
+            delta = np.clip(error / step, -1.0, 1.0)
             base.step(np.array([*delta, -1.0], dtype=np.float32))
         logger.warning(
             "Panda auto reset did not reach %s within %d steps", self.home, self.max_steps

@@ -33,7 +33,8 @@ State and command keys the robot limits rely on (the robot modules keep them sta
 robot     state keys (batch 1)                                   command keys (batch 1)
 ========= ====================================================== ============================
 panda     ``tip_pos`` (1, 3) m                                   ``tip_target`` (1, 3) m,
-                                                                 ``gripper_force`` (1,) N
+                                                                 ``gripper_closed`` (1,) 0/1,
+                                                                 ``gripper_force`` (1,) N (opt.)
 go1       ``joint_pos`` (1, 12) rad, ``base_quat`` (1, 4) wxyz   ``joint_targets`` (1, 12) rad
 racecar   ``pose`` (1, 3) x, y m, ψ; ``velocity`` (1, 3)        ``throttle`` (1,) duty cycle
           vx, vy m/s (body frame), ω                             in [-1, 1]
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -118,17 +120,21 @@ class PandaLimits(CommandLimits):
 
     ``tip_target`` is clamped into the box ``[workspace_low, workspace_high]`` and then pulled
     towards the current tip so that it is at most ``max_step`` metres away; when the tip is in
-    the box the result is in the box too (the box is convex). ``gripper_force`` is capped at
-    ``max_gripper_force`` newtons (franky/libfranka grasp force; the hand is rated 70 N
-    continuous).
+    the box the result is in the box too (the box is convex). ``gripper_closed`` is kept in
+    [0, 1]. A ``gripper_force`` (N) in the command, for drivers that grasp with a force
+    (libfranka's ``grasp``), is capped at ``max_gripper_force`` (the hand: 70 N continuous).
+    The defaults are the task's own bounds (``PandaTaskConfig``: workspace, and a target at most
+    ``max_target_lead`` = 0.04 m per axis ahead of the tip), so a well-behaved task never
+    triggers them; tighten them for a first session on hardware.
     """
 
-    workspace_low: tuple[float, float, float] = (0.25, -0.35, 0.0)
-    workspace_high: tuple[float, float, float] = (0.75, 0.35, 0.45)
-    max_step: float = 0.05
+    workspace_low: tuple[float, float, float] = (0.25, -0.30, 0.015)
+    workspace_high: tuple[float, float, float] = (0.75, 0.30, 0.40)
+    max_step: float = 0.04 * math.sqrt(3.0) + 1e-9
     max_gripper_force: float = 40.0
     tip_key: str = "tip_pos"
     target_key: str = "tip_target"
+    gripper_key: str = "gripper_closed"
     force_key: str = "gripper_force"
 
     intervention_names: ClassVar[tuple[str, ...]] = ("workspace", "max_step", "gripper_force")
@@ -159,18 +165,32 @@ class PandaLimits(CommandLimits):
         length = np.linalg.norm(step, axis=-1, keepdims=True)
         too_long = length > self.max_step
         if np.any(too_long):
-            boxed = np.where(
-                too_long, tip + step * (self.max_step / np.maximum(length, 1e-12)), boxed
-            )
+            scale = self.max_step / np.maximum(length, 1e-12)
+            boxed = np.where(too_long, tip + step * scale, boxed)
             counts["max_step"] = 1
         out = dict(command)
         out[self.target_key] = boxed
+        if self.gripper_key in command:
+            out[self.gripper_key] = np.clip(np.asarray(command[self.gripper_key], float), 0, 1)
         if self.force_key in command:
             force = np.asarray(command[self.force_key], dtype=np.float64)
             capped = np.clip(force, 0.0, self.max_gripper_force)
             counts["gripper_force"] = int(np.any(capped != force))
             out[self.force_key] = capped
         return out, counts
+
+    @classmethod
+    def for_task(cls, task: Any) -> PandaLimits:
+        """The task's workspace and target lead (``PandaTaskConfig``), defaults elsewhere."""
+        config = getattr(task, "config", None)
+        if config is None:
+            return cls()
+        lead = float(getattr(config, "max_target_lead", 0.04))
+        return cls(
+            workspace_low=tuple(getattr(config, "workspace_low", cls.workspace_low)),
+            workspace_high=tuple(getattr(config, "workspace_high", cls.workspace_high)),
+            max_step=lead * math.sqrt(3.0) + 1e-9,
+        )
 
 
 #: Go1 joint limits (rad) per leg: hip abduction, thigh, calf (Unitree Go1 URDF), FR FL RR RL.
@@ -356,7 +376,7 @@ def _racecar_limits(task: Any) -> RaceCarLimits:
 
 #: Default limits per robot name (``Task.robot``), built from the env's task.
 DEFAULT_LIMITS: dict[str, Callable[[Any], CommandLimits]] = {
-    "panda": lambda task: PandaLimits(),
+    "panda": PandaLimits.for_task,
     "go1": lambda task: Go1Limits(),
     "racecar": _racecar_limits,
 }
