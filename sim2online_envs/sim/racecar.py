@@ -21,16 +21,17 @@ Two models, chosen with ``dynamics=``:
     radius ``L / tan(delta)``; ``vy = vx * lr * tan(delta) / L``, ``omega = vx * tan(delta) / L``.
 
 ``"dynamic"`` (the study's "reality" in sim-to-sim experiments)
-    Dynamic bicycle (Kabzan et al. 2020, eq. 2): lateral tyre forces from a simplified Pacejka
-    magic formula ``F = mu * Fz * sin(C * atan(B * alpha))`` front and rear (static axle loads;
-    ``B * C`` equals the F1TENTH cornering stiffness), the drive force at the rear axle, and the
-    yaw dynamics. Slip angles are taken in each wheel's frame against ``|v_long|``, so reversing is
-    well posed. Below ``blend_speed`` (m/s, planar speed) the model blends linearly into the
-    kinematic one, as Kabzan et al. do, because the slip angles are singular at standstill; the
-    kinematic part pulls ``vy`` and ``omega`` to their no-slip values with time constant
-    ``kinematic_relaxation`` so that a slide that slows down comes to rest.
+    Dynamic bicycle (Kabzan et al. 2020): lateral tyre forces from a simplified Pacejka magic
+    formula ``F = mu * Fz * sin(C * atan(B * alpha))`` front and rear (static axle loads, no
+    combined slip; ``B * C`` equals the F1TENTH cornering stiffness), the longitudinal force
+    along the body axis, and the yaw dynamics. Slip angles are taken in each wheel's frame
+    against ``|v_long|``, so reversing is well posed. Below ``blend_speed`` (m/s, planar speed)
+    the model blends linearly into the kinematic one, as Kabzan et al. do, because the slip
+    angles are singular at standstill; the kinematic part pulls ``vy`` and ``omega`` to their
+    no-slip values with time constant ``kinematic_relaxation`` so that a slide that slows down
+    comes to rest.
 
-Both models share the longitudinal force (Kabzan et al. eq. 3, mirrored for reverse)::
+Both models share the longitudinal force (Kabzan et al.'s motor model, mirrored for reverse)::
 
     F_x = C_m1 * d - C_m2 * v_x * |d| - C_r0 * tanh(v_x / v_eps) - C_r2 * v_x * |v_x|
 
@@ -268,9 +269,8 @@ def default_physics_dt(control_dt: float) -> float:
 
 def _substeps(control_dt: float, physics_dt: float) -> int:
     """``round(control_dt / physics_dt)``, checked to divide the control period exactly."""
-    for name, value in (("control_dt", control_dt), ("physics_dt", physics_dt)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    _check_number("control_dt", control_dt, strict=True)
+    _check_number("physics_dt", physics_dt, strict=True)
     n_substeps = round(control_dt / physics_dt)
     if n_substeps < 1 or not math.isclose(n_substeps * physics_dt, control_dt, rel_tol=1e-9):
         raise ValueError(
@@ -363,6 +363,7 @@ class RaceCarVectorBackend(VectorBackend):
 
         self.num_worlds = int(num_worlds)
         self.dynamics = dynamics
+        _check_number("control_dt", control_dt, strict=True)
         self.control_dt = float(control_dt)
         self.physics_dt = float(
             default_physics_dt(control_dt) if physics_dt is None else physics_dt
@@ -474,6 +475,11 @@ class RaceCarVectorBackend(VectorBackend):
             raise ValueError(f"unknown reset option(s) {unknown}; known: {list(RESET_OPTIONS)}")
         if ids.size == 0:
             return self._state()
+        start_pose = start_speed = None
+        if "start_pose" in options:
+            start_pose = _rows("start_pose", options["start_pose"], ids.size, 3).T
+        if "start_speed" in options:
+            start_speed = _rows("start_speed", options["start_speed"], ids.size, None)
 
         draws = np.stack([rng.random(8) for rng in rngs], axis=1)  # (8, len(ids))
         if self.domain_randomization:
@@ -488,11 +494,9 @@ class RaceCarVectorBackend(VectorBackend):
         bearing = 2.0 * np.pi * draws[6] - np.pi
         heading = 2.0 * np.pi * draws[7] - np.pi
         pose = np.stack([distance * np.cos(bearing), distance * np.sin(bearing), heading])
-        if "start_pose" in options:
-            pose = _rows("start_pose", options["start_pose"], ids.size, 3).T
-        speed = np.zeros(ids.size)
-        if "start_speed" in options:
-            speed = _rows("start_speed", options["start_speed"], ids.size, None)
+        if start_pose is not None:
+            pose = start_pose
+        speed = np.zeros(ids.size) if start_speed is None else start_speed
 
         self._q[_X, ids] = pose[0]
         self._q[_Y, ids] = pose[1]
@@ -656,9 +660,9 @@ class RaceCarVectorBackend(VectorBackend):
         force *= self._neg_peak_force
         force_front, force_rear = force
 
-        # Dynamic bicycle (Kabzan et al. 2020, eq. 2): rows ax, ay, yaw acceleration.
+        # Dynamic bicycle (Kabzan et al. 2020).
         ax = self._longitudinal_acceleration(vx, act)
-        dyn = np.empty((3, q.shape[1]))
+        dyn = np.empty((3, q.shape[1]))  # rows: d/dt of vx, vy, omega
         np.multiply(vy, omega, out=dyn[0])
         dyn[0] += ax
         dyn[0] -= force_front * act.sin * self._inv_mass
