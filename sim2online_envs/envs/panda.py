@@ -66,8 +66,8 @@ class PandaEnv(TaskEnv):
 
     The step is added to the controller's tip target, which is then held within 0.04 m of the
     measured tip per axis (no wind-up against the table) and clamped to the workspace box
-    x in [0.25, 0.75], y in [-0.3, 0.3], z in [0.015, 0.40] m. Actions outside the box are
-    clipped; non-finite actions raise a ValueError.
+    x in [0.30, 0.68], y in [-0.3, 0.3], z in [0.015, 0.35] m (reachable with the hand down).
+    Actions outside the box are clipped; non-finite actions raise a ValueError.
 
     ## Observation Space
 

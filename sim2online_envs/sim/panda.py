@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +322,19 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
     return spec.compile()
 
 
+def _renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """A ``mujoco.Renderer``, with a clear error when no OpenGL context can be made."""
+    try:
+        return mujoco.Renderer(model, height, width)
+    except mujoco.FatalError as error:
+        raise RuntimeError(
+            "MuJoCo could not create an OpenGL context for the Panda camera "
+            f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')!r}): {error}. MuJoCo picks its "
+            "OpenGL platform when it is first imported; on a machine without a display set "
+            "MUJOCO_GL=egl (or osmesa), or import sim2online_envs before mujoco, which does that."
+        ) from error
+
+
 class PandaVectorBackend(VectorBackend):
     """``num_worlds`` Panda pick scenes stepped together on a ``mujoco.batch.Batch``.
 
@@ -540,9 +554,11 @@ class PandaVectorBackend(VectorBackend):
             quality = self._render_model.vis.quality
             quality.shadowsize = self.config.overview_shadow_size
             quality.numslices, quality.numstacks = self.config.overview_tessellation
-            self._overview_renderer = mujoco.Renderer(self._render_model, height, width)
-            quality.shadowsize = self.config.pixel_shadow_size
-            quality.numslices, quality.numstacks = self.config.pixel_tessellation
+            try:
+                self._overview_renderer = _renderer(self._render_model, height, width)
+            finally:
+                quality.shadowsize = self.config.pixel_shadow_size
+                quality.numslices, quality.numstacks = self.config.pixel_tessellation
         self._load_render_world(world, goal)
         self._overview_renderer.update_scene(
             self._render_data, camera=self._overview, scene_option=self._overview_option
@@ -607,7 +623,7 @@ class PandaVectorBackend(VectorBackend):
         self._check_open()
         if self._pixel_renderer is None:
             size = self.config.image_size
-            self._pixel_renderer = mujoco.Renderer(self._render_model, size, size)
+            self._pixel_renderer = _renderer(self._render_model, size, size)
         self._load_render_world(world)
         self._pixel_renderer.update_scene(self._render_data, camera=self._camera)
         rgb = self._pixel_renderer.render()

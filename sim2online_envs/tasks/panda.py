@@ -77,9 +77,10 @@ class PandaTaskConfig:
     #: The tip target never leads the measured tip by more than this per axis (m): pressing
     #: against the table or an object does not wind the target up.
     max_target_lead: float = 0.04
-    #: Box the tip target is clamped to (m). The lower z keeps the fingertips above the table.
-    workspace_low: tuple[float, float, float] = (0.25, -0.30, 0.015)
-    workspace_high: tuple[float, float, float] = (0.75, 0.30, 0.40)
+    #: Box the tip target is clamped to (m): all of it reachable with the hand pointing down
+    #: (the far top corners within 3 mm); the lower z keeps the fingertips above the table.
+    workspace_low: tuple[float, float, float] = (0.30, -0.30, 0.015)
+    workspace_high: tuple[float, float, float] = (0.68, 0.30, 0.35)
     #: The episode ends (terminated) when the object's centre leaves this box (m): pushed off
     #: the reachable table region or fallen.
     object_workspace_low: tuple[float, float, float] = (0.15, -0.45, -0.05)
