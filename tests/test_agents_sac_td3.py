@@ -73,7 +73,7 @@ def test_sac_actor_and_temperature_every_m_critic_updates(delay: int, rounds: li
     assert adam_steps(model.actor.optimizer) == total // delay
     assert adam_steps(model.ent_coef_optimizer) == total // delay
     # No actor gradient is computed on the skipped steps.
-    assert grads_computed[0] == total // delay
+    assert len(grads_computed) == total // delay
 
 
 def test_td3_actor_every_m_critic_updates_with_its_own_rate() -> None:
@@ -324,9 +324,13 @@ def test_reset_critic_and_fixed_temperature(tmp_path) -> None:
     actor = {k: v.clone() for k, v in model.actor.state_dict().items()}
     q_before = [p.clone() for p in model.critic.qf0.parameters()]
     model.reset_critic()
-    assert all(not th.equal(a, b) for a, b in zip(q_before, model.critic.qf0.parameters()))
+    assert all(
+        not th.equal(a, b) for a, b in zip(q_before, model.critic.qf0.parameters(), strict=True)
+    )
     for q, q_target in zip(model.critic.q_networks, model.critic_target.q_networks, strict=True):
-        assert all(th.equal(a, b) for a, b in zip(q.parameters(), q_target.parameters()))
+        assert all(
+            th.equal(a, b) for a, b in zip(q.parameters(), q_target.parameters(), strict=True)
+        )
     assert not model.critic.optimizer.state
     assert all(th.equal(v, model.actor.state_dict()[k]) for k, v in actor.items())
 
