@@ -25,11 +25,13 @@ from sim2online_envs.wrappers.reset_prompt import (
     OperatorStopError,
     OperatorTimeoutError,
     OperatorUnavailableError,
+    PandaHomeReset,
     ResetPromptConfig,
     ResetPromptWrapper,
     ScriptedOperator,
     TerminalOperator,
 )
+from sim2online_envs.wrappers.safety import SafetyWrapper
 
 import sim2online_envs  # noqa: F401  (registers the ids)
 
@@ -253,3 +255,31 @@ def test_config_and_operator_errors() -> None:
         ResetPromptWrapper(gym.make("SimRaceCar-v0"), object())  # type: ignore[arg-type]
     with pytest.raises(OperatorUnavailableError, match="ran out of answers"):
         car([])[0].reset(seed=0)
+
+
+def test_panda_home_reset_opens_the_gripper_and_returns_home_in_sim() -> None:
+    env = gym.make("SimPanda-v0")
+    env.reset(seed=0)
+    for _ in range(15):  # move away and close the gripper
+        env.step(np.array([1.0, -1.0, -1.0, 1.0], dtype=np.float32))
+    reset = PandaHomeReset()
+    state = env.unwrapped.state
+    assert np.linalg.norm(state["tip_pos"][0] - reset.home) > 0.1
+    assert reset.run(env)
+    state = env.unwrapped.state
+    assert np.linalg.norm(state["tip_pos"][0] - reset.home) < reset.tolerance
+    assert state["gripper_closed"][0] == 0.0 and state["gripper_opening"][0] > 0.07
+
+
+def test_go1_stand_up_hook_is_offered_through_the_safety_guard() -> None:
+    env = SafetyWrapper(gym.make("SimGo1-v0"))
+    calls: list[int] = []
+    backend = env.unwrapped.backend.backend  # below the guard: the "driver"
+    backend.stand_up = lambda: calls.append(1) or True
+    wrapped = ResetPromptWrapper(
+        env, ScriptedOperator(["auto", "ready"]), ResetPromptConfig(enabled=True)
+    )
+    wrapped.reset(seed=0)
+    assert wrapped.operator.asked[0][1] == ("ready", "auto", "stop")
+    assert calls == [1]
+    env.close()

@@ -204,9 +204,9 @@ class RecordEpisodes(gym.Wrapper):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
         if not self._observations:
             raise RuntimeError("call reset() before step()")
+        obs, reward, terminated, truncated, info = self.env.step(action)
         applied = (
             info.get("safety", {}).get("applied_action")
             if isinstance(info.get("safety"), Mapping)
