@@ -59,11 +59,9 @@ def test_sac_actor_and_temperature_every_m_critic_updates(delay: int, rounds: li
         "MlpPolicy", pendulum(), policy_kwargs=dict(TINY), batch_size=16, policy_delay=delay
     )
     filled(model)
-    grads_computed = [0]
+    grads_computed: list[th.Tensor] = []
     first_actor_param = next(iter(model.actor.latent_pi.parameters()))
-    first_actor_param.register_hook(
-        lambda grad: grads_computed.__setitem__(0, grads_computed[0] + 1)
-    )
+    first_actor_param.register_hook(grads_computed.append)
     for k in rounds:
         model.train(gradient_steps=k, batch_size=16)
     total = sum(rounds)
