@@ -128,8 +128,8 @@ class PandaLimits(CommandLimits):
     triggers them; tighten them for a first session on hardware.
     """
 
-    workspace_low: tuple[float, float, float] = (0.25, -0.30, 0.015)
-    workspace_high: tuple[float, float, float] = (0.75, 0.30, 0.40)
+    workspace_low: tuple[float, float, float] = (0.30, -0.30, 0.015)
+    workspace_high: tuple[float, float, float] = (0.68, 0.30, 0.35)
     max_step: float = 0.04 * math.sqrt(3.0) + 1e-9
     max_gripper_force: float = 40.0
     tip_key: str = "tip_pos"
