@@ -262,10 +262,15 @@ def test_motor_model_top_speed_and_standstill() -> None:
 
 
 def test_default_integration_step_is_accurate() -> None:
-    """RK4 at the default 1/120 s step against 1/1200 s, aggressive random driving, 4 s."""
+    """RK4 at the default step against 1/720 s, aggressive random driving for 4 s.
 
-    def rollout(physics_dt: float | None, dynamics: str) -> np.ndarray:
-        sim = RaceCarVectorBackend(num_worlds=32, dynamics=dynamics, physics_dt=physics_dt)
+    The default is 1/120 s, shorter where high friction stiffens the tyres (friction 3: 1/240).
+    """
+
+    def rollout(physics_dt: float | None, dynamics: str, friction: float | None) -> np.ndarray:
+        sim = RaceCarVectorBackend(
+            num_worlds=32, dynamics=dynamics, physics_dt=physics_dt, friction=friction
+        )
         sim.reset_worlds(np.arange(32), _rngs(list(range(32))))
         rng = np.random.default_rng(1)
         action = np.zeros((32, 2))
@@ -274,9 +279,13 @@ def test_default_integration_step_is_accurate() -> None:
             state = sim.apply({"steering": 0.4189 * action[:, 0], "throttle": action[:, 1]})
         return state["pose"][:, :2]
 
-    for dynamics in DYNAMICS:
-        error = np.hypot(*(rollout(None, dynamics) - rollout(1 / 1200, dynamics)).T)
+    for dynamics, friction in (("kinematic", None), ("dynamic", None), ("dynamic", 3.0)):
+        default = rollout(None, dynamics, friction)
+        error = np.hypot(*(default - rollout(1 / 720, dynamics, friction)).T)
         assert error.max() < 0.01 and np.median(error) < 1e-3
+    assert RaceCarVectorBackend(dynamics="dynamic").physics_dt == pytest.approx(1 / 120)
+    grippy = RaceCarVectorBackend(dynamics="dynamic", friction=3.0, domain_randomization=False)
+    assert grippy.physics_dt == pytest.approx(1 / 240)
 
 
 def test_actuators_lag_and_rate_limit() -> None:

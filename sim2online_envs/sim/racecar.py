@@ -82,6 +82,7 @@ __all__ = [
     "RandomizationRanges",
     "default_physics_dt",
     "draw_topdown",
+    "stable_physics_dt",
 ]
 
 #: Standard gravity, m/s^2.
@@ -261,9 +262,50 @@ def _coerce(cls: type, value: Any, name: str) -> Any:
     )
 
 
-def default_physics_dt(control_dt: float) -> float:
-    """The longest physics step <= 1/120 s that divides ``control_dt`` into whole substeps."""
-    n_substeps = max(1, math.ceil(control_dt / MAX_DEFAULT_PHYSICS_DT - 1e-9))
+def stable_physics_dt(params: CarParams, dynamics: str, friction_scale: float = 1.0) -> float:
+    """The longest RK4 step (s) that keeps the model's stiffest mode well inside RK4's stability.
+
+    Dynamic model: the lateral/yaw modes of the linearised bicycle at the speed where the blend
+    reaches the full dynamic model (they stiffen as speed drops, the blend takes over below),
+    with the friction scaled by ``friction_scale`` (the randomisation's upper bound); tyre
+    stiffness over mass and over inertia does not depend on mass. Both models: the rolling
+    resistance's tanh and the kinematic relaxation. The step keeps ``|lambda| h <= 2`` (RK4's
+    real-axis limit is 2.79).
+    """
+    p = params
+    rates = [
+        p.rolling_resistance / (p.rolling_smoothing_speed * p.mass),
+        1.0 / p.kinematic_relaxation if dynamics == "dynamic" else 0.0,
+    ]
+    if dynamics == "dynamic":
+        load = p.friction * friction_scale * p.mass * GRAVITY / p.wheelbase
+        front = p.tire_b_front * p.tire_c_front * load * p.lr  # cornering stiffness, N/rad
+        rear = p.tire_b_rear * p.tire_c_rear * load * p.lf
+        v = p.blend_speed[1]
+        moment = front * p.lf - rear * p.lr
+        yaw_damping = front * p.lf**2 + rear * p.lr**2
+        # d(ay, yaw acceleration)/d(vy, omega) of the dynamic bicycle at forward speed v.
+        jacobian = -np.array(
+            [
+                [(front + rear) / (p.mass * v), moment / (p.mass * v) + v],
+                [moment / (p.inertia_z * v), yaw_damping / (p.inertia_z * v)],
+            ]
+        )
+        rates.append(float(np.abs(np.linalg.eigvals(jacobian)).max()))
+    return 2.0 / max(rates)
+
+
+def default_physics_dt(
+    control_dt: float,
+    params: CarParams | None = None,
+    dynamics: str = "dynamic",
+    friction_scale: float = 1.0,
+) -> float:
+    """The longest step <= 1/120 s and <= :func:`stable_physics_dt` dividing ``control_dt``."""
+    limit = MAX_DEFAULT_PHYSICS_DT
+    if params is not None:
+        limit = min(limit, stable_physics_dt(params, dynamics, friction_scale))
+    n_substeps = max(1, math.ceil(control_dt / limit - 1e-9))
     return control_dt / n_substeps
 
 
@@ -303,7 +345,8 @@ class RaceCarVectorBackend(VectorBackend):
     :param dynamics: "kinematic" or "dynamic" (see the module docstring).
     :param control_dt: seconds per :meth:`apply`.
     :param physics_dt: integration step; None picks the longest step <= 1/120 s dividing
-        ``control_dt``. Must divide ``control_dt`` exactly.
+        ``control_dt`` that keeps RK4 stable for this car (:func:`stable_physics_dt`; shorter
+        for high friction). Must divide ``control_dt`` exactly.
     :param params: nominal :class:`CarParams`, or a mapping of fields to override.
     :param friction: shortcut for ``params.friction`` (nominal tyre friction), for mismatch runs.
     :param domain_randomization: scale parameters per world at every reset.
@@ -365,13 +408,23 @@ class RaceCarVectorBackend(VectorBackend):
         self.dynamics = dynamics
         _check_number("control_dt", control_dt, strict=True)
         self.control_dt = float(control_dt)
-        self.physics_dt = float(
-            default_physics_dt(control_dt) if physics_dt is None else physics_dt
-        )
-        self.n_substeps = _substeps(self.control_dt, self.physics_dt)
         self.params = params
         self.domain_randomization = bool(domain_randomization)
         self.randomization = _coerce(RandomizationRanges, randomization, "randomization")
+        friction_scale = self.randomization.friction_scale[1] if domain_randomization else 1.0
+        if physics_dt is None:
+            physics_dt = default_physics_dt(control_dt, params, dynamics, friction_scale)
+        self.physics_dt = float(physics_dt)
+        self.n_substeps = _substeps(self.control_dt, self.physics_dt)
+        stable = stable_physics_dt(params, dynamics, friction_scale)
+        if self.physics_dt > stable:
+            logger.warning(
+                "physics_dt=%.4g s is above %.4g s, the longest step that keeps RK4 stable for "
+                "this car (friction up to %.3g); expect inaccurate or diverging physics",
+                self.physics_dt,
+                stable,
+                params.friction * friction_scale,
+            )
         self.start_distance_range = (start_low, start_high)
         self.arena_half_size = float(arena_half_size)
         self.render_size = int(render_size)
