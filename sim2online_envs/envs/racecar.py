@@ -110,7 +110,7 @@ class RaceCarEnv(TaskEnv):
     | ``car_params``           | ``None``        | ``CarParams`` or a dict of overrides     |
     | ``randomization``        | ``None``        | ``RandomizationRanges`` or a dict        |
     | ``task_config``          | ``None``        | ``RaceCarTaskConfig`` or a dict          |
-    | ``render_mode``          | ``None``        | ``"rgb_array"``: top-down view, 2 s trail |
+    | ``render_mode``          | ``None``        | ``"rgb_array"``: top-down, 2 s trail     |
     | ``render_size``          | ``256``         | side of the rendered frame, pixels       |
 
     ## Version History
