@@ -451,3 +451,17 @@ def test_observation_noise_is_off_by_default_and_seeded_when_on():
     assert 0 < np.abs(noisy - clean)[:, joint].max() <= 0.03 + 1e-6
     again = noisy_task.initial_task_state(state, [np.random.default_rng(0)])
     np.testing.assert_array_equal(noisy_task.observe(state, again), noisy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("friction", [None, 0.3, 0.2])
+def test_standing_survives_many_randomised_episodes(friction):
+    env = make_env(friction=friction, command_range="full")
+    for seed in range(10):
+        env.reset(seed=100 + seed)
+        for _ in range(1000):
+            _, _, terminated, truncated, _ = env.step(np.zeros(12))
+            assert not terminated, f"seed {100 + seed} fell (friction {friction})"
+            if truncated:
+                break
+    env.close()

@@ -96,6 +96,8 @@ class Go1Env(TaskEnv):
     ``domain_randomization`` (default) every reset also draws the floor friction U(0.4, 1.0),
     link masses ×U(0.9, 1.1), an added trunk mass U(−1, 1) kg, joint friction loss ×U(0.9, 1.1)
     and armature ×U(1.0, 1.05). The command is drawn uniformly in ±``command_range``.
+    ``reset(options={"qpos": ..., "qvel": ...})`` starts from an exact MuJoCo state instead
+    (19 and 18 numbers: trunk position, quaternion wxyz, joint angles; velocities).
 
     ## Episode End
 
