@@ -20,20 +20,32 @@ class Row:
     ratio: str = ""
     target: str = ""
     note: str = ""
+    #: CPU time of this process (all its threads) per item, in microseconds; None where the
+    #: work runs in other processes (SubprocVecEnv).
+    cpu_us: float | None = None
 
 
-def best_rate(
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Items per second (wall clock) and CPU microseconds per item of this process."""
+
+    rate: float
+    cpu_us: float
+
+
+def measure(
     step: Callable[[], object],
     items_per_call: int,
     *,
     seconds: float,
     repeats: int = 3,
     warmup_calls: int = 2,
-) -> float:
-    """Items per second of ``step()``: the best of ``repeats`` timed blocks of about ``seconds``.
+) -> Measurement:
+    """Rate of ``step()``: the best of ``repeats`` timed blocks of about ``seconds`` each.
 
     On a shared machine the fastest block is the most reproducible estimate of what the code
-    costs (other processes only ever slow a block down).
+    costs (other processes only ever slow a block down). The CPU time is the least any block
+    used: it counts every thread of this process and not the time others took the cores away.
     """
     for _ in range(warmup_calls):
         step()
@@ -41,13 +53,15 @@ def best_rate(
     step()
     once = max(time.perf_counter() - start, 1e-7)
     calls = max(1, math.ceil(seconds / once))
-    best = math.inf
+    best_wall = best_cpu = math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(calls):
             step()
-        best = min(best, time.perf_counter() - start)
-    return items_per_call * calls / best
+        best_wall = min(best_wall, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    items = items_per_call * calls
+    return Measurement(items / best_wall, 1e6 * best_cpu / items)
 
 
 def format_rate(rate: float) -> str:
@@ -61,13 +75,14 @@ def format_rate(rate: float) -> str:
 def markdown_table(rows: Sequence[Row]) -> str:
     """The rows as a Markdown table (what docs/performance.md shows)."""
     lines = [
-        "| section | benchmark | worlds | rate | unit | ratio | target |",
-        "|---|---|---:|---:|---|---|---|",
+        "| section | benchmark | worlds | rate | unit | CPU µs per item | ratio | target |",
+        "|---|---|---:|---:|---|---:|---|---|",
     ]
     for row in rows:
+        cpu = "-" if row.cpu_us is None else f"{row.cpu_us:.3g}"
         lines.append(
             f"| {row.section} | {row.name} | {row.worlds} | {format_rate(row.rate)} | {row.unit} "
-            f"| {row.ratio} | {row.target} |"
+            f"| {cpu} | {row.ratio} | {row.target} |"
         )
     notes = [f"- {row.section} / {row.name}: {row.note}" for row in rows if row.note]
     if notes:

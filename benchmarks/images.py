@@ -40,7 +40,7 @@ import cv2
 import mujoco
 import numpy as np
 
-from benchmarks._timing import Row, best_rate, markdown_table
+from benchmarks._timing import Row, markdown_table, measure
 
 logger = logging.getLogger("benchmarks.images")
 
@@ -91,6 +91,7 @@ class Result:
     rate: float
     error: float | None = None
     base_rate: float | None = None
+    cpu_us: float | None = None
 
 
 def _scene_states(num_worlds: int) -> tuple[mujoco.MjModel, list[mujoco.MjData]]:
@@ -164,7 +165,7 @@ def _cycle(make: Callable[[int], object], count: int) -> Callable[[], None]:
     return step
 
 
-def measure(quick: bool) -> list[Result]:
+def study(quick: bool) -> list[Result]:
     """Frames/s and error of every variant, plus renderer-reuse and grayscale costs."""
     seconds, repeats = (0.15, 2) if quick else (0.6, 3)
     model, datas = _scene_states(NUM_WORLDS)
@@ -180,15 +181,16 @@ def measure(quick: bool) -> list[Result]:
     for variant in variants:
         maker = _FrameMaker(model, variant, camera)
         frames = [maker.frame(data).copy() for data in datas]
-        rate = best_rate(
+        timing = measure(
             _cycle(lambda i, maker=maker: maker.frame(datas[i]), len(datas)),
             1,
             seconds=seconds,
             repeats=repeats,
         )
         maker.close()
-        base_rate = base_rate or rate
-        results.append(Result(variant.name, rate, _error(frames, reference), base_rate))
+        base_rate = base_rate or timing.rate
+        error = _error(frames, reference)
+        results.append(Result(variant.name, timing.rate, error, base_rate, timing.cpu_us))
 
     sim_variant = variants[1]
 
@@ -197,13 +199,17 @@ def measure(quick: bool) -> list[Result]:
         maker.frame(datas[world])
         maker.close()
 
-    rate = best_rate(
+    timing = measure(
         _cycle(fresh_renderer, len(datas)), 1, seconds=seconds, repeats=1, warmup_calls=1
     )
-    results.append(Result("PandaSimConfig, a new Renderer per frame", rate, None, base_rate))
+    results.append(
+        Result(
+            "PandaSimConfig, a new Renderer per frame", timing.rate, None, base_rate, timing.cpu_us
+        )
+    )
 
     makers = [_FrameMaker(model, sim_variant, camera) for _ in datas]
-    rate = best_rate(
+    timing = measure(
         _cycle(lambda i: makers[i].frame(datas[i]), len(datas)),
         1,
         seconds=seconds,
@@ -211,9 +217,8 @@ def measure(quick: bool) -> list[Result]:
     )
     for maker in makers:
         maker.close()
-    results.append(
-        Result(f"PandaSimConfig, one Renderer per world ({len(datas)})", rate, None, base_rate)
-    )
+    name = f"PandaSimConfig, one Renderer per world ({len(datas)})"
+    results.append(Result(name, timing.rate, None, base_rate, timing.cpu_us))
 
     rgb = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     weights = np.array([0.299, 0.587, 0.114])
@@ -221,7 +226,8 @@ def measure(quick: bool) -> list[Result]:
         ("grayscale alone: cv2.cvtColor", lambda: cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)),
         ("grayscale alone: NumPy dot, rint", lambda: np.rint(rgb @ weights).astype(np.uint8)),
     ):
-        results.append(Result(name, best_rate(convert, 1, seconds=0.05, repeats=repeats)))
+        timing = measure(convert, 1, seconds=0.05, repeats=repeats)
+        results.append(Result(name, timing.rate, cpu_us=timing.cpu_us))
     return results
 
 
@@ -241,7 +247,7 @@ def _osmesa_results(quick: bool) -> list[Result]:
 
 def run_study(quick: bool = False, with_osmesa: bool = True) -> list[Row]:
     """The study as table rows: every variant through EGL, then the variants through OSMesa."""
-    rows = [_row(f"Panda camera ({os.environ.get('MUJOCO_GL')})", r) for r in measure(quick)]
+    rows = [_row(f"Panda camera ({os.environ.get('MUJOCO_GL')})", r) for r in study(quick)]
     if with_osmesa and os.environ.get("MUJOCO_GL") != "osmesa":
         rows += [
             _row("Panda camera (osmesa)", r) for r in _osmesa_results(quick)[: len(_variants())]
@@ -258,6 +264,7 @@ def _row(section: str, result: Result) -> Row:
         unit="frames/s",
         ratio="" if result.base_rate is None else f"{result.rate / result.base_rate:.1f}x defaults",
         target="" if result.error is None else f"error {result.error:.2f} gray levels",
+        cpu_us=result.cpu_us,
     )
 
 
@@ -268,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.json:
-        print(json.dumps([dataclasses.asdict(result) for result in measure(args.quick)]))
+        print(json.dumps([dataclasses.asdict(result) for result in study(args.quick)]))
         return 0
     print(markdown_table(run_study(args.quick)))
     return 0

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 import sim2online_envs  # noqa: F401  (sets MUJOCO_GL before mujoco loads; registers the ids)
-from benchmarks._timing import Row, best_rate, markdown_table
+from benchmarks._timing import Measurement, Row, markdown_table, measure
 
 logger = logging.getLogger("benchmarks")
 
@@ -81,10 +81,11 @@ def _cycle(pool: list[np.ndarray]) -> Callable[[], np.ndarray]:
     return next_action
 
 
-def _single_env_rate(env_id: str, settings: Settings, scale: float, **kwargs: Any) -> float:
+def _single_env(env_id: str, settings: Settings, scale: float) -> Measurement:
+    """One ``gym.make`` env stepped with random actions, reset when an episode ends."""
     import gymnasium as gym
 
-    env = gym.make(env_id, **kwargs)
+    env = gym.make(env_id)
     env.reset(seed=0)
     next_action = _cycle([a[0] for a in _actions(1, env.action_space.shape[0], scale)])
 
@@ -94,17 +95,18 @@ def _single_env_rate(env_id: str, settings: Settings, scale: float, **kwargs: An
             env.reset()
 
     try:
-        return best_rate(step, 1, seconds=settings.seconds, repeats=settings.repeats)
+        return measure(step, 1, seconds=settings.seconds, repeats=settings.repeats)
     finally:
         env.close()
 
 
-def _vec_rate(venv: Any, settings: Settings, scale: float) -> float:
+def _vec(venv: Any, settings: Settings, scale: float) -> Measurement:
+    """A VecEnv stepped with random actions (it resets finished worlds itself); closes it."""
     venv.seed(0)
     venv.reset()
     next_action = _cycle(_actions(venv.num_envs, venv.action_space.shape[0], scale))
     try:
-        return best_rate(
+        return measure(
             lambda: venv.step(next_action()),
             venv.num_envs,
             seconds=settings.seconds,
@@ -112,6 +114,14 @@ def _vec_rate(venv: Any, settings: Settings, scale: float) -> float:
         )
     finally:
         venv.close()
+
+
+def _make_vec(
+    env_id: str, num_envs: int, settings: Settings, scale: float, **kwargs: Any
+) -> Measurement:
+    from sim2online_envs.vec import make_vec
+
+    return _vec(make_vec(env_id, num_envs, seed=0, **kwargs), settings, scale)
 
 
 def _sb3_rows(section: str, env_id: str, settings: Settings, scale: float) -> list[Row]:
@@ -125,17 +135,24 @@ def _sb3_rows(section: str, env_id: str, settings: Settings, scale: float) -> li
     rows = []
     for cls in (DummyVecEnv, SubprocVecEnv):
         for num in SB3_WORLDS:
-            rate = _vec_rate(cls([make] * num), settings, scale)
-            rows.append(Row(section, f"SB3 {cls.__name__} of single envs", num, rate))
+            result = _vec(cls([make] * num), settings, scale)
+            cpu = None if cls is SubprocVecEnv else result.cpu_us
+            rows.append(
+                Row(section, f"SB3 {cls.__name__} of single envs", num, result.rate, cpu_us=cpu)
+            )
     return rows
 
 
-def _make_vec_rate(
-    env_id: str, num_envs: int, settings: Settings, scale: float, **kw: Any
-) -> float:
-    from sim2online_envs.vec import make_vec
+def _batch_stepper(
+    batch: Any, ctrl: np.ndarray, next_ctrl: Callable[[], np.ndarray], n_substeps: int
+) -> Callable[[], None]:
+    """One control period of raw ``Batch.step``: write the controls, step the substeps."""
 
-    return _vec_rate(make_vec(env_id, num_envs, seed=0, **kw), settings, scale)
+    def step() -> None:
+        ctrl[:] = next_ctrl()
+        batch.step(nstep=n_substeps)
+
+    return step
 
 
 def _percent(value: float) -> str:
@@ -170,8 +187,10 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
         data.ctrl[:] = next_ctrl()
         mujoco.mj_step(model, data, nstep=n_substeps)
 
-    raw_rate = best_rate(mj_step, 1, seconds=settings.seconds, repeats=settings.repeats)
-    rows.append(Row(section, f"mj_step (nstep={n_substeps}), one MjData", 1, raw_rate))
+    raw = measure(mj_step, 1, seconds=settings.seconds, repeats=settings.repeats)
+    rows.append(
+        Row(section, f"mj_step (nstep={n_substeps}), one MjData", 1, raw.rate, cpu_us=raw.cpu_us)
+    )
 
     batch_rates = {}
     for num in worlds:
@@ -179,58 +198,61 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
         batch.reset(keyframe=home_key)
         ctrl = batch.bind("ctrl")
         pool = [HOME_JOINT_POS + action_scale * a for a in _actions(num, 12, GO1_ACTION_SCALE)]
-        next_batch_ctrl = _cycle(pool)
-
-        def batch_step(ctrl: np.ndarray = ctrl, batch: Any = batch, nxt: Any = next_batch_ctrl):
-            ctrl[:] = nxt()
-            batch.step(nstep=n_substeps)
-
-        rate = best_rate(batch_step, num, seconds=settings.seconds, repeats=settings.repeats)
-        batch_rates[num] = rate
+        result = measure(
+            _batch_stepper(batch, ctrl, _cycle(pool), n_substeps),
+            num,
+            seconds=settings.seconds,
+            repeats=settings.repeats,
+        )
+        batch_rates[num] = result.rate
         rows.append(
             Row(
                 section,
                 f"Batch.step (nstep={n_substeps}, {batch.nthread} threads)",
                 num,
-                rate,
-                ratio=f"{rate / raw_rate:.2f}x mj_step",
+                result.rate,
+                ratio=f"{result.rate / raw.rate:.2f}x mj_step",
+                cpu_us=result.cpu_us,
             )
         )
 
-    single = _single_env_rate("SimGo1-v0", settings, GO1_ACTION_SCALE)
+    single = _single_env("SimGo1-v0", settings, GO1_ACTION_SCALE)
     rows.append(
         Row(
             section,
             "single env (gym.make)",
             1,
-            single,
-            ratio=f"overhead +{_percent(raw_rate / single - 1.0)} over mj_step",
+            single.rate,
+            ratio=f"overhead +{_percent(raw.rate / single.rate - 1.0)} over mj_step",
             target="≤ +25 %",
+            cpu_us=single.cpu_us,
         )
     )
+    largest = max(worlds)
     vec_rates = {}
     for num in worlds:
-        rate = _make_vec_rate("SimGo1-v0", num, settings, GO1_ACTION_SCALE)
-        vec_rates[num] = rate
+        result = _make_vec("SimGo1-v0", num, settings, GO1_ACTION_SCALE)
+        vec_rates[num] = result.rate
         rows.append(
             Row(
                 section,
                 "make_vec",
                 num,
-                rate,
-                ratio=f"{_percent(rate / batch_rates[num])} of Batch.step",
-                target="≥ 70 %" if num == max(worlds) else "",
+                result.rate,
+                ratio=f"{_percent(result.rate / batch_rates[num])} of Batch.step",
+                target="≥ 70 %" if num == largest else "",
+                cpu_us=result.cpu_us,
             )
         )
-    largest = max(worlds)
-    lean = _make_vec_rate("SimGo1-v0", largest, settings, GO1_ACTION_SCALE, full_infos=False)
+    lean = _make_vec("SimGo1-v0", largest, settings, GO1_ACTION_SCALE, full_infos=False)
     rows.append(
         Row(
             section,
             "make_vec (full_infos=False)",
             largest,
-            lean,
-            ratio=f"{_percent(lean / batch_rates[largest])} of Batch.step",
+            lean.rate,
+            ratio=f"{_percent(lean.rate / batch_rates[largest])} of Batch.step",
+            cpu_us=lean.cpu_us,
         )
     )
     sb3 = _sb3_rows(section, "SimGo1-v0", settings, GO1_ACTION_SCALE)
@@ -258,37 +280,44 @@ def bench_racecar(settings: Settings, worlds: Sequence[int]) -> list[Row]:
 
     section = "race car"
     rows: list[Row] = []
+    sim_rates = {}
     for num in worlds:
         venv = make_vec("SimRaceCar-v0", num, seed=0)
         venv.reset()
         action = _actions(num, venv.action_space.shape[0], 1.0)[0].astype(np.float64)
         command = venv.task.command(action, venv.state, venv.task_state)
         backend = venv.vector_backend
-        rate = best_rate(
+        result = measure(
             lambda backend=backend, command=command: backend.apply(command),
             num,
             seconds=settings.seconds,
             repeats=settings.repeats,
         )
         venv.close()
-        rows.append(Row(section, "simulator alone (VectorBackend.apply)", num, rate))
-    sim_rates = {row.worlds: row.rate for row in rows}
-    rows.append(
-        Row(section, "single env (gym.make)", 1, _single_env_rate("SimRaceCar-v0", settings, 1.0))
-    )
+        sim_rates[num] = result.rate
+        rows.append(
+            Row(
+                section,
+                "simulator alone (VectorBackend.apply)",
+                num,
+                result.rate,
+                cpu_us=result.cpu_us,
+            )
+        )
+    single = _single_env("SimRaceCar-v0", settings, 1.0)
+    rows.append(Row(section, "single env (gym.make)", 1, single.rate, cpu_us=single.cpu_us))
     for full_infos in (True, False):
         for num in worlds:
-            rate = _vec_rate(
-                make_vec("SimRaceCar-v0", num, seed=0, full_infos=full_infos), settings, 1.0
-            )
+            result = _make_vec("SimRaceCar-v0", num, settings, 1.0, full_infos=full_infos)
             rows.append(
                 Row(
                     section,
                     f"make_vec (full_infos={full_infos})",
                     num,
-                    rate,
-                    ratio=f"{_percent(rate / sim_rates[num])} of simulator",
+                    result.rate,
+                    ratio=f"{_percent(result.rate / sim_rates[num])} of simulator",
                     target="> 1,000,000" if num >= 1024 else "",
+                    cpu_us=result.cpu_us,
                 )
             )
     rows += _sb3_rows(section, "SimRaceCar-v0", settings, 1.0)
@@ -301,11 +330,20 @@ def bench_racecar(settings: Settings, worlds: Sequence[int]) -> list[Row]:
 def bench_panda(settings: Settings, worlds: Sequence[int]) -> list[Row]:
     """The Panda with 64x64 grayscale camera images in every observation."""
     section = "Panda"
-    single = _single_env_rate("SimPanda-v0", settings, 1.0)
-    rows = [Row(section, "single env (gym.make)", 1, single)]
+    single = _single_env("SimPanda-v0", settings, 1.0)
+    rows = [Row(section, "single env (gym.make)", 1, single.rate, cpu_us=single.cpu_us)]
     for num in worlds:
-        rate = _make_vec_rate("SimPanda-v0", num, settings, 1.0)
-        rows.append(Row(section, "make_vec", num, rate, ratio=f"{rate / single:.2f}x single env"))
+        result = _make_vec("SimPanda-v0", num, settings, 1.0)
+        rows.append(
+            Row(
+                section,
+                "make_vec",
+                num,
+                result.rate,
+                ratio=f"{result.rate / single.rate:.2f}x single env",
+                cpu_us=result.cpu_us,
+            )
+        )
     rows += _sb3_rows(section, "SimPanda-v0", settings, 1.0)
     return rows
 
