@@ -271,7 +271,7 @@ def test_go1_abort_on_tilt_and_height() -> None:
     home = np.array([[0.0, 0.9, -1.8] * 4])
     upright = np.array([[1.0, 0.0, 0.0, 0.0]])
     assert limits.abort_reason({"joint_pos": home, "base_quat": upright}) is None
-    angle = 1.0  # rad of roll
+    angle = 1.2  # rad of roll
     rolled = np.array([[np.cos(angle / 2), np.sin(angle / 2), 0.0, 0.0]])
     assert roll_pitch(rolled)[0][0] == pytest.approx(angle)
     assert limits.abort_reason({"joint_pos": home, "base_quat": rolled}) == SAFETY_TILT

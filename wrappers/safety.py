@@ -250,14 +250,19 @@ class Go1Limits(CommandLimits):
     episode is aborted when roll or pitch exceed ``max_tilt`` rad (``"safety_tilt"``) or the
     trunk is lower than ``min_height`` m above the ground (``"safety_height"``, estimated from
     joint angles and IMU orientation by :func:`go1_trunk_height`; standing: 0.28 m).
+
+    The abort defaults lie just beyond the task's own fall detection (60° tilt, trunk contact),
+    so that a fall stays a termination, as in pretraining, and the abort is the backstop for
+    states the task does not end. Lower them to abort earlier on hardware (an abort is a
+    truncation: the learner bootstraps through it).
     """
 
     joint_lower: tuple[float, ...] = GO1_JOINT_LOWER
     joint_upper: tuple[float, ...] = GO1_JOINT_UPPER
     margin: float = 0.05
     max_target_change: float = 0.25
-    max_tilt: float = 0.8
-    min_height: float = 0.15
+    max_tilt: float = 1.1
+    min_height: float = 0.12
     joint_key: str = "joint_pos"
     quat_key: str = "base_quat"
     target_key: str = "joint_targets"
