@@ -21,6 +21,7 @@ from sim2online_envs.tasks.go1 import (
     OBS_SLICES,
     Go1JoystickTask,
     Go1TaskConfig,
+    check_state,
 )
 
 DT = 0.02
@@ -306,6 +307,18 @@ def test_four_worlds_equal_four_single_worlds():
         batched.privileged()["total_mass"],
         [single.privileged()["total_mass"][0] for single in singles],
     )
+
+
+def test_backend_state_follows_the_task_contract():
+    backend = Go1VectorBackend(3)
+    state = backend.reset_worlds(np.arange(3), [np.random.default_rng(i) for i in range(3)])
+    check_state(state)
+    state = backend.apply({"joint_targets": np.tile(HOME_JOINT_POS, (3, 1))})
+    check_state(state)
+    assert state["foot_contact"].dtype == bool and state["trunk_contact"].shape == (3,)
+    del state["gyro"]
+    with pytest.raises(ValueError, match="gyro"):
+        check_state(state)
 
 
 def test_backend_rejects_bad_commands():

@@ -12,11 +12,11 @@ key                shape        meaning (SI units)
 =================  ===========  ==========================================================
 ``joint_pos``      (B, 12)      joint angles [rad], order FR, FL, RR, RL × hip, thigh, calf
 ``joint_vel``      (B, 12)      joint velocities [rad/s]
-``torque``         (B, 12)      motor torques applied [N·m]
+``torque``         (B, 12)      motor torques of the last physics step [N·m]
 ``base_quat``      (B, 4)       trunk orientation (w, x, y, z), IMU frame in world frame
 ``gyro``           (B, 3)       trunk angular velocity, body frame [rad/s]
 ``local_linvel``   (B, 3)       trunk linear velocity, body frame [m/s]
-``accelerometer``  (B, 3)       specific force at the IMU, body frame [m/s²]
+``accelerometer``  (B, 3)       specific force at the IMU, body frame [m/s²] (unused)
 ``foot_pos``       (B, 4, 3)    foot centres, world frame [m] (the z of each is used)
 ``foot_vel``       (B, 4, 3)    foot velocities, world frame [m/s]
 ``foot_contact``   (B, 4)       bool, foot touches the ground
@@ -49,6 +49,7 @@ __all__ = [
     "Go1ObsNoise",
     "Go1RewardWeights",
     "Go1TaskConfig",
+    "check_state",
     "gravity_in_body",
     "rotate_to_world",
     "rotation_matrix",
@@ -573,7 +574,11 @@ class Go1JoystickTask(Task):
 
 
 def check_state(state: Mapping[str, np.ndarray]) -> None:
-    """Raise a ValueError naming the first missing or mis-shaped key of a Go1 state."""
+    """Raise a ValueError naming the first missing or mis-shaped key of a Go1 state.
+
+    For backends (the simulator, the real robot's driver, its twin): every key listed in this
+    module's docstring, with a leading batch axis.
+    """
     shapes = {
         "joint_pos": (NUM_JOINTS,),
         "joint_vel": (NUM_JOINTS,),
