@@ -24,6 +24,7 @@ from sim2online_envs.wrappers import (
 from sim2online_envs.wrappers.safety import Go1Limits, PandaLimits, RaceCarLimits
 
 import sim2online_envs
+import sim2online_envs.make as make_module
 from sim2online_envs.core import SingleWorld
 
 
@@ -131,7 +132,7 @@ def test_real_stack_adds_watchdog_timing_and_prompt(monkeypatch: pytest.MonkeyPa
         base.backend = FakeRealWorld(base.backend.vector_backend)
         return env
 
-    monkeypatch.setattr(sim2online_envs.make.gym, "make", make_as_real)
+    monkeypatch.setattr(make_module.gym, "make", make_as_real)
     env = sim2online_envs.make_env("racecar", "real")
     assert layers(env) == [ResetPromptWrapper, ControlRateWrapper, SafetyWrapper]
     assert env.active and isinstance(env.operator, TerminalOperator)

@@ -498,22 +498,26 @@ class CommandWatchdog:
         self._thread.join(timeout=1.0)
 
     def _run(self) -> None:
-        with self._condition:
-            while not self._closed:
-                if self._deadline is None:
-                    self._condition.wait()
-                    continue
-                remaining = self._deadline - time.monotonic()
-                if remaining > 0:
+        while True:
+            with self._condition:
+                while not self._closed:
+                    if self._deadline is None:
+                        self._condition.wait()
+                        continue
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
                     self._condition.wait(timeout=remaining)
-                    continue
+                if self._closed:
+                    return
                 self._deadline = None
                 self._fired = True
                 self.fire_count += 1
-                try:
-                    self._on_timeout()
-                except Exception:
-                    logger.exception("watchdog stop hook failed; the robot may still be moving")
+            # Outside the lock: a slow hook must not block arm() and disarm() in the control loop.
+            try:
+                self._on_timeout()
+            except Exception:
+                logger.exception("watchdog stop hook failed; the robot may still be moving")
 
 
 # --------------------------------------------------------------------------------------------
