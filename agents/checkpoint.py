@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,50 @@ def load_checkpoint(
     return model
 
 
+class CheckpointCallback(BaseCallback):
+    """:func:`save_checkpoint` at rollout boundaries, after the rollout's gradient steps.
+
+    SB3's own ``CheckpointCallback`` saves inside a rollout (mid-episode); this one saves when the
+    next rollout starts, i.e. after the previous episode's updates and before any action of the
+    next one, so that resuming from it continues exactly where the run was (same RNG stream,
+    same schedules if resumed with ``learn(total - model.num_timesteps,
+    reset_num_timesteps=False)``).
+
+    ``every_n_rollouts``: save every n-th boundary (episodes with ``train_freq=(1, "episode")``).
+    With ``async_updates`` the saved state is the one published at the last boundary at which the
+    background learner was idle; gradient steps still running, and transitions not yet handed
+    to the buffer, are not in it.
+    """
+
+    def __init__(
+        self,
+        directory: str | pathlib.Path,
+        every_n_rollouts: int = 1,
+        keep: int = 1,
+        include_replay_buffer: bool = True,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        if every_n_rollouts < 1:
+            raise ValueError(f"every_n_rollouts must be >= 1, got {every_n_rollouts}")
+        self.directory = pathlib.Path(directory)
+        self.every_n_rollouts = every_n_rollouts
+        self.keep = keep
+        self.include_replay_buffer = include_replay_buffer
+        self._rollouts = 0
+
+    def _on_rollout_start(self) -> None:
+        # The first rollout start of a learn() call has nothing new to save.
+        if self._rollouts and self._rollouts % self.every_n_rollouts == 0:
+            save_checkpoint(self.model, self.directory, self.include_replay_buffer, self.keep)
+        self._rollouts += 1
+
+    def _on_step(self) -> bool:
+        return True
+
+
 __all__ = [
+    "CheckpointCallback",
     "atomic_write",
     "capture_rng_state",
     "load_checkpoint",

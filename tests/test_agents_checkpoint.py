@@ -1,0 +1,313 @@
+"""Whole-state checkpoints: resume equals no interruption; hostile files give clear errors and
+leave the previous checkpoint intact."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+import zipfile
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from sim2online_envs.agents import (
+    SAC,
+    TD3,
+    MixingReplayBuffer,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sim2online_envs.agents.checkpoint import MANIFEST, CheckpointCallback, atomic_write
+from stable_baselines3.common.noise import NormalActionNoise
+
+EPISODE = 30
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+class EpisodeSeeded(gym.Wrapper):
+    """Episode k starts from seed 1000 + k, whatever reset is asked: the env side of "the same
+    seeds" for a run that is interrupted and resumed with a fresh env."""
+
+    def __init__(self, env: gym.Env, first_episode: int = 0):
+        super().__init__(env)
+        self.episode = first_episode
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        del seed
+        obs, info = self.env.reset(seed=1000 + self.episode, options=options)
+        self.episode += 1
+        return obs, info
+
+
+def make_env(first_episode: int = 0) -> gym.Env:
+    return EpisodeSeeded(gym.make("Pendulum-v1", max_episode_steps=EPISODE), first_episode)
+
+
+def offline_data(n: int = 100) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    return {
+        "observations": obs,
+        "next_observations": obs + 0.01,
+        "actions": rng.uniform(-1, 1, (n, 1)),
+        "rewards": rng.normal(size=n),
+        "dones": np.zeros(n),
+    }
+
+
+def build(algo: str, env: gym.Env) -> SAC | TD3:
+    common = dict(
+        policy_kwargs={"net_arch": [16, 16]},
+        buffer_size=1000,
+        batch_size=16,
+        train_freq=(1, "episode"),
+        gradient_steps=12,
+        learning_starts=0,
+        warm_start_steps=EPISODE,
+        learning_rate=1e-3,
+        actor_learning_rate=lambda progress: 1e-4 * progress,
+        max_grad_norm=1.0,
+        replay_buffer_class=MixingReplayBuffer,
+        replay_buffer_kwargs={"online_fraction": (0.5, 1.0, 50), "offline_data": offline_data()},
+        seed=0,
+        device="cpu",
+    )
+    if algo == "sac":
+        return SAC("MlpPolicy", env, policy_delay=3, **common)
+    noise = NormalActionNoise(np.zeros(1), 0.2 * np.ones(1))
+    return TD3("MlpPolicy", env, policy_delay=3, action_noise=noise, **common)
+
+
+def state_of(model: SAC | TD3) -> dict[str, Any]:
+    """Everything that must match: weights, targets, optimisers, temperature, counters, data."""
+    state: dict[str, Any] = {f"policy.{k}": v for k, v in model.policy.state_dict().items()}
+    for name in ("actor", "critic"):
+        optimizer = getattr(model, name).optimizer.state_dict()
+        for index, values in optimizer["state"].items():
+            for key, value in values.items():
+                state[f"{name}.optimizer.{index}.{key}"] = value
+    if getattr(model, "log_ent_coef", None) is not None:
+        state["log_ent_coef"] = model.log_ent_coef.detach()
+        for index, values in model.ent_coef_optimizer.state_dict()["state"].items():
+            for key, value in values.items():
+                state[f"ent_coef_optimizer.{index}.{key}"] = value
+    state["counters"] = (
+        model.num_timesteps,
+        model._n_updates,
+        model.n_actor_updates,
+        model._episode_num,
+        model.replay_buffer.update_step,
+    )
+    state["buffer"] = (
+        model.replay_buffer.size(),
+        model.replay_buffer.observations.copy(),
+        model.replay_buffer.actions.copy(),
+        model.replay_buffer.offline_size,
+    )
+    return copy.deepcopy(state)
+
+
+def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], th.Tensor):
+            assert th.equal(a[key], b[key]), key
+        elif key == "buffer":
+            assert a[key][0] == b[key][0] and a[key][3] == b[key][3]
+            np.testing.assert_array_equal(a[key][1], b[key][1])
+            np.testing.assert_array_equal(a[key][2], b[key][2])
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_resume_equals_no_interruption(algo: str, tmp_path: pathlib.Path) -> None:
+    """A run checkpointed every episode, "crashed" after 3 of 6 episodes and resumed from the
+    checkpoint ends in exactly the state of the run that went on (CPU, same seeds)."""
+    episodes_before, episodes_total = 3, 6
+    run = build(algo, make_env())
+    snapshots = CheckpointCallback(tmp_path / "ckpt", keep=episodes_total)
+    run.learn(EPISODE * episodes_total, callback=snapshots)
+    uninterrupted = state_of(run)
+
+    directory = tmp_path / "ckpt"
+    manifest = json.loads((directory / MANIFEST).read_text())
+    generation = episodes_before - 1  # generation g is saved after episode g + 1
+    assert generation in manifest["history"]
+    model_file = directory / f"model-{generation:06d}.zip"
+    buffer_file = directory / f"replay_buffer-{generation:06d}.pkl"
+    del run
+    th.manual_seed(999)  # whatever happens to the RNGs in between is undone by load
+    np.random.seed(999)
+    cls = SAC if algo == "sac" else TD3
+    resumed = cls.load(model_file, env=make_env(episodes_before))
+    resumed.load_replay_buffer(buffer_file)
+    assert resumed.num_timesteps == EPISODE * episodes_before
+    assert resumed._n_updates == 12 * episodes_before  # warm start: training from episode 1
+    resumed.learn(
+        EPISODE * episodes_total - resumed.num_timesteps,
+        reset_num_timesteps=False,
+    )
+    assert_same_state(uninterrupted, state_of(resumed))
+
+
+def test_checkpoint_directory_round_trip(tmp_path: pathlib.Path) -> None:
+    model = build("sac", make_env())
+    model.learn(EPISODE * 2)
+    save_checkpoint(model, tmp_path / "ckpt")
+    before = state_of(model)
+    restored = load_checkpoint(SAC, tmp_path / "ckpt", env=make_env(2))
+    assert_same_state(before, state_of(restored))
+    assert isinstance(restored.replay_buffer, MixingReplayBuffer)
+
+
+def test_checkpoint_for_other_spaces_is_rejected(tmp_path: pathlib.Path) -> None:
+    model = build("sac", make_env())
+    model.learn(EPISODE * 2)
+    save_checkpoint(model, tmp_path / "ckpt")
+    other = gym.make("MountainCarContinuous-v0")
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        load_checkpoint(SAC, tmp_path / "ckpt", env=other)
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        SAC.load(tmp_path / "ckpt" / "model-000000.zip", env=other)
+
+    # A replay buffer saved for other spaces is refused; the model keeps its own buffer.
+    other_model = SAC("MlpPolicy", other, policy_kwargs={"net_arch": [8]}, learning_starts=0)
+    other_model.learn(5)
+    other_model.save_replay_buffer(tmp_path / "other_buffer")
+    own = model.replay_buffer
+    with pytest.raises(ValueError, match=r"does not fit this model: observation shape"):
+        model.load_replay_buffer(tmp_path / "other_buffer")
+    assert model.replay_buffer is own
+
+
+def test_truncated_files_give_clear_errors(tmp_path: pathlib.Path) -> None:
+    model = build("sac", make_env())
+    model.learn(EPISODE * 2)
+    save_checkpoint(model, tmp_path / "ckpt")
+    manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+
+    model_file = tmp_path / "ckpt" / manifest["model"]["file"]
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        SAC.load(truncated)
+
+    buffer_file = tmp_path / "ckpt" / manifest["replay_buffer"]["file"]
+    truncated_buffer = tmp_path / "truncated.pkl"
+    truncated_buffer.write_bytes(buffer_file.read_bytes()[:1000])
+    own = model.replay_buffer
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        model.load_replay_buffer(truncated_buffer)
+    assert model.replay_buffer is own
+
+    # In a checkpoint directory the manifest catches it before anything is unpickled.
+    intact = buffer_file.read_bytes()
+    buffer_file.write_bytes(intact[:-10])
+    with pytest.raises(ValueError, match="truncated or altered"):
+        load_checkpoint(SAC, tmp_path / "ckpt", env=make_env())
+    buffer_file.write_bytes(intact[:-10] + b"0123456789")
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_checkpoint(SAC, tmp_path / "ckpt", env=make_env())
+    with pytest.raises(FileNotFoundError, match=r"checkpoint\.json is missing"):
+        load_checkpoint(SAC, tmp_path / "nowhere")
+
+
+def test_a_crash_mid_save_leaves_the_previous_checkpoint(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = build("sac", make_env())
+    model.learn(EPISODE * 2)
+    save_checkpoint(model, tmp_path / "ckpt")
+    saved = state_of(model)
+    files_before = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
+
+    model.learn(EPISODE, reset_num_timesteps=False)  # the learner moves on, then saving fails
+    original_writestr = zipfile.ZipFile.writestr
+
+    def crash(self: zipfile.ZipFile, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "_stable_baselines3_version":  # late in the archive: data already written
+            raise OSError("disk full")
+        original_writestr(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, tmp_path / "ckpt")
+    with pytest.raises(OSError, match="disk full"):
+        model.save(tmp_path / "ckpt" / files_before_model(files_before))
+    monkeypatch.undo()
+
+    files_after = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
+    assert files_after == files_before  # no partial file, no temporary file left behind
+    restored = load_checkpoint(SAC, tmp_path / "ckpt", env=make_env(2))
+    assert_same_state(saved, state_of(restored))
+
+
+def files_before_model(files: dict[str, bytes]) -> str:
+    return next(name for name in files if name.startswith("model-"))
+
+
+def test_crash_in_the_buffer_write_keeps_the_old_pair(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = build("td3", make_env())
+    model.learn(EPISODE * 2)
+    save_checkpoint(model, tmp_path / "ckpt")
+    manifest_before = (tmp_path / "ckpt" / MANIFEST).read_text()
+    model.learn(EPISODE, reset_num_timesteps=False)
+
+    def crash(path: Any) -> None:
+        atomic_write(path, lambda file: (file.write(b"partial"), _raise()))
+
+    monkeypatch.setattr(model, "save_replay_buffer", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / MANIFEST).read_text() == manifest_before
+    assert not [p for p in (tmp_path / "ckpt").iterdir() if p.name.endswith(".tmp")]
+    restored = load_checkpoint(TD3, tmp_path / "ckpt", env=make_env(2))
+    assert restored.num_timesteps == EPISODE * 2
+
+
+def _raise() -> None:
+    raise KeyboardInterrupt  # e.g. the operator stops the run mid-save
+
+
+def test_keep_several_generations(tmp_path: pathlib.Path) -> None:
+    model = build("sac", make_env())
+    model.learn(EPISODE)
+    for _ in range(4):
+        save_checkpoint(model, tmp_path / "ckpt", keep=2)
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert names == [
+        MANIFEST,
+        "model-000002.zip",
+        "model-000003.zip",
+        "replay_buffer-000002.pkl",
+        "replay_buffer-000003.pkl",
+    ]
+
+
+def test_rng_states_are_restored(tmp_path: pathlib.Path) -> None:
+    model = build("sac", make_env())
+    th.manual_seed(42)
+    np.random.seed(42)
+    model.action_space.seed(42)
+    model.save(tmp_path / "model")
+    expected = (th.rand(3), np.random.rand(3), model.action_space.sample())
+    th.manual_seed(0)
+    np.random.seed(0)
+    loaded = SAC.load(tmp_path / "model")
+    got = (th.rand(3), np.random.rand(3), loaded.action_space.sample())
+    assert th.equal(expected[0], got[0])
+    np.testing.assert_array_equal(expected[1], got[1])
+    np.testing.assert_array_equal(expected[2], got[2])
