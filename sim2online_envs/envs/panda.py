@@ -62,12 +62,14 @@ class PandaEnv(TaskEnv):
     | 0   | dx     | -1  | 1   | tip target step along world x, times 0.02 m                |
     | 1   | dy     | -1  | 1   | tip target step along world y, times 0.02 m                |
     | 2   | dz     | -1  | 1   | tip target step along world z, times 0.02 m                |
-    | 3   | g      | -1  | 1   | g > 0 closes the gripper (70 N), g <= 0 opens it (0.08 m)  |
+    | 3   | g      | -1  | 1   | g > 0 closes the gripper, g <= 0 opens it (see below)      |
 
     The step is added to the controller's tip target, which is then held within 0.04 m of the
     measured tip per axis (no wind-up against the table) and clamped to the workspace box
     x in [0.30, 0.68], y in [-0.3, 0.3], z in [0.015, 0.35] m (reachable with the hand down).
-    Actions outside the box are clipped; non-finite actions raise a ValueError.
+    The fingers move at 0.1 m/s each (a full close takes 0.4 s) from wherever they are and
+    squeeze what they meet with the Franka Hand's continuous grasp force, 70 N. Actions outside
+    the box are clipped; non-finite actions raise a ValueError.
 
     ## Observation Space
 
@@ -103,8 +105,9 @@ class PandaEnv(TaskEnv):
     | ``carry``    | d(cube, goal) before - after (m)                           | 10     |
     | ``success``  | 1 when d(cube, goal) < 0.05 m                               | 10     |
 
-    ``grasped``: gripper commanded closed, cube centre within 2 cm of the fingertip centre, and
-    fingers no wider than the cube + 1 cm (nor closed on nothing).
+    ``grasped``: the closed gripper squeezes something (the fingers stopped on it; on the real
+    hand libfranka's ``is_grasped``) and the cube's centre is within 2.5 cm of the fingertip
+    centre.
 
     ## Starting State
 

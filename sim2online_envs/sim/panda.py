@@ -11,7 +11,9 @@ computes), keeping the hand pointing down and drifting toward the home posture i
 The joint position servos of the model then track those targets at the physics rate inside
 ``Batch.step(nstep=n_substeps)``, so no Python runs per physics substep. The IK closes the loop on
 the measured state every control period; gravity compensation (``gravcomp``) lets the stiff
-servos hold a pose without steady-state error, as the real arm's own controllers do.
+servos hold a pose without steady-state error, as the real arm's own controllers do. The
+gripper moves at 0.1 m/s per finger from its current width and squeezes with at most 70 N (see
+``assets/panda.xml``); ``gripper_holding`` reports that it has closed on something.
 
 Images: one ``mujoco.Renderer`` (64x64 by default) renders every world in turn: each world's
 randomised model fields and its configuration are copied into a render-only ``MjModel``/
@@ -173,7 +175,7 @@ class PandaSimConfig:
     pixel_shadow_size: int = 256
     pixel_tessellation: tuple[int, int] = (12, 6)
     #: Overview (rgb_array) frames: shadow-map size and tessellation, for people to look at.
-    overview_shadow_size: int = 2048
+    overview_shadow_size: int = 1024
     overview_tessellation: tuple[int, int] = (28, 16)
     #: Table colour without randomisation.
     table_rgba: tuple[float, float, float, float] = field(default=(0.72, 0.72, 0.7, 1.0))
@@ -292,11 +294,11 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
         quat=list(_look_at_quat(np.array(config.camera_pos), np.array(config.camera_target))),
         fovy=config.camera_fovy,
     )
-    overview_pos = np.array([1.45, -1.0, 1.0])
+    overview_pos = np.array([1.15, -0.75, 0.7])
     world.add_camera(
         name="overview",
         pos=list(overview_pos),
-        quat=list(_look_at_quat(overview_pos, np.array([0.3, 0.0, 0.25]))),
+        quat=list(_look_at_quat(overview_pos, np.array([0.35, 0.0, 0.22]))),
         fovy=50.0,
     )
 
