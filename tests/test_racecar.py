@@ -14,6 +14,7 @@ import sim2online_envs
 from sim2online_envs.controllers.racecar import ParkingController, make_controller
 from sim2online_envs.core import TIME_LIMIT
 from sim2online_envs.envs.racecar import RaceCarEnv
+from sim2online_envs.sim import racecar as racecar_sim
 from sim2online_envs.sim.racecar import CarParams, RaceCarVectorBackend, RandomizationRanges
 from sim2online_envs.tasks.racecar import RaceCarTask
 
@@ -310,9 +311,16 @@ def test_actuators_lag_and_rate_limit() -> None:
 # -- batching, seeding and randomisation --------------------------------------------------------
 
 
+@pytest.mark.parametrize("block", [4096, 3])
 @pytest.mark.parametrize("dynamics", DYNAMICS)
-def test_a_batch_of_worlds_equals_single_worlds(dynamics: str) -> None:
-    """World i of a 4-world backend is bit for bit a 1-world backend with world i's generator."""
+def test_a_batch_of_worlds_equals_single_worlds(
+    dynamics: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """World i of a 4-world backend is bit for bit a 1-world backend with world i's generator.
+
+    Also when the worlds are stepped in several blocks (``WORLDS_PER_BLOCK = 3``).
+    """
+    monkeypatch.setattr(racecar_sim, "WORLDS_PER_BLOCK", block)
     seeds = [3, 4, 5, 6]
     batch = RaceCarVectorBackend(num_worlds=4, dynamics=dynamics)
     singles = [RaceCarVectorBackend(num_worlds=1, dynamics=dynamics) for _ in seeds]
