@@ -213,6 +213,8 @@ class FineTuningMixin:
         self.actor_lr_schedule = FloatSchedule(
             self.lr_schedule if actor_lr is None else actor_lr  # type: ignore[arg-type]
         )
+        # SB3 builds every optimiser with learning_rate; show the actor's own rate from the start.
+        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1.0))
         # Models saved before these attributes existed (or SB3 models loaded through this class).
         for name, default in (("_n_actor_updates", 0), ("_learner", None)):
             if not hasattr(self, name):

@@ -6,7 +6,8 @@
 critic_arch           ``"mlp"`` (SB3's critic, sized by ``net_arch``) or ``"bro"``: a BRO
                       critic (Nauman et al. 2024): Linear → LayerNorm → ReLU, then
                       ``critic_blocks`` residual blocks ``x + LN(W2 ReLU(LN(W1 x)))``,
-                      then a linear head. Default ``"mlp"``.
+                      then a linear head; ``net_arch``'s critic part is then unused.
+                      Default ``"mlp"``.
 critic_width          BRO hidden width (default 512, the study's value).
 critic_blocks         BRO residual blocks (default 2).
 share_features_extractor
@@ -266,7 +267,6 @@ class _PolicyExtrasMixin:
         critic_blocks: int,
         image_augmentation: str | None,
         random_shift_pad: int,
-        net_arch: Any,
     ) -> None:
         if critic_arch not in CRITIC_ARCHS:
             raise ValueError(f"critic_arch must be one of {CRITIC_ARCHS}, got {critic_arch!r}")
@@ -274,11 +274,6 @@ class _PolicyExtrasMixin:
             raise ValueError(
                 f"image_augmentation must be one of {IMAGE_AUGMENTATIONS}, "
                 f"got {image_augmentation!r}"
-            )
-        if critic_arch == "bro" and isinstance(net_arch, dict) and "qf" in net_arch:
-            raise ValueError(
-                "net_arch['qf'] sizes the MLP critic; with critic_arch='bro' use critic_width "
-                "and critic_blocks instead"
             )
         if random_shift_pad < 0:
             raise ValueError(f"random_shift_pad must be >= 0, got {random_shift_pad}")
@@ -372,7 +367,6 @@ class SACPolicy(_PolicyExtrasMixin, _SB3SACPolicy):
             critic_blocks,
             image_augmentation,
             random_shift_pad,
-            net_arch,
         )
         super().__init__(observation_space, action_space, lr_schedule, net_arch, *args, **kwargs)
 
@@ -434,7 +428,6 @@ class TD3Policy(_PolicyExtrasMixin, _SB3TD3Policy):
             critic_blocks,
             image_augmentation,
             random_shift_pad,
-            net_arch,
         )
         super().__init__(observation_space, action_space, lr_schedule, net_arch, *args, **kwargs)
 

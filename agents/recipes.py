@@ -76,7 +76,7 @@ def _robot(robot: str) -> dict[str, Any]:
 
 def _policy_kwargs(robot: str, images: bool) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
-        "net_arch": {"pi": [256, 256]},
+        "net_arch": [256, 256],  # the actor's; the BRO critic is sized by critic_width/blocks
         "critic_arch": "bro",
         "critic_width": 512,
         "critic_blocks": 2,

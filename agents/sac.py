@@ -15,7 +15,12 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, polyak_update
+from stable_baselines3.common.utils import (
+    FloatSchedule,
+    get_parameters_by_name,
+    polyak_update,
+    update_learning_rate,
+)
 from torch.nn import functional
 
 
@@ -145,6 +150,8 @@ class SAC(FineTuningMixin, SB3SAC):
         self._setup_fine_tuning()
         rate = self.ent_coef_learning_rate
         self.ent_coef_lr_schedule = FloatSchedule(self.lr_schedule if rate is None else rate)
+        if self.ent_coef_optimizer is not None:
+            update_learning_rate(self.ent_coef_optimizer, self.ent_coef_lr_schedule(1.0))
 
     def _create_aliases(self) -> None:
         super()._create_aliases()

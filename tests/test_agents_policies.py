@@ -169,7 +169,6 @@ def test_bro_critic_trains_and_loads(tmp_path) -> None:
         ({"critic_arch": "transformer"}, "critic_arch must be one of"),
         ({"image_augmentation": "random_shift"}, "needs image observations"),
         ({"image_augmentation": "cutout"}, "image_augmentation must be one of"),
-        ({"critic_arch": "bro", "net_arch": {"pi": [8], "qf": [8]}}, "critic_width"),
         ({"critic_arch": "bro", "critic_width": 0}, "critic_width >= 1"),
     ],
 )
