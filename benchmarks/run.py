@@ -407,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "images": lambda: bench_images(settings),
     }
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     rows: list[Row] = []
     for name in args.only:
         logger.info("benchmarking %s ...", name)
@@ -415,8 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("  %s took %.0f s", name, time.perf_counter() - section_start)
     mode = "--quick" if args.quick else "full"
     text = (
-        f"Measured {machine_summary()} ({mode} run, {time.perf_counter() - started:.0f} s).\n\n"
-        + markdown_table(rows)
+        f"Measured {machine_summary()} ({mode} run, {time.perf_counter() - started:.0f} s; "
+        f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
+        f"on {os.cpu_count()} CPUs).\n\n" + markdown_table(rows)
     )
     print(text)
     if args.out:
