@@ -414,9 +414,9 @@ class Go1JoystickTask(Task):
         self.soft_upper = middle + half_range
         self._pose_weights = np.array([1.0, 1.0, 0.1] * 4)
         # weight * control_dt for each term, in reporting order
-        self._weight_row = np.array(
+        self._weight_column = np.array(
             [
-                getattr(cfg.weights, field.name) * self.control_dt
+                [getattr(cfg.weights, field.name) * self.control_dt]
                 for field in dataclasses.fields(Go1RewardWeights)
             ]
         )
@@ -559,15 +559,15 @@ class Go1JoystickTask(Task):
     ) -> dict[str, np.ndarray]:
         del prev_state
         raw = self.raw_reward_terms(state, action, task_state)
-        # weight all terms at once; column k of the last axis is term k (or the clip)
-        weighted = np.empty((state["joint_pos"].shape[0], len(raw) + 1))
-        weighted[:, :-1] = np.stack(list(raw.values()), axis=1) * self._weight_row
+        # weight all terms at once: row k is term k, the last row the clip
+        weighted = np.empty((len(raw) + 1, state["joint_pos"].shape[0]))
+        np.multiply(list(raw.values()), self._weight_column, out=weighted[:-1])
         if self.config.clip_reward_at_zero:
             # the running sum adds the terms one by one, in reporting order, as the envs do
-            np.maximum(-np.cumsum(weighted[:, :-1], axis=1)[:, -1], 0.0, out=weighted[:, -1])
+            np.maximum(-np.cumsum(weighted[:-1], axis=0)[-1], 0.0, out=weighted[-1])
         else:
-            weighted[:, -1] = 0.0
-        return {name: weighted[:, k] for k, name in enumerate(self.reward_term_names)}
+            weighted[-1] = 0.0
+        return dict(zip(self.reward_term_names, weighted, strict=True))
 
     def info(self, state: Batch, task_state: Batch) -> dict[str, np.ndarray]:
         return {"command": task_state["command"].copy()}
