@@ -138,7 +138,9 @@ class PandaEnv(TaskEnv):
     | ``domain_randomization`` | ``True``   | lights, camera, colours, brightness per reset  |
     | ``control_dt``           | ``0.05``   | seconds per step (a multiple of 0.002 s)       |
     | ``image_size``           | ``64``     | side of the square grayscale image, pixels     |
-    | ``max_episode_steps``    | ``250``    | time limit in steps                            |
+    | ``max_episode_steps``    | ``250``    | time limit in steps (through ``gym.make`` pass |
+    |                          |            | it in ``task_config``: gym.make keeps          |
+    |                          |            | ``max_episode_steps`` for its own TimeLimit)   |
     | ``task_config``          | ``None``   | ``PandaTaskConfig`` or a dict of overrides     |
     | ``sim_config``           | ``None``   | ``PandaSimConfig`` or a dict of overrides      |
     | ``render_mode``          | ``None``   | ``"rgb_array"``: 240x320 colour overview, goal |
