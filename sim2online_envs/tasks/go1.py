@@ -390,6 +390,10 @@ class Go1JoystickTask(Task):
 
     Task state (per world): ``command`` (3), ``last_action`` (12), ``feet_air_time`` (4),
     ``last_contact`` (4), ``swing_peak`` (4), ``obs_noise`` (48, zero unless noise is on).
+
+    Random draws, from each world's generator: at reset the command (3 uniforms), then with
+    noise on the observation noise (48); after each step, on a resampling step the command,
+    then with noise on the next observation's noise.
     """
 
     robot: ClassVar[str] = "go1"
