@@ -361,8 +361,9 @@ class MixingReplayBuffer(ReplayBuffer):
     (the same class on SB3's ``DictReplayBuffer``), so ``replay_buffer_class=MixingReplayBuffer``
     works for every space.
 
-    The schedule position ``update_step`` counts minibatches drawn (one per gradient step); the
-    agents in this package also set it from their own update counter before each training round.
+    The schedule position ``update_step`` counts minibatches drawn since the buffer was made (one
+    per gradient step), so a schedule starts with the mixing, not with the agent's pretraining;
+    it is saved with the buffer.
     While the online part is empty every sample comes from D0 (offline pre-training); while D0 is
     empty every sample comes from the online part (with a one-time warning).
     """

@@ -252,10 +252,10 @@ class FineTuningMixin:
             params = [p for group in optimizer.param_groups for p in group["params"]]
             th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
 
-    def _sync_mixing_schedule(self) -> None:
-        """The mixing buffer's α schedule follows this learner's gradient-step counter."""
+    def _log_online_fraction(self) -> None:
+        """Log α. The mixing buffer counts its own minibatches, i.e. the gradient steps since
+        mixing began: a prior loaded with a million pretraining updates still starts at α(0)."""
         if isinstance(self.replay_buffer, MixingReplayBuffer):
-            self.replay_buffer.update_step = self._n_updates
             self.logger.record(  # type: ignore[attr-defined]
                 "train/online_fraction", self.replay_buffer.current_online_fraction()
             )

@@ -172,7 +172,7 @@ class SAC(FineTuningMixin, SB3SAC):
                 ("ent_coef_learning_rate", self.ent_coef_optimizer, self.ent_coef_lr_schedule)
             )
         self._set_learning_rates(extra)
-        self._sync_mixing_schedule()
+        self._log_online_fraction()
         metrics: dict[str, list[float]] = defaultdict(list)
 
         for _ in range(gradient_steps):

@@ -127,7 +127,7 @@ class TD3(FineTuningMixin, SB3TD3):
         """``gradient_steps`` critic updates; actor and targets every ``policy_delay``-th."""
         self.policy.set_training_mode(True)
         self._set_learning_rates()
-        self._sync_mixing_schedule()
+        self._log_online_fraction()
         metrics: dict[str, list[float]] = defaultdict(list)
 
         for _ in range(gradient_steps):

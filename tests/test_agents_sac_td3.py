@@ -305,6 +305,27 @@ def test_mixing_buffer_schedule_follows_the_learner_and_works_with_plain_sb3() -
     assert ours.replay_buffer.current_online_fraction() == 1.0
 
 
+def test_mixing_schedule_starts_with_fine_tuning_not_pretraining(tmp_path) -> None:
+    prior = SAC("MlpPolicy", pendulum(), policy_kwargs=dict(TINY), batch_size=8, learning_starts=0)
+    prior.learn(60)
+    assert prior._n_updates > 50
+    prior.save(tmp_path / "prior")
+    model = SAC.load(
+        tmp_path / "prior",
+        env=pendulum(),
+        replay_buffer_class=MixingReplayBuffer,
+        replay_buffer_kwargs={"online_fraction": (0.5, 1.0, 100)},
+        learning_starts=0,
+        batch_size=8,
+    )
+    pretraining_updates = model._n_updates
+    model.learn(30)
+    fine_tuning_updates = model._n_updates - pretraining_updates
+    assert model.replay_buffer.update_step == fine_tuning_updates
+    expected = 0.5 + 0.5 * fine_tuning_updates / 100
+    assert model.replay_buffer.current_online_fraction() == pytest.approx(expected)
+
+
 def test_sac_with_several_envs() -> None:
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
     model = SAC("MlpPolicy", env, policy_kwargs=dict(TINY), batch_size=16, learning_starts=20)
