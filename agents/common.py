@@ -7,6 +7,7 @@ sb3.SAC)``); everything else of SB3's API stays as it is.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
@@ -14,7 +15,7 @@ import pathlib
 import pickle
 import threading
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -550,6 +551,20 @@ def _dtypes(space: spaces.Space) -> Any:
     return str(space.dtype)
 
 
+@contextlib.contextmanager
+def frozen(module: th.nn.Module) -> Iterator[None]:
+    """No gradients into ``module``'s parameters inside the block (their flags are restored)."""
+    parameters = list(module.parameters())
+    flags = [p.requires_grad for p in parameters]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(parameters, flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def _getattr_path(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part, None)
@@ -558,4 +573,4 @@ def _getattr_path(obj: Any, path: str) -> Any:
     return obj
 
 
-__all__ = ["BackgroundLearner", "FineTuningMixin", "check_buffer_spaces"]
+__all__ = ["BackgroundLearner", "FineTuningMixin", "check_buffer_spaces", "frozen"]

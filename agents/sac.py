@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from sim2online_envs.agents.common import FineTuningMixin
+from sim2online_envs.agents.common import FineTuningMixin, frozen
 from sim2online_envs.agents.policies import SACCnnPolicy, SACMultiInputPolicy, SACPolicy
 from stable_baselines3 import SAC as SB3SAC
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -220,11 +220,8 @@ class SAC(FineTuningMixin, SB3SAC):
         actions_pi, log_prob = self.actor.action_log_prob(observations)
         log_prob = log_prob.reshape(-1, 1)
         # The actor loss must not write gradients into the critic (nor its encoder).
-        self.critic.requires_grad_(False)
-        try:
+        with frozen(self.critic):
             q_pi = th.cat(self.critic(observations, actions_pi), dim=1)
-        finally:
-            self.critic.requires_grad_(True)
         min_q_pi, _ = th.min(q_pi, dim=1, keepdim=True)
         actor_loss = (ent_coef * log_prob - min_q_pi).mean()
         self.actor.optimizer.zero_grad()

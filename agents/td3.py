@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from sim2online_envs.agents.common import FineTuningMixin
+from sim2online_envs.agents.common import FineTuningMixin, frozen
 from sim2online_envs.agents.policies import TD3CnnPolicy, TD3MultiInputPolicy, TD3Policy
 from stable_baselines3 import TD3 as SB3TD3
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -155,11 +155,8 @@ class TD3(FineTuningMixin, SB3TD3):
             metrics["critic_loss"].append(critic_loss.item())
 
             if self._n_updates % self.policy_delay == 0:
-                self.critic.requires_grad_(False)
-                try:
+                with frozen(self.critic):
                     q = self.critic.q1_forward(observations, self.actor(observations))
-                finally:
-                    self.critic.requires_grad_(True)
                 actor_loss = -q.mean()
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
