@@ -23,9 +23,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from sim2online_envs.agents import SAC, paper_recipe
 
 import sim2online_envs  # noqa: F401  (registers the env ids)
-from sim2online_envs.agents import SAC, paper_recipe
 
 logger = logging.getLogger("agents_latency")
 
@@ -109,11 +109,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     rows = [run(mode, args) for mode in ("sync", "async")]
-    print(f"SimRaceCar-v0 at 60 Hz (16.7 ms), {args.episodes} episodes of 250 steps, "
-          f"torch threads {args.threads}, {sys.platform}")
+    print(
+        f"SimRaceCar-v0 at 60 Hz (16.7 ms), {args.episodes} episodes of 250 steps, "
+        f"torch threads {args.threads}, {sys.platform}"
+    )
     print()
-    print("| updates | K | critic | median step (ms) | p99 in episode | worst in episode "
-          "| worst at episode boundary | late steps (>25 ms) | gradient steps | wall (s) |")
+    print(
+        "| updates | K | critic | median step (ms) | p99 in episode | worst in episode "
+        "| worst at episode boundary | late steps (>25 ms) | gradient steps | wall (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
