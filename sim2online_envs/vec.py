@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -162,7 +163,7 @@ class _WorldView:
 
     def render(self) -> np.ndarray | None:
         """An RGB frame of this world, from the simulator's renderer."""
-        return self._venv.vector_backend.render_world(self.index)
+        return self._venv._render_world(self.index)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -223,6 +224,9 @@ class TaskVecEnv(VecEnv):
         self._task_state: Batch | None = None
         self._actions: np.ndarray | None = None
         self._closed = False
+        self._render_takes_goal = (
+            "goal" in inspect.signature(vector_backend.render_world).parameters
+        )
         self.full_infos = bool(full_infos)
         #: Each weighted reward term of the last step, (N,) arrays (cheap batched logging).
         self.last_reward_terms: dict[str, np.ndarray] = {}
@@ -455,7 +459,19 @@ class TaskVecEnv(VecEnv):
                 "get_images() needs render_mode='rgb_array', this vec env has %r", self._render_mode
             )
             return [None] * self.num_envs
-        return [self.vector_backend.render_world(i) for i in range(self.num_envs)]
+        return [self._render_world(i) for i in range(self.num_envs)]
+
+    def _render_world(self, world: int) -> np.ndarray | None:
+        """World ``world``'s frame; with its goal drawn where the simulator can draw one.
+
+        The single envs of the race car and the Panda pass their task's goal to
+        ``render_world(world, goal=...)``; so does this, for simulators that take it.
+        """
+        if self._render_takes_goal and self._task_state is not None:
+            goal = self._task_state.get("goal")
+            if goal is not None:
+                return self.vector_backend.render_world(world, goal=goal[world])  # type: ignore[call-arg]
+        return self.vector_backend.render_world(world)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return [getattr(self._views[i], attr_name) for i in self._get_indices(indices)]

@@ -427,3 +427,15 @@ def test_sb3_algorithms_learn_on_make_vec() -> None:
     assert ppo.num_timesteps == 8 and len(ppo.ep_info_buffer) == 2
     car.close()
     panda.close()
+
+
+def test_world_frames_equal_the_single_envs_frames_goal_included() -> None:
+    venv = make_vec("SimRaceCar-v0", 2, seed=4, render_mode="rgb_array")
+    venv.reset()
+    venv.step(np.full((2, 2), 0.5))
+    for i in range(2):
+        single = gym.make("SimRaceCar-v0", render_mode="rgb_array")
+        single.reset(seed=4 + i)
+        single.step(np.full(2, 0.5))
+        np.testing.assert_array_equal(venv.env_method("render", indices=i)[0], single.render())
+    assert venv.render().shape[:2] == (512, 256)  # SB3 tiles two 256x256 worlds in a column
