@@ -321,7 +321,9 @@ def test_bad_actions_name_the_expected_shape() -> None:
     venv.reset()
     with pytest.raises(ValueError, match=r"shape \(2, 1\).*got \(3, 1\)"):
         venv.step(np.zeros((3, 1)))
-    _, _, _, _ = venv.step(np.zeros(2))  # (N,) is accepted for a one-dimensional action
+    # (N,) is accepted for a one-dimensional action, as (N, 1)
+    venv.step(np.full(2, 0.5))
+    np.testing.assert_array_equal(venv.task_state["last_action"], [0.5, 0.5])
 
 
 def test_step_before_reset_is_an_error() -> None:
