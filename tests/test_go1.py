@@ -309,6 +309,38 @@ def test_four_worlds_equal_four_single_worlds():
     )
 
 
+def test_task_results_do_not_depend_on_the_batch_size():
+    """Each world's observation, rewards and ends are bit-identical alone and in a batch."""
+    count = 8
+    backend = Go1VectorBackend(count)
+    rngs = [np.random.default_rng(seed) for seed in range(count)]
+    state = backend.reset_worlds(np.arange(count), rngs)
+    task = Go1JoystickTask(Go1TaskConfig(command_range="full"))
+    task_state = task.initial_task_state(state, rngs)
+    actions = np.random.default_rng(1).uniform(-1.2, 1.2, size=(40, count, 12))
+    for step, action in enumerate(actions, start=1):
+        prev_state = state
+        state = backend.apply(task.command(action, state, task_state))
+        batched = {
+            "obs": task.observe(state, task_state),
+            "terminated": task.terminated(state, task_state),
+            **task.reward_terms(prev_state, state, action, task_state),
+        }
+        for world in range(count):
+            rows = slice(world, world + 1)
+            one_state = {key: value[rows] for key, value in state.items()}
+            one_task_state = {key: value[rows] for key, value in task_state.items()}
+            alone = {
+                "obs": task.observe(one_state, one_task_state),
+                "terminated": task.terminated(one_state, one_task_state),
+                **task.reward_terms(one_state, one_state, action[rows], one_task_state),
+            }
+            for key, value in alone.items():
+                np.testing.assert_array_equal(batched[key][world], value[0], err_msg=key)
+        steps = np.full(count, step)
+        task_state = task.advance(task_state, state, action, steps, rngs)
+
+
 def test_backend_state_follows_the_task_contract():
     backend = Go1VectorBackend(3)
     state = backend.reset_worlds(np.arange(3), [np.random.default_rng(i) for i in range(3)])

@@ -204,65 +204,64 @@ class Go1TaskConfig:
 
 
 # -- Frames ----------------------------------------------------------------------------------
-# At batch size 1 the cost of task code is the number of NumPy calls (about 1 µs each), so the
-# frame conversions are written with as few as possible; np.cross, np.stack, np.clip and
-# np.linalg.norm each cost several.
+# Two constraints shape these functions. They must give bit-identical results for a world
+# whatever the batch size, so that the batched env equals the single env world by world: hence
+# element-wise ufuncs only, no matrix products (BLAS picks other kernels, and other rounding,
+# for other sizes). And at batch size 1 their cost is the number of NumPy calls, about 1 µs
+# each, so they use few: every entry of a unit quaternion's rotation matrix is a sum of four
+# signed products q_i q_j, evaluated for all entries at once.
 
 
-def _quadratic_form(entries: dict[int, dict[str, float]]) -> np.ndarray:
-    """(16, n) coefficients mapping the products q_i q_j (flattened 4×4) to n quadratics."""
-    index = {"w": 0, "x": 1, "y": 2, "z": 3}
-    form = np.zeros((16, len(entries)))
-    for column, terms in entries.items():
-        for pair, coefficient in terms.items():
-            form[4 * index[pair[0]] + index[pair[1]], column] = coefficient
-    return form
+def _quadratic_form(*entries: str) -> tuple[np.ndarray, np.ndarray]:
+    """Index (4, n) into the flattened q qᵀ and signs (4, n) of n entries like "+ww -xx ..."."""
+    axis = {"w": 0, "x": 1, "y": 2, "z": 3}
+    index = np.zeros((4, len(entries)), dtype=np.intp)
+    sign = np.zeros((4, len(entries)))
+    for column, entry in enumerate(entries):
+        for row, term in enumerate(entry.split()):
+            sign[row, column] = 1.0 if term[0] == "+" else -1.0
+            index[row, column] = 4 * axis[term[1]] + axis[term[2]]
+    return index, sign
 
 
-# Every entry of a unit quaternion's rotation matrix is a quadratic form in (w, x, y, z), so the
-# matrix is one product of the outer product q qᵀ with this (16, 9) matrix: 3 NumPy calls.
-_ROTATION_FORM = _quadratic_form(
-    {
-        0: {"ww": 1, "xx": 1, "yy": -1, "zz": -1},
-        1: {"xy": 2, "wz": -2},
-        2: {"xz": 2, "wy": 2},
-        3: {"xy": 2, "wz": 2},
-        4: {"ww": 1, "xx": -1, "yy": 1, "zz": -1},
-        5: {"yz": 2, "wx": -2},
-        6: {"xz": 2, "wy": -2},
-        7: {"yz": 2, "wx": 2},
-        8: {"ww": 1, "xx": -1, "yy": -1, "zz": 1},
-    }
-)
+_ROTATION = _quadratic_form(
+    "+ww +xx -yy -zz", "+xy +yx -wz -zw", "+xz +zx +wy +yw",
+    "+xy +yx +wz +zw", "+ww -xx +yy -zz", "+yz +zy -wx -xw",
+    "+xz +zx -wy -yw", "+yz +zy +wx +xw", "+ww -xx -yy +zz",
+)  # fmt: skip
 # gravity in the body frame, R^T (0, 0, -1): minus the rotation matrix's third row
-_GRAVITY_FORM = -_ROTATION_FORM[:, 6:9]
-# the up axis' world z, R[2, 2]
-_UP_Z_FORM = _ROTATION_FORM[:, 8]
+_GRAVITY = _quadratic_form("-xz -zx +wy +yw", "-yz -zy -wx -xw", "-ww +xx +yy -zz")
 
 
-def _quat_products(quat: np.ndarray) -> np.ndarray:
-    """(B, 16): every product q_i q_j of each quaternion."""
-    return (quat[:, :, None] * quat[:, None, :]).reshape(quat.shape[0], 16)
+def _evaluate(quat: np.ndarray, form: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(B, n) values of a quadratic form of unit quaternions (B, 4)."""
+    index, sign = form
+    products = (quat[:, :, None] * quat[:, None, :]).reshape(quat.shape[0], 16)
+    out = products[:, index[0]] * sign[0]
+    for row in (1, 2, 3):
+        out += products[:, index[row]] * sign[row]
+    return out
 
 
 def rotation_matrix(quat: np.ndarray) -> np.ndarray:
     """Rotation matrices (B, 3, 3), body to world, of unit quaternions (B, 4) in wxyz order."""
-    return (_quat_products(quat) @ _ROTATION_FORM).reshape(quat.shape[0], 3, 3)
+    return _evaluate(quat, _ROTATION).reshape(quat.shape[0], 3, 3)
 
 
 def rotate_to_world(rot: np.ndarray, vec: np.ndarray) -> np.ndarray:
     """Body-frame vectors (B, 3) in the world frame, by rotation matrices (B, 3, 3)."""
-    return np.matmul(rot, vec[:, :, None])[:, :, 0]
+    return rot[:, :, 0] * vec[:, 0:1] + rot[:, :, 1] * vec[:, 1:2] + rot[:, :, 2] * vec[:, 2:3]
 
 
 def gravity_in_body(quat: np.ndarray) -> np.ndarray:
     """The unit gravity direction in the body frame, (B, 3): (0, 0, −1) when upright."""
-    return _quat_products(quat) @ _GRAVITY_FORM
+    return _evaluate(quat, _GRAVITY)
 
 
 def up_z(quat: np.ndarray) -> np.ndarray:
     """World z of the trunk's up axis, (B,): 1 when upright, 0 on its side, −1 upside down."""
-    return _quat_products(quat) @ _UP_Z_FORM
+    x, y = quat[:, 1], quat[:, 2]
+    return 1.0 - 2.0 * (x * x + y * y)
 
 
 # -- Reward terms: one function each, raw (unweighted) values of shape (B,) ----------------------
