@@ -213,7 +213,8 @@ class Go1TaskConfig:
 
 
 def _quadratic_form(*entries: str) -> tuple[np.ndarray, np.ndarray]:
-    """Index (4, n) into the flattened q qᵀ and signs (4, n) of n entries like "+ww -xx ..."."""
+    """Gather indices into the flattened q qᵀ and signs, (4 n,) each, of n entries like
+    "+ww -xx +yy -zz": the first term of every entry, then the second, and so on."""
     axis = {"w": 0, "x": 1, "y": 2, "z": 3}
     index = np.zeros((4, len(entries)), dtype=np.intp)
     sign = np.zeros((4, len(entries)))
@@ -221,7 +222,7 @@ def _quadratic_form(*entries: str) -> tuple[np.ndarray, np.ndarray]:
         for row, term in enumerate(entry.split()):
             sign[row, column] = 1.0 if term[0] == "+" else -1.0
             index[row, column] = 4 * axis[term[1]] + axis[term[2]]
-    return index, sign
+    return index.reshape(-1), sign.reshape(-1)
 
 
 _ROTATION = _quadratic_form(
@@ -236,11 +237,10 @@ _GRAVITY = _quadratic_form("-xz -zx +wy +yw", "-yz -zy -wx -xw", "-ww +xx +yy -z
 def _evaluate(quat: np.ndarray, form: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """(B, n) values of a quadratic form of unit quaternions (B, 4)."""
     index, sign = form
-    products = (quat[:, :, None] * quat[:, None, :]).reshape(quat.shape[0], 16)
-    out = products[:, index[0]] * sign[0]
-    for row in (1, 2, 3):
-        out += products[:, index[row]] * sign[row]
-    return out
+    count = quat.shape[0]
+    products = (quat[:, :, None] * quat[:, None, :]).reshape(count, 16)
+    # the four signed terms of each entry, added in order (a reduction over an outer axis)
+    return (products[:, index] * sign).reshape(count, 4, -1).sum(axis=1)
 
 
 def rotation_matrix(quat: np.ndarray) -> np.ndarray:
