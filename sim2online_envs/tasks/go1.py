@@ -250,7 +250,7 @@ def rotation_matrix(quat: np.ndarray) -> np.ndarray:
 
 def rotate_to_world(rot: np.ndarray, vec: np.ndarray) -> np.ndarray:
     """Body-frame vectors (B, 3) in the world frame, by rotation matrices (B, 3, 3)."""
-    return rot[:, :, 0] * vec[:, 0:1] + rot[:, :, 1] * vec[:, 1:2] + rot[:, :, 2] * vec[:, 2:3]
+    return (rot * vec[:, None, :]).sum(axis=2)
 
 
 def gravity_in_body(quat: np.ndarray) -> np.ndarray:
