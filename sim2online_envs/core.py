@@ -190,6 +190,21 @@ class SingleWorld(Backend):
         self.vector_backend.close()
 
 
+def sum_reward_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The (B,) float64 reward: the terms added one by one, in their reporting order.
+
+    The single env and the batched env both sum through here, so their rewards agree bit for
+    bit (Python's own ``sum`` of floats is compensated from 3.12 on, NumPy's is not).
+    """
+    total: np.ndarray | None = None
+    for value in terms.values():
+        value = np.asarray(value, dtype=np.float64)
+        total = value.copy() if total is None else total + value
+    if total is None:
+        raise ValueError("the task reported no reward terms")
+    return total
+
+
 def unbatch(value: np.ndarray | Mapping[str, np.ndarray]) -> Any:
     """Strip the leading batch axis (of size 1) from an array or a dict of arrays."""
     if isinstance(value, Mapping):
@@ -248,7 +263,7 @@ class TaskEnv(gym.Env):
         self._state = self.backend.apply(command)
         self._steps += 1
         terms = self.task.reward_terms(prev_state, self._state, batched_action, self._task_state)
-        reward = float(sum(float(value[0]) for value in terms.values()))
+        reward = float(sum_reward_terms(terms)[0])
         success = bool(self.task.success(self._state, self._task_state)[0])
         terminated = bool(self.task.terminated(self._state, self._task_state)[0])
         self._task_state = self.task.advance(

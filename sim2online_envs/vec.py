@@ -44,26 +44,11 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from sim2online_envs.core import TIME_LIMIT, Batch, Task, VectorBackend
+from sim2online_envs.core import TIME_LIMIT, Batch, Task, VectorBackend, sum_reward_terms
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TaskVecEnv", "make_vec", "sum_reward_terms"]
-
-
-def sum_reward_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The (B,) float64 reward: the terms added one by one, in their reporting order.
-
-    Sequential float64 addition gives bit for bit what ``TaskEnv`` computes with Python's
-    ``sum`` of floats (up to Python 3.11; 3.12 compensates its float sums).
-    """
-    total: np.ndarray | None = None
-    for value in terms.values():
-        value = np.asarray(value, dtype=np.float64)
-        total = value.copy() if total is None else total + value
-    if total is None:
-        raise ValueError("the task reported no reward terms")
-    return total
 
 
 @contextlib.contextmanager

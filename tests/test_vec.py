@@ -17,8 +17,16 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
 import sim2online_envs
-from sim2online_envs.core import TIME_LIMIT, Batch, SingleWorld, Task, TaskEnv, VectorBackend
-from sim2online_envs.vec import TaskVecEnv, make_vec, sum_reward_terms
+from sim2online_envs.core import (
+    TIME_LIMIT,
+    Batch,
+    SingleWorld,
+    Task,
+    TaskEnv,
+    VectorBackend,
+    sum_reward_terms,
+)
+from sim2online_envs.vec import TaskVecEnv, make_vec
 
 # -- a small task and simulator, to test the vec env on its own ---------------------------------
 
