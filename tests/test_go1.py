@@ -22,6 +22,8 @@ from sim2online_envs.tasks.go1 import (
     Go1JoystickTask,
     Go1TaskConfig,
     check_state,
+    rotate_to_world,
+    rotation_matrix,
 )
 
 DT = 0.02
@@ -46,6 +48,8 @@ def quat_about(axis: str, angle: float) -> np.ndarray:
 
 
 def test_model_carries_the_published_go1_numbers():
+    import mujoco  # here, after sim2online_envs chose the headless OpenGL backend
+
     model = load_model()
     assert model.nq == 19 and model.nv == 18 and model.nu == 12
     assert model.body_subtreemass[model.body("trunk").id] == pytest.approx(12.74, abs=0.05)
@@ -56,8 +60,34 @@ def test_model_carries_the_published_go1_numbers():
     np.testing.assert_allclose(model.dof_damping[6:], 0.0)
     np.testing.assert_allclose(model.actuator_forcerange[:, 1], [23.7, 23.7, 35.55] * 4)
     np.testing.assert_allclose(model.key("home").qpos[7:], HOME_JOINT_POS)
-    for sensor in ("gyro", "accelerometer", "local_linvel", "orientation"):
-        assert model.sensor(sensor).dim[0] in (3, 4)
+    imu = model.site("imu").id
+    kinds = {
+        "gyro": mujoco.mjtSensor.mjSENS_GYRO,
+        "accelerometer": mujoco.mjtSensor.mjSENS_ACCELEROMETER,
+        "local_linvel": mujoco.mjtSensor.mjSENS_VELOCIMETER,
+        "orientation": mujoco.mjtSensor.mjSENS_FRAMEQUAT,
+    }
+    for name, kind in kinds.items():
+        sensor = model.sensor(name)
+        assert sensor.type[0] == kind and sensor.objid[0] == imu, name
+
+
+def test_imu_readings_agree_with_the_trunk_state():
+    backend = Go1VectorBackend(2)
+    rngs = [np.random.default_rng(0), np.random.default_rng(1)]
+    backend.reset_worlds(np.arange(2), rngs)
+    targets = HOME_JOINT_POS + 0.4 * np.random.default_rng(2).uniform(-1, 1, size=(2, 12))
+    for _ in range(10):
+        state = backend.apply({"joint_targets": targets})
+    qpos, qvel = state["qpos"], state["qvel"]
+    # the IMU sits at the trunk origin: its quaternion is the free joint's, the gyro is the
+    # free joint's body-frame angular velocity, the velocimeter its world velocity in the body
+    np.testing.assert_allclose(state["base_quat"], qpos[:, 3:7], atol=1e-12)
+    np.testing.assert_allclose(state["gyro"], qvel[:, 3:6], atol=1e-12)
+    rot = rotation_matrix(state["base_quat"])
+    np.testing.assert_allclose(rotate_to_world(rot, state["local_linvel"]), qvel[:, :3], atol=1e-12)
+    np.testing.assert_allclose(state["base_pos"], qpos[:, :3], atol=1e-12)
+    assert np.all(np.abs(state["torque"]) <= [23.7, 23.7, 35.55] * 4)
 
 
 def test_control_period_must_be_whole_physics_steps():

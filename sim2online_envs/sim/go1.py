@@ -18,6 +18,8 @@ import dataclasses
 import importlib.resources
 import logging
 import math
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -71,6 +73,17 @@ def _check_model(model: mujoco.MjModel) -> None:
     for what, (model_value, task_value) in checks.items():
         if not np.allclose(model_value, task_value):
             raise RuntimeError(f"go1.xml {what} {model_value} differ from the task's {task_value}")
+
+
+def _check_offscreen_gl() -> None:
+    """Fail clearly, rather than abort in OpenGL, where mujoco cannot render headless."""
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        backend = getattr(getattr(mujoco, "GLContext", None), "__module__", "")
+        if backend.startswith("mujoco.glfw"):
+            raise RuntimeError(
+                "mujoco was imported before sim2online_envs and chose GLFW, which needs a display: "
+                "import sim2online_envs first, or set MUJOCO_GL=egl (or osmesa) in the environment"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,6 +494,7 @@ class Go1VectorBackend(VectorBackend):
         if not 0 <= world < self.num_worlds:
             raise ValueError(f"world must be in [0, {self.num_worlds}), got {world}")
         if self._renderer is None:
+            _check_offscreen_gl()
             self._render_model = self.batch.get_model(world)
             visual = self._render_model.vis.global_
             visual.offwidth = max(visual.offwidth, self.config.render_width)
