@@ -207,6 +207,7 @@ class FineTuningMixin:
         self.max_grad_norm = max_grad_norm
         self._n_actor_updates = 0
         self._learner: BackgroundLearner | None = None
+        self._critic_only = False
 
     def _setup_fine_tuning(self) -> None:
         """Schedules that depend on the (possibly loaded) arguments; called in _setup_model."""
@@ -217,7 +218,7 @@ class FineTuningMixin:
         # SB3 builds every optimiser with learning_rate; show the actor's own rate from the start.
         update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1.0))
         # Models saved before these attributes existed (or SB3 models loaded through this class).
-        for name, default in (("_n_actor_updates", 0), ("_learner", None)):
+        for name, default in (("_n_actor_updates", 0), ("_learner", None), ("_critic_only", False)):
             if not hasattr(self, name):
                 setattr(self, name, default)
 
@@ -227,6 +228,10 @@ class FineTuningMixin:
     def n_actor_updates(self) -> int:
         """How many actor (and, for SAC, temperature) updates have been made."""
         return self._n_actor_updates
+
+    def _actor_update_due(self) -> bool:
+        """After a critic update: is this one of the every-``policy_delay``-th actor updates?"""
+        return self._n_updates % self.policy_delay == 0 and not self._critic_only  # type: ignore[attr-defined]
 
     @property
     def in_warm_start(self) -> bool:
@@ -342,6 +347,23 @@ class FineTuningMixin:
         return self
 
     # -- hand-off choices -------------------------------------------------------------------------
+
+    def train_critic(self, gradient_steps: int, batch_size: int | None = None) -> None:
+        """Critic-only gradient steps (targets included; actor and temperature fixed).
+
+        ResFiT's critic warm-up before the actor moves, a fit of the critic to sim data D0 for a
+        behaviour-cloned prior, or after :meth:`reset_critic`. Samples as ``train`` does (from D0
+        alone while the online part is empty). Needs a logger: call after ``learn`` or
+        ``set_logger``.
+        """
+        self._critic_only = True
+        try:
+            self.train(  # type: ignore[attr-defined]
+                gradient_steps=gradient_steps,
+                batch_size=self.batch_size if batch_size is None else batch_size,  # type: ignore[attr-defined]
+            )
+        finally:
+            self._critic_only = False
 
     def reset_critic(self) -> None:
         """Re-initialise the Q-networks (not a shared image encoder), their targets and the

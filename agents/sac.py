@@ -202,7 +202,7 @@ class SAC(FineTuningMixin, SB3SAC):
             metrics["critic_loss"].append(critic_loss.item())
             metrics["ent_coef"].append(ent_coef.item())
 
-            if self._n_updates % self.policy_delay == 0:
+            if self._actor_update_due():
                 self._actor_and_temperature_step(observations, ent_coef, metrics)
 
             if self._n_updates % self.target_update_interval == 0:

@@ -155,22 +155,25 @@ class TD3(FineTuningMixin, SB3TD3):
             metrics["critic_loss"].append(critic_loss.item())
 
             if self._n_updates % self.policy_delay == 0:
-                with frozen(self.critic):
-                    q = self.critic.q1_forward(observations, self.actor(observations))
-                actor_loss = -q.mean()
-                self.actor.optimizer.zero_grad()
-                actor_loss.backward()
-                self._clip_gradients(self.actor.optimizer)
-                self.actor.optimizer.step()
-                self._n_actor_updates += 1
-                metrics["actor_loss"].append(actor_loss.item())
-
+                # TD3's delayed step: the actor (unless critic-only) and the target networks.
+                if not self._critic_only:
+                    with frozen(self.critic):
+                        q = self.critic.q1_forward(observations, self.actor(observations))
+                    actor_loss = -q.mean()
+                    self.actor.optimizer.zero_grad()
+                    actor_loss.backward()
+                    self._clip_gradients(self.actor.optimizer)
+                    self.actor.optimizer.step()
+                    self._n_actor_updates += 1
+                    metrics["actor_loss"].append(actor_loss.item())
+                    polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+                    polyak_update(
+                        self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0
+                    )
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-                polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
                 polyak_update(
                     self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0
                 )
-                polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/n_actor_updates", self._n_actor_updates, exclude="tensorboard")
