@@ -377,3 +377,20 @@ def test_an_sb3_prior_loads_with_the_stabilisers(tmp_path) -> None:
     model.learn(100)
     assert model._n_updates == 16 and model.n_actor_updates == 4
     assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_train_critic_leaves_the_actor_alone(algo: type) -> None:
+    model = algo("MlpPolicy", pendulum(), policy_kwargs=dict(TINY), batch_size=16, policy_delay=2)
+    filled(model)
+    actor = {k: v.clone() for k, v in model.actor.state_dict().items()}
+    critic = {k: v.clone() for k, v in model.critic.state_dict().items()}
+    target = {k: v.clone() for k, v in model.critic_target.state_dict().items()}
+    model.train_critic(gradient_steps=10)
+    assert model._n_updates == 10 and model.n_actor_updates == 0
+    assert adam_steps(model.actor.optimizer) == 0 and adam_steps(model.critic.optimizer) == 10
+    assert all(th.equal(v, model.actor.state_dict()[k]) for k, v in actor.items())
+    assert any(not th.equal(v, model.critic.state_dict()[k]) for k, v in critic.items())
+    assert any(not th.equal(v, model.critic_target.state_dict()[k]) for k, v in target.items())
+    model.train(gradient_steps=4, batch_size=16)  # back to normal: actor every 2nd update
+    assert model.n_actor_updates == 2
