@@ -19,7 +19,7 @@ from sim2online_envs.agents.buffers import (
     MixingReplayBuffer,
     retain_online_buffer,
 )
-from sim2online_envs.agents.checkpoint import load_checkpoint, save_checkpoint
+from sim2online_envs.agents.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sim2online_envs.agents.diagnostics import QErrorCallback
 from sim2online_envs.agents.policies import (
     BROCritic,
@@ -36,6 +36,7 @@ __all__ = [
     "SAC",
     "TD3",
     "BROCritic",
+    "CheckpointCallback",
     "DictMixingReplayBuffer",
     "ImageEncoder",
     "LinearStepSchedule",

@@ -61,8 +61,10 @@ class SAC(FineTuningMixin, SB3SAC):
     every ``target_update_interval`` critic updates, counted over the whole run.
 
     Hand-off choices after loading a prior: :meth:`reset_critic` (re-initialise the Q-networks,
-    as SGFT) and :meth:`fix_ent_coef` (a fixed temperature, e.g. SGFT's 0.01); by default the
-    temperature and its optimiser are restored with the prior.
+    as SGFT), :meth:`fix_ent_coef` (a fixed temperature, e.g. SGFT's 0.01; by default the
+    temperature and its optimiser are restored with the prior) and :meth:`train_critic`
+    (critic-only updates before the actor moves, as ResFiT). The mixing schedule and
+    ``online_fraction`` (e.g. ResFiT's constant 0.5) are set through ``replay_buffer_kwargs``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {

@@ -184,7 +184,9 @@ def test_sac_warm_start_acts_with_the_prior_and_does_not_train(tmp_path) -> None
     before = parameters(model)
     recorder = RecordActing()
     th.manual_seed(123)
+    assert model.in_warm_start
     model.learn(120, callback=recorder)
+    assert not model.in_warm_start
     # During warm start (every step of it) no parameter and no optimiser moved ...
     assert all(h == recorder.policy_hash[0] for h in recorder.policy_hash)
     assert recorder.policy_hash[0] == policy_hash(before)
