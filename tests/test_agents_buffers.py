@@ -339,3 +339,38 @@ def test_linear_step_schedule() -> None:
     assert [schedule(s) for s in (0, 5, 10, 20)] == [0.5, 0.75, 1.0, 1.0]
     with pytest.raises(ValueError, match="n_steps"):
         LinearStepSchedule(0.5, 1.0, -1)
+
+
+def test_recorded_episodes_fill_d0(tmp_path) -> None:
+    """The recording wrapper's loader hands episodes to add_offline_transitions."""
+    import gymnasium as gym
+    from sim2online_envs.wrappers.recording import (
+        RecordEpisodes,
+        RecordingConfig,
+        fill_offline_buffer,
+    )
+
+    import sim2online_envs  # noqa: F401  (registers the env ids)
+
+    env = RecordEpisodes(
+        gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 20}),
+        RecordingConfig(tmp_path / "episodes"),
+    )
+    rewards = []
+    for seed in range(2):
+        env.reset(seed=seed)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            rewards.append(reward)
+            done = terminated or truncated
+    env.close()
+    buffer = MixingReplayBuffer(
+        100, env.observation_space, env.action_space, device="cpu", online_fraction=0.0
+    )
+    assert fill_offline_buffer(buffer, tmp_path / "episodes") == 40
+    data = buffer.offline.arrays()
+    assert buffer.offline_size == 40
+    np.testing.assert_allclose(np.sort(data["rewards"]), np.sort(rewards), rtol=1e-6)
+    np.testing.assert_array_equal(data["timeouts"].sum(), 2)  # both episodes hit the time limit
+    np.testing.assert_array_equal(data["observations"][1:20], data["next_observations"][:19])
