@@ -89,6 +89,33 @@ def _put(batch: Mapping[str, np.ndarray], ids: np.ndarray, rows: Mapping[str, np
     return out
 
 
+def _same_options(first: Any, second: Any) -> bool:
+    """Whether two reset options (dicts that may hold arrays) are equal, value by value.
+
+    ``==`` on dicts holding NumPy arrays raises ("truth value of an array is ambiguous"), and
+    reset options such as a start pose are naturally arrays.
+    """
+    if first is second:
+        return True
+    if isinstance(first, Mapping) and isinstance(second, Mapping):
+        return first.keys() == second.keys() and all(
+            _same_options(first[key], second[key]) for key in first
+        )
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        return False
+    if isinstance(first, (np.ndarray, list, tuple)) or isinstance(
+        second, (np.ndarray, list, tuple)
+    ):
+        try:
+            return bool(np.array_equal(np.asarray(first), np.asarray(second)))
+        except (TypeError, ValueError):
+            return False
+    try:
+        return bool(first == second)
+    except (TypeError, ValueError):
+        return False
+
+
 class _WorldView:
     """What ``get_attr``, ``set_attr`` and ``env_method`` see as world ``index``'s env.
 
@@ -293,7 +320,7 @@ class TaskVecEnv(VecEnv):
         for i, options in enumerate(self._options):
             options = options or None
             for group_options, ids in groups:
-                if group_options == options:
+                if _same_options(group_options, options):
                     ids.append(i)
                     break
             else:

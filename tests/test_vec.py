@@ -286,6 +286,28 @@ def test_seed_and_options_apply_at_the_next_reset_only() -> None:
     assert abs(obs[0, 0]) < 0.2, "options are used once"
 
 
+def test_array_valued_options_group_equal_worlds_into_one_reset() -> None:
+    """Reset options are often arrays (a start pose); equal ones reset their worlds together."""
+    venv = drift_vec(3)
+    venv.reset()
+    backend = venv.vector_backend
+    backend.reset_calls.clear()
+    venv.set_options(
+        [{"start": np.array(10.0)}, {"start": np.array(10.0)}, {"start": np.array(-5.0)}]
+    )
+    obs = venv.reset()
+    assert [ids.tolist() for ids in backend.reset_calls] == [[0, 1], [2]]
+    assert obs[0, 0] > 9.0 and obs[1, 0] > 9.0 and obs[2, 0] < -4.0
+
+    car = make_vec("SimRaceCar-v0", 2, seed=0, domain_randomization=False)
+    poses = [np.array([1.0, -2.0, 0.5]), np.array([-1.5, 0.5, -3.0])]
+    car.set_options([{"start_pose": pose} for pose in poses])
+    car.reset()
+    for i, pose in enumerate(poses):
+        np.testing.assert_allclose(car.state["pose"][i], pose)
+    car.close()
+
+
 def test_vecenv_api() -> None:
     venv = drift_vec(3)
     assert isinstance(venv, VecEnv) and venv.num_envs == 3
