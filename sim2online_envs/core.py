@@ -252,12 +252,15 @@ class TaskEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self._state is None or self._task_state is None:
             raise RuntimeError("call reset() before step()")
-        batched_action = np.asarray(action, dtype=np.float64).reshape(1, -1)
-        if batched_action.shape[1] != self.action_space.shape[0]:
+        action = np.asarray(action, dtype=np.float64)
+        expected = self.action_space.shape
+        if action.shape != expected:
+            # No silent reshape: a (2, 2) array is not a 4-D action, nor a (1, A) batch one.
             raise ValueError(
-                f"action has {batched_action.shape[1]} components, "
-                f"the action space {self.action_space.shape[0]}"
+                f"action has {action.size} components in shape {action.shape}, the action "
+                f"space {int(np.prod(expected))} in shape {expected}"
             )
+        batched_action = action.reshape(1, -1)
         prev_state = self._state
         command = self.task.command(batched_action, prev_state, self._task_state)
         self._state = self.backend.apply(command)

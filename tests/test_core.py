@@ -113,6 +113,10 @@ def test_bad_action_shape_names_the_problem() -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action has 2 components"):
         env.step(np.zeros(2))
+    # The right number of components in the wrong shape is no action either (no silent reshape).
+    with pytest.raises(ValueError, match=r"in shape \(1, 1\), the action space 1 in shape \(1,\)"):
+        env.step(np.zeros((1, 1)))
+    env.step(np.zeros(1))
 
 
 def test_step_before_reset_is_an_error() -> None:
