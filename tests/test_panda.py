@@ -199,6 +199,17 @@ def test_bad_arguments_raise_clear_errors() -> None:
         env.step(np.array([0.0, np.nan, 0.0, 0.0]))
     with pytest.raises(ValueError, match="unknown reset options"):
         env.reset(options={"cube_pos": (0.5, 0.0, 0.025)})
+    # Placement options are checked before MuJoCo sees them: a NaN would otherwise make MuJoCo
+    # silently put the object back at its default pose.
+    with pytest.raises(ValueError, match=r"'object_pos' must be of shape \(3,\) or of shape"):
+        env.reset(options={"object_pos": (0.5, 0.0)})
+    with pytest.raises(ValueError, match="'object_pos' must be finite"):
+        env.reset(options={"object_pos": (np.nan, 0.0, 0.025)})
+    with pytest.raises(ValueError, match="'object_yaw' must be a number"):
+        env.reset(options={"object_yaw": "left"})
+    env.reset(options={"object_pos": (0.52, -0.1, 0.025), "object_yaw": 0.3})
+    np.testing.assert_allclose(env.state["object_pos"][0], (0.52, -0.1, 0.025))
+    np.testing.assert_allclose(env.state["object_quat"][0], (np.cos(0.15), 0, 0, np.sin(0.15)))
     env.close()
 
 

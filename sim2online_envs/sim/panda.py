@@ -343,6 +343,27 @@ def _renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer
         ) from error
 
 
+def _option_rows(name: str, value: Any, count: int, width: int | None) -> np.ndarray:
+    """Reset option ``value`` as finite (count, width) (or (count,)) rows, or a clear ValueError.
+
+    One value for all reset worlds ((width,) or a scalar) is broadcast; NaN would make MuJoCo
+    reset the world to its default pose with only a console warning.
+    """
+    shape = (count,) if width is None else (count, width)
+    single = "a number" if width is None else f"of shape ({width},)"
+    try:
+        array = np.asarray(value, dtype=np.float64)
+        array = np.broadcast_to(array, shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"reset option {name!r} must be {single} or of shape {shape} (a row per reset "
+            f"world), got {value!r}"
+        ) from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"reset option {name!r} must be finite, got {value!r}")
+    return array
+
+
 class PandaVectorBackend(VectorBackend):
     """``num_worlds`` Panda pick scenes stepped together on a ``mujoco.batch.Batch``.
 
@@ -505,6 +526,11 @@ class PandaVectorBackend(VectorBackend):
             raise ValueError(
                 f"unknown reset options {sorted(unknown)}; expected 'object_pos', 'object_yaw'"
             )
+        placed_pos = placed_yaw = None
+        if "object_pos" in options:
+            placed_pos = _option_rows("object_pos", options["object_pos"], len(ids), 3)
+        if "object_yaw" in options:
+            placed_yaw = _option_rows("object_yaw", options["object_yaw"], len(ids), None)
         order = np.argsort(ids)
         ids, rngs = ids[order], [rngs[i] for i in order]
         if ids.size == 0:
@@ -515,13 +541,9 @@ class PandaVectorBackend(VectorBackend):
         for k, (world, rng) in enumerate(zip(ids, rngs, strict=True)):
             xy = rng.uniform(cfg.object_xy_low, cfg.object_xy_high)
             yaw = rng.uniform(-cfg.object_yaw_range, cfg.object_yaw_range)
-            if "object_pos" in options:
-                xyz = np.broadcast_to(np.asarray(options["object_pos"], float), (len(ids), 3))
-                pos = xyz[order[k]]
-            else:
-                pos = np.array([xy[0], xy[1], half])
-            if "object_yaw" in options:
-                yaw = float(np.broadcast_to(options["object_yaw"], (len(ids),))[order[k]])
+            pos = np.array([xy[0], xy[1], half]) if placed_pos is None else placed_pos[order[k]]
+            if placed_yaw is not None:
+                yaw = float(placed_yaw[order[k]])
             self._set_world_state(int(world), pos, yaw)
             if self.domain_randomization:
                 self._randomize(int(world), rng)
