@@ -27,9 +27,10 @@ small frames llvmpipe is faster on one thread: ``LP_NUM_THREADS=0`` in the envir
 the first renderer is made.
 
 Randomness: :meth:`PandaVectorBackend.reset_worlds` draws, from each world's generator and in this
-order, the object's position and yaw, then (with ``domain_randomization``) the lights, the camera
-pose, the table and floor colours and the brightness scale. The object pose is drawn first so that
-a seed gives the same object placement with and without domain randomisation.
+order, the object's position and yaw, then the lights, the camera pose, the table and floor colours
+and the brightness scale. The randomisation is drawn (and discarded) with ``domain_randomization``
+off too, so that a seed gives the same episode, object placement and the task's goal drawn after
+the reset, with and without domain randomisation.
 """
 
 from __future__ import annotations
@@ -545,8 +546,9 @@ class PandaVectorBackend(VectorBackend):
             if placed_yaw is not None:
                 yaw = float(placed_yaw[order[k]])
             self._set_world_state(int(world), pos, yaw)
-            if self.domain_randomization:
-                self._randomize(int(world), rng)
+            # Drawn with randomisation off too: the generator then advances alike, so the task's
+            # goal drawn after the reset does not depend on the switch.
+            self._randomize(int(world), rng)
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
         self._has_state = True
         if self.render_pixels_enabled:
@@ -713,7 +715,7 @@ class PandaVectorBackend(VectorBackend):
         self._brightness[world] = 1.0
 
     def _randomize(self, world: int, rng: np.random.Generator) -> None:
-        """Draw this world's lights, camera pose, colours and brightness (fixed order)."""
+        """Draw the world's lights, camera, colours, brightness (fixed order); apply if enabled."""
         cfg = self.config
         nlight = len(self._light_ids)
         light_offset = rng.uniform(-cfg.light_pos_jitter, cfg.light_pos_jitter, (nlight, 3))
@@ -722,7 +724,10 @@ class PandaVectorBackend(VectorBackend):
         cam_rotvec = rng.uniform(-cfg.camera_rot_jitter, cfg.camera_rot_jitter, 3)
         table_rgb = rng.uniform(-cfg.table_rgb_jitter, cfg.table_rgb_jitter, 3)
         floor_gray = rng.uniform(*cfg.floor_gray_range)
-        self._brightness[world] = rng.uniform(*cfg.brightness_range)
+        brightness = rng.uniform(*cfg.brightness_range)
+        if not self.domain_randomization:
+            return
+        self._brightness[world] = brightness
 
         lights = self._light_ids
         self._randomized["light_pos"][world, lights] = self._base_light_pos[lights] + light_offset
