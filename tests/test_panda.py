@@ -486,6 +486,23 @@ def test_two_world_backend_equals_two_single_worlds() -> None:
         backend.close()
 
 
+def test_a_diverged_world_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """MuJoCo resets a world whose state blew up to the default pose; the backend says so."""
+    backend = PandaVectorBackend(2, render_pixels=False)
+    state = backend.reset_worlds(np.arange(2), [np.random.default_rng(i) for i in range(2)])
+    hold = {"tip_target": state["tip_pos"], "gripper_closed": np.zeros(2)}
+    with caplog.at_level("WARNING", logger="sim2online_envs.sim.panda"):
+        backend.apply(hold)
+        assert not caplog.records
+        backend.batch.bind("qvel")[1, 0] = 1e12  # beyond MuJoCo's limit: world 1 diverges
+        state = backend.apply(hold)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1 and "Panda worlds [1]" in messages[0], messages
+    np.testing.assert_allclose(state["arm_qpos"][0], HOME_QPOS, atol=1e-3)
+    assert np.abs(state["arm_qpos"][1] - HOME_QPOS).max() > 1.0  # world 1 was reset by MuJoCo
+    backend.close()
+
+
 # -- the scripted privileged controller -----------------------------------------------------------
 
 

@@ -466,6 +466,12 @@ class PandaVectorBackend(VectorBackend):
         self._site_xmat = b.bind("site_xmat")
         self._xanchor = b.bind("xanchor")
         self._xaxis = b.bind("xaxis")
+        # Live view of the warning counters that mean MuJoCo reset a diverged world to the
+        # model's default pose (arm straight up, object at its default place).
+        first = int(mujoco.mjtWarning.mjWARN_BADQPOS)
+        last = int(mujoco.mjtWarning.mjWARN_BADQACC)
+        self._divergence_counts = b.warning[:, first : last + 1, 1]
+        self._warnings_seen = self._divergence_counts.copy()
         # Per-world model fields that domain randomisation writes (and rendering copies).
         self._randomized: dict[str, np.ndarray] = {}
         if self.domain_randomization:
@@ -550,6 +556,7 @@ class PandaVectorBackend(VectorBackend):
             # goal drawn after the reset does not depend on the switch.
             self._randomize(int(world), rng)
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self._warnings_seen[ids] = self._divergence_counts[ids]
         self._has_state = True
         if self.render_pixels_enabled:
             for world in ids:
@@ -585,6 +592,7 @@ class PandaVectorBackend(VectorBackend):
             closed > 0.5, -self._gripper_speed, self._gripper_speed
         )
         self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self._check_divergence()
         if self.render_pixels_enabled:
             for world in range(n):
                 self._pixels[world] = self.render_pixels(world)
@@ -787,6 +795,19 @@ class PandaVectorBackend(VectorBackend):
         opening = self._qpos[:, self._finger_qpos_adr].sum(axis=1)
         lag = opening - self._act[:, self._gripper_act_adr]
         return ((self._gripper_closed > 0.5) & (lag > HOLD_LAG)).astype(np.float64)
+
+    def _check_divergence(self) -> None:
+        """Log the worlds that MuJoCo reset after a numerical instability in the last step."""
+        counts = self._divergence_counts
+        diverged = (counts != self._warnings_seen).any(axis=1)
+        if diverged.any():
+            logger.warning(
+                "MuJoCo reset the physics of Panda worlds %s after a numerical instability (NaN "
+                "or huge qpos, qvel or qacc): their state jumped to the model's default pose; "
+                "reset those worlds",
+                np.flatnonzero(diverged).tolist(),
+            )
+            self._warnings_seen = counts.copy()
 
     def _check_open(self) -> None:
         if self._closed:
