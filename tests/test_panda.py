@@ -189,6 +189,11 @@ def test_bad_arguments_raise_clear_errors() -> None:
         make_env(control_dt=0.051)
     with pytest.raises(ValueError, match="unknown fields"):
         make_env(task_config={"max_tip_stepp": 0.01})
+    # The task owns the control period and the image size: sim_config may not contradict it.
+    with pytest.raises(ValueError, match="sim_config image_size=84 disagrees with the task's"):
+        make_env(sim_config={"image_size": 84})
+    with pytest.raises(ValueError, match=r"sim_config control_dt=0\.1 disagrees"):
+        PandaEnv.build_vector(2, sim_config=PandaSimConfig(control_dt=0.1))
     with pytest.raises(TypeError, match="domain_randomization must be a bool"):
         PandaVectorBackend(1, domain_randomization="yes")
     env = make_env()

@@ -143,6 +143,7 @@ class PandaEnv(TaskEnv):
     |                          |            | ``max_episode_steps`` for its own TimeLimit)   |
     | ``task_config``          | ``None``   | ``PandaTaskConfig`` or a dict of overrides     |
     | ``sim_config``           | ``None``   | ``PandaSimConfig`` or a dict of overrides      |
+    |                          |            | (not control_dt, image_size: set those above)  |
     | ``render_mode``          | ``None``   | ``"rgb_array"``: 240x320 colour overview, goal |
 
     ## Version History
@@ -210,6 +211,17 @@ class PandaEnv(TaskEnv):
         if object not in OBJECTS:
             raise ValueError(f"object must be one of {sorted(OBJECTS)}, got {object!r}")
         config = _config(PandaSimConfig, sim_config, "sim_config")
+        # The task owns the control period and the image size (they are in its spaces); a
+        # different value in sim_config would otherwise be overridden without a word.
+        explicit = set(sim_config) if isinstance(sim_config, Mapping) else set()
+        for name in ("control_dt", "image_size"):
+            given, used = getattr(config, name), getattr(task.config, name)
+            default = getattr(PandaSimConfig, name)
+            if given != used and (name in explicit or given != default):
+                raise ValueError(
+                    f"sim_config {name}={given!r} disagrees with the task's {name}={used!r}; "
+                    f"set {name} with the env argument of that name (or in task_config)"
+                )
         config = dataclasses.replace(
             config, control_dt=task.config.control_dt, image_size=task.config.image_size
         )
