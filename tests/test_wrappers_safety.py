@@ -6,6 +6,7 @@ check every command against the limits with independent arithmetic.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sim2online_envs.wrappers.safety import (
     SAFETY_HEIGHT,
+    SAFETY_INVALID_STATE,
     SAFETY_TILT,
     WATCHDOG_TIMEOUT,
     Go1Limits,
@@ -568,3 +570,162 @@ def test_panda_default_limits_come_from_the_task() -> None:
     assert wrapped.limits.workspace_low == tuple(config.workspace_low)
     assert wrapped.limits.max_step == pytest.approx(config.max_target_lead * np.sqrt(3))
     wrapped.close()
+
+
+# -- holes found in review: NaN limits, NaN states, limits that misbehave, watchdog races -------
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value"),
+    [
+        (PandaLimits, "max_step", np.nan),
+        (PandaLimits, "max_gripper_force", np.inf),
+        (PandaLimits, "workspace_high", (0.68, np.nan, 0.35)),
+        (Go1Limits, "margin", np.nan),
+        (Go1Limits, "max_target_change", np.nan),
+        (Go1Limits, "max_tilt", np.nan),
+        (Go1Limits, "min_height", np.nan),
+        (RaceCarLimits, "max_speed", np.nan),
+        (RaceCarLimits, "arena_low", (np.nan, -4.0)),
+    ],
+)
+def test_a_nan_limit_is_refused_not_silently_disabled(cls: type, field: str, value: Any) -> None:
+    # NaN compares false with everything: max_speed=nan would never cap, margin=nan would
+    # turn every joint target into NaN.
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field} must be finite"):
+        cls(**{field: value})
+
+
+class NaNLimits(RaceCarLimits):
+    """Limits with a bug: they turn the throttle into NaN."""
+
+    def limit(self, command: Batch, state: Batch, previous: Batch | None):
+        out, counts = super().limit(command, state, previous)
+        return {**out, "throttle": np.full_like(out["throttle"], np.nan)}, counts
+
+
+def test_guard_refuses_a_non_finite_command_made_by_the_limits() -> None:
+    env = gym.make("SimRaceCar-v0")
+    spy = spied(env)
+    wrapped = SafetyWrapper(env, SafetyConfig(limits=NaNLimits()))
+    wrapped.reset(seed=0)
+    with pytest.raises(UnsafeCommandError, match="limits produced a non-finite command"):
+        wrapped.step(np.zeros(2))
+    assert spy.commands == []
+
+
+class LostTracking(SpyBackend):
+    """The car's state with the pose lost (NaN) from the ``lose_at``-th command on."""
+
+    lose_at = 3
+
+    def apply(self, command: Batch) -> Batch:
+        state = super().apply(command)
+        if len(self.commands) >= self.lose_at:
+            state = {**state, "pose": np.full_like(state["pose"], np.nan)}
+            self._last = state
+        return state
+
+
+def test_a_non_finite_state_ends_the_episode_and_refuses_the_next_command() -> None:
+    env = gym.make("SimRaceCar-v0")
+    spy = LostTracking(env.unwrapped.backend)
+    env.unwrapped.backend = spy
+    wrapped = SafetyWrapper(env)
+    wrapped.reset(seed=0)
+    for _ in range(LostTracking.lose_at - 1):
+        _, _, _, truncated, info = wrapped.step(np.zeros(2))
+        assert not truncated
+    _, _, terminated, truncated, info = wrapped.step(np.zeros(2))
+    assert truncated and not terminated
+    assert info["truncation_reason"] == SAFETY_INVALID_STATE
+    # The speed cap and the arena cannot be checked from a NaN pose: nothing more is sent.
+    with pytest.raises(UnsafeCommandError, match="'pose' is not finite"):
+        wrapped.step(np.zeros(2))
+    assert len(spy.commands) == LostTracking.lose_at
+    limits = Go1Limits()
+    home = np.array([[0.0, 0.9, -1.8] * 4])
+    with pytest.raises(UnsafeCommandError, match="'joint_pos' is not finite"):
+        limits.limit({"joint_targets": home}, {"joint_pos": home * np.nan}, None)
+    nan_quat = {"joint_pos": home, "base_quat": np.full((1, 4), np.nan)}
+    assert limits.abort_reason(nan_quat) == SAFETY_INVALID_STATE
+
+
+class SlowStopWorld(SingleWorld):
+    """A robot whose stop() takes a while; records the order of stops and commands."""
+
+    def __init__(self, vector_backend: VectorBackend, stop_seconds: float = 0.3) -> None:
+        super().__init__(vector_backend)
+        self.stop_seconds = stop_seconds
+        self.events: list[str] = []
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.events.append("stop-begin")
+        self.stopping.set()
+        time.sleep(self.stop_seconds)
+        self.events.append("stop-end")
+
+    def apply(self, command: Batch) -> Batch:
+        self.events.append("apply")
+        return super().apply(command)
+
+
+@pytest.mark.parametrize("through", ["wrapper", "auto_reset"])
+def test_no_command_overtakes_a_running_stop(through: str) -> None:
+    """The watchdog stops the robot; a command arriving meanwhile (the policy's, or an
+    automatic reset's, which steps the TaskEnv below the wrapper) waits until stop() returned,
+    and an automatic reset's commands feed the watchdog as the policy's do."""
+    world = SlowStopWorld(LineBackend())
+    env = TaskEnv(LineTask(), world)
+    wrapped = SafetyWrapper(env, SafetyConfig(limits=None, watchdog_timeout=0.05))
+    try:
+        wrapped.reset(seed=0)
+        assert world.stopping.wait(timeout=10.0)
+        if through == "wrapper":
+            wrapped.step(np.zeros(2))
+        else:
+            env.step(np.zeros(2))
+        assert world.events[:3] == ["stop-begin", "stop-end", "apply"]
+        fired = wrapped.watchdog.fire_count
+        deadline = time.monotonic() + 10.0
+        while wrapped.watchdog.fire_count == fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert wrapped.watchdog.fire_count == fired + 1  # re-armed by that command
+    finally:
+        wrapped.close()
+
+
+def test_a_stop_that_hangs_refuses_the_next_command() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hanging_stop() -> None:
+        entered.set()
+        release.wait(10.0)
+
+    env, spy = line_env()
+    config = SafetyConfig(limits=None, watchdog_timeout=0.02, stop_hook=hanging_stop)
+    wrapped = SafetyWrapper(env, config)
+    try:
+        wrapped.watchdog.hook_wait = 0.1
+        wrapped.reset(seed=0)
+        assert entered.wait(timeout=10.0)
+        with pytest.raises(TimeoutError, match="safe-stop hook has not returned"):
+            wrapped.step(np.zeros(2))
+        assert spy.commands == []
+    finally:
+        release.set()
+        wrapped.close()
+
+
+def test_a_dropped_wrapper_ends_its_watchdog_thread() -> None:
+    env, _ = line_env()
+    wrapped = SafetyWrapper(env, SafetyConfig(limits=None, watchdog_timeout=5.0))
+    wrapped.reset(seed=0)
+    wrapped.step(np.zeros(2))
+    thread = wrapped.watchdog._thread
+    del wrapped
+    gc.collect()
+    thread.join(timeout=5.0)
+    assert not thread.is_alive()

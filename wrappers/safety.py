@@ -12,7 +12,9 @@
    automatic reset or a scripted controller.
 3. **Safety aborts.** After each step the limits look at the new state. An abort (Go1 tilted or
    too low, car outside the arena) ends the episode as ``truncated`` with
-   ``info["truncation_reason"]`` (``"safety_tilt"``, ``"safety_height"``, ``"safety_arena"``).
+   ``info["truncation_reason"]`` (``"safety_tilt"``, ``"safety_height"``, ``"safety_arena"``;
+   ``"safety_invalid_state"`` when a state the limits read is NaN or infinite, e.g. lost
+   motion capture: no limit can be enforced from it, and the next command is refused).
 4. **Command watchdog.** When no new action arrives within ``watchdog_timeout`` seconds of the
    last step or reset, a background thread calls the safe-stop hook: by default the backend's
    ``stop()`` method (:data:`STOP_HOOK`). Real backends implement ``stop()``; it must be
@@ -48,6 +50,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -68,6 +71,9 @@ WATCHDOG_TIMEOUT = "watchdog_timeout"
 SAFETY_TILT = "safety_tilt"
 SAFETY_HEIGHT = "safety_height"
 SAFETY_ARENA = "safety_arena"
+#: A state the limits need is NaN or infinite (a sensor or tracking failure): the limits cannot
+#: be enforced from it, so the episode ends.
+SAFETY_INVALID_STATE = "safety_invalid_state"
 
 _SANITATION_NAMES = ("non_finite", "clipped")
 
@@ -88,6 +94,10 @@ class CommandLimits(abc.ABC):
     and returns a command inside the limits, with the number of interventions per name.
     ``previous`` is the last command that passed the limits in this episode (None on the first
     step after a reset), for rate limits. Limits are frozen dataclasses without memory.
+
+    Every limit field must be finite (checked at construction: a NaN bound compares false with
+    everything and would switch the limit off). A NaN or infinite state or command value that a
+    limit reads raises :class:`UnsafeCommandError` instead of letting the command through.
     """
 
     #: Intervention names reported in ``info["safety"]``; fixed per class.
@@ -105,13 +115,40 @@ class CommandLimits(abc.ABC):
         return None
 
 
-def _require(mapping: Mapping[str, np.ndarray], key: str, what: str, owner: str) -> np.ndarray:
+def _require(
+    mapping: Mapping[str, np.ndarray], key: str, what: str, owner: str, finite: bool = False
+) -> np.ndarray:
+    """``mapping[key]`` as float64; with ``finite`` a NaN or inf value raises (a limit computed
+    from it would not hold: NaN compares false with every bound)."""
     if key not in mapping:
         raise UnsafeCommandError(
             f"{owner} needs {what} key {key!r}, got keys {sorted(mapping)}; "
             "the robot module must keep the keys documented in sim2online_envs.wrappers.safety"
         )
-    return np.asarray(mapping[key], dtype=np.float64)
+    value = np.asarray(mapping[key], dtype=np.float64)
+    if finite and not np.all(np.isfinite(value)):
+        raise UnsafeCommandError(
+            f"{owner}: {what} {key!r} is not finite ({value.tolist()}); the limits cannot be "
+            "enforced from it, no command is sent"
+        )
+    return value
+
+
+def _all_finite(state: Mapping[str, np.ndarray], keys: Sequence[str]) -> bool:
+    """Whether every present ``state[key]`` is finite (missing keys are :func:`_require`'s)."""
+    return all(
+        np.all(np.isfinite(np.asarray(state[key], dtype=np.float64)))
+        for key in keys
+        if key in state
+    )
+
+
+def _check_finite_fields(owner: str, **fields: Any) -> None:
+    """Every limit must be a finite number: a NaN bound silently disables the limit."""
+    for name, value in fields.items():
+        array = np.asarray(value, dtype=np.float64)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{owner}.{name} must be finite, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +177,13 @@ class PandaLimits(CommandLimits):
     intervention_names: ClassVar[tuple[str, ...]] = ("workspace", "max_step", "gripper_force")
 
     def __post_init__(self) -> None:
+        _check_finite_fields(
+            "PandaLimits",
+            workspace_low=self.workspace_low,
+            workspace_high=self.workspace_high,
+            max_step=self.max_step,
+            max_gripper_force=self.max_gripper_force,
+        )
         low, high = np.asarray(self.workspace_low), np.asarray(self.workspace_high)
         if low.shape != (3,) or high.shape != (3,) or np.any(low >= high):
             raise ValueError(
@@ -156,8 +200,8 @@ class PandaLimits(CommandLimits):
         self, command: Batch, state: Batch, previous: Batch | None
     ) -> tuple[Batch, dict[str, int]]:
         del previous
-        tip = _require(state, self.tip_key, "state", "PandaLimits")
-        target = _require(command, self.target_key, "command", "PandaLimits")
+        tip = _require(state, self.tip_key, "state", "PandaLimits", finite=True)
+        target = _require(command, self.target_key, "command", "PandaLimits", finite=True)
         counts = dict.fromkeys(self.intervention_names, 0)
         boxed = np.clip(target, self.workspace_low, self.workspace_high)
         counts["workspace"] = int(np.any(boxed != target))
@@ -270,6 +314,15 @@ class Go1Limits(CommandLimits):
     intervention_names: ClassVar[tuple[str, ...]] = ("joint_limits", "target_change")
 
     def __post_init__(self) -> None:
+        _check_finite_fields(
+            "Go1Limits",
+            joint_lower=self.joint_lower,
+            joint_upper=self.joint_upper,
+            margin=self.margin,
+            max_target_change=self.max_target_change,
+            max_tilt=self.max_tilt,
+            min_height=self.min_height,
+        )
         lower, upper = np.asarray(self.joint_lower), np.asarray(self.joint_upper)
         if lower.shape != upper.shape or np.any(lower + 2 * self.margin >= upper):
             raise ValueError(
@@ -282,10 +335,10 @@ class Go1Limits(CommandLimits):
     def limit(
         self, command: Batch, state: Batch, previous: Batch | None
     ) -> tuple[Batch, dict[str, int]]:
-        targets = _require(command, self.target_key, "command", "Go1Limits")
+        targets = _require(command, self.target_key, "command", "Go1Limits", finite=True)
         counts = dict.fromkeys(self.intervention_names, 0)
         if previous is None:
-            previous_targets = _require(state, self.joint_key, "state", "Go1Limits")
+            previous_targets = _require(state, self.joint_key, "state", "Go1Limits", finite=True)
         else:
             previous_targets = _require(previous, self.target_key, "command", "Go1Limits")
         change = targets - previous_targets
@@ -302,6 +355,8 @@ class Go1Limits(CommandLimits):
         return out, counts
 
     def abort_reason(self, state: Batch) -> str | None:
+        if not _all_finite(state, (self.quat_key, self.joint_key)):
+            return SAFETY_INVALID_STATE
         quat = _require(state, self.quat_key, "state", "Go1Limits")
         roll, pitch = roll_pitch(quat)
         if np.any(np.abs(roll) > self.max_tilt) or np.any(np.abs(pitch) > self.max_tilt):
@@ -340,6 +395,13 @@ class RaceCarLimits(CommandLimits):
     intervention_names: ClassVar[tuple[str, ...]] = ("speed_cap",)
 
     def __post_init__(self) -> None:
+        _check_finite_fields(
+            "RaceCarLimits",
+            arena_low=self.arena_low,
+            arena_high=self.arena_high,
+            max_speed=self.max_speed,
+            outside_max_speed=self.outside_max_speed,
+        )
         if np.any(np.asarray(self.arena_low) >= np.asarray(self.arena_high)):
             raise ValueError(
                 f"arena_low must be below arena_high, got {self.arena_low} and {self.arena_high}"
@@ -350,8 +412,8 @@ class RaceCarLimits(CommandLimits):
                 f"{self.outside_max_speed}"
             )
 
-    def _outside(self, state: Batch) -> np.ndarray:
-        pose = _require(state, self.pose_key, "state", "RaceCarLimits")
+    def _outside(self, state: Batch, finite: bool = False) -> np.ndarray:
+        pose = _require(state, self.pose_key, "state", "RaceCarLimits", finite)
         x, y = pose[..., 0], pose[..., 1]
         low, high = self.arena_low, self.arena_high
         return (x < low[0]) | (x > high[0]) | (y < low[1]) | (y > high[1])
@@ -360,9 +422,9 @@ class RaceCarLimits(CommandLimits):
         self, command: Batch, state: Batch, previous: Batch | None
     ) -> tuple[Batch, dict[str, int]]:
         del previous
-        throttle = _require(command, self.throttle_key, "command", "RaceCarLimits")
-        speed = _require(state, self.velocity_key, "state", "RaceCarLimits")[..., 0]
-        cap = np.where(self._outside(state), self.outside_max_speed, self.max_speed)
+        throttle = _require(command, self.throttle_key, "command", "RaceCarLimits", finite=True)
+        speed = _require(state, self.velocity_key, "state", "RaceCarLimits", finite=True)[..., 0]
+        cap = np.where(self._outside(state, finite=True), self.outside_max_speed, self.max_speed)
         limited = np.where(speed >= cap, np.minimum(throttle, 0.0), throttle)
         limited = np.where(speed <= -cap, np.maximum(limited, 0.0), limited)
         out = dict(command)
@@ -370,6 +432,8 @@ class RaceCarLimits(CommandLimits):
         return out, {"speed_cap": int(np.any(limited != throttle))}
 
     def abort_reason(self, state: Batch) -> str | None:
+        if not _all_finite(state, (self.pose_key,)):
+            return SAFETY_INVALID_STATE
         return SAFETY_ARENA if np.any(self._outside(state)) else None
 
 
@@ -406,6 +470,10 @@ class GuardedBackend(Backend):
         self.kind = backend.kind
         self.last_state: Batch | None = None
         self.last_command: Batch | None = None
+        #: Set by :class:`SafetyWrapper`: every command, also one from an automatic reset or a
+        #: scripted controller stepping the TaskEnv directly, waits for a running stop hook and
+        #: restarts the watchdog's countdown.
+        self.watchdog: CommandWatchdog | None = None
         names = limits.intervention_names if limits is not None else ()
         self.counts: dict[str, int] = dict.fromkeys(names, 0)
 
@@ -431,9 +499,22 @@ class GuardedBackend(Backend):
                 )
         if self.limits is not None:
             command, counts = self.limits.limit(command, self.last_state, self.last_command)
+            for key, value in command.items():  # defence in depth: what the limits made
+                if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+                    raise UnsafeCommandError(
+                        f"the limits produced a non-finite command {key!r} ({value!r}); refused "
+                        "before the backend"
+                    )
             for name, count in counts.items():
                 self.counts[name] += count
-        state = self.backend.apply(command)
+        watchdog = self.watchdog
+        if watchdog is not None:
+            watchdog.disarm()
+        try:
+            state = self.backend.apply(command)
+        finally:
+            if watchdog is not None:
+                watchdog.arm()
         self.last_state = state
         self.last_command = command
         return state
@@ -463,16 +544,31 @@ class CommandWatchdog:
 
     ``arm()`` starts (or restarts) the countdown, ``disarm()`` stops it and returns whether the
     watchdog fired since the previous ``disarm()``. The hook runs at most once per arming.
+
+    The hook runs outside the watchdog's lock (a slow hook never blocks ``arm()``), but
+    ``disarm()`` waits until a running hook has returned, so that the next command is never
+    sent while the robot is being stopped; after ``hook_wait`` seconds it raises
+    ``TimeoutError`` instead of sending into a stop that hangs.
     """
 
-    def __init__(self, timeout: float, on_timeout: Callable[[], None], name: str = "watchdog"):
+    def __init__(
+        self,
+        timeout: float,
+        on_timeout: Callable[[], None],
+        name: str = "watchdog",
+        hook_wait: float = 10.0,
+    ):
         if not timeout > 0:
             raise ValueError(f"watchdog timeout must be > 0 seconds, got {timeout}")
+        if not hook_wait > 0:
+            raise ValueError(f"watchdog hook_wait must be > 0 seconds, got {hook_wait}")
         self.timeout = float(timeout)
+        self.hook_wait = float(hook_wait)
         self._on_timeout = on_timeout
         self._condition = threading.Condition()
         self._deadline: float | None = None
         self._fired = False
+        self._hook_running = False
         self._closed = False
         self.fire_count = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -481,21 +577,36 @@ class CommandWatchdog:
     def arm(self) -> None:
         with self._condition:
             self._deadline = time.monotonic() + self.timeout
-            self._condition.notify()
+            self._condition.notify_all()
 
     def disarm(self) -> bool:
         with self._condition:
             self._deadline = None
+            self._condition.notify_all()
+            if self._hook_running and threading.current_thread() is not self._thread:
+                logger.warning("waiting for the safe-stop hook to return before the next command")
+                if not self._condition.wait_for(
+                    lambda: not self._hook_running, timeout=self.hook_wait
+                ):
+                    raise TimeoutError(
+                        f"the watchdog's safe-stop hook has not returned after {self.hook_wait} s;"
+                        " no new command is sent while the robot may be stopping"
+                    )
             fired, self._fired = self._fired, False
-            self._condition.notify()
             return fired
 
     def close(self) -> None:
         with self._condition:
             self._closed = True
             self._deadline = None
-            self._condition.notify()
-        self._thread.join(timeout=1.0)
+            self._condition.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=1.0)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the watchdog thread is running (False after :meth:`close`)."""
+        return self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
@@ -513,11 +624,17 @@ class CommandWatchdog:
                 self._deadline = None
                 self._fired = True
                 self.fire_count += 1
-            # Outside the lock: a slow hook must not block arm() and disarm() in the control loop.
+                self._hook_running = True
+            # Outside the lock: a slow hook must not block arm() in the control loop; disarm()
+            # waits for it (no command may overtake the stop).
             try:
                 self._on_timeout()
             except Exception:
                 logger.exception("watchdog stop hook failed; the robot may still be moving")
+            finally:
+                with self._condition:
+                    self._hook_running = False
+                    self._condition.notify_all()
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,7 +727,13 @@ class SafetyWrapper(gym.Wrapper):
 
         self.watchdog: CommandWatchdog | None = None
         if config.watchdog_timeout is not None:
-            self.watchdog = CommandWatchdog(config.watchdog_timeout, self._stop_robot)
+            # A weak reference: the watchdog thread must not keep a dropped wrapper alive
+            # (its __del__ then ends the thread).
+            self.watchdog = CommandWatchdog(
+                config.watchdog_timeout, _weak_call(self._stop_robot), name="safety-watchdog"
+            )
+            if self.guard is not None:
+                self.guard.watchdog = self.watchdog
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -753,6 +876,26 @@ class SafetyWrapper(gym.Wrapper):
             self.watchdog.close()
             self.watchdog = None
         base = self.env.unwrapped
-        if self.guard is not None and getattr(base, "backend", None) is self.guard:
-            base.backend = self.guard.backend
+        if self.guard is not None:
+            self.guard.watchdog = None
+            if getattr(base, "backend", None) is self.guard:
+                base.backend = self.guard.backend
         super().close()
+
+    def __del__(self) -> None:
+        # A wrapper dropped without close(): end its watchdog thread (not the robot's session).
+        watchdog = self.__dict__.get("watchdog")
+        if watchdog is not None:
+            watchdog.close()
+
+
+def _weak_call(method: Callable[[], None]) -> Callable[[], None]:
+    """A callable that calls the bound ``method`` while its object is alive, else nothing."""
+    reference = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = reference()
+        if bound is not None:
+            bound()
+
+    return call
