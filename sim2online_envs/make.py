@@ -103,7 +103,8 @@ def make_env(
     Args:
         robot: ``"panda"``, ``"go1"`` or ``"racecar"`` (``"car"`` also works).
         backend: ``"sim"``, ``"real"`` or ``"twin"`` (the env class lists what it supports).
-        safety: :class:`SafetyConfig`; on real backends the default adds the watchdog.
+        safety: :class:`SafetyConfig`; on real backends the default (None or True) adds the
+            command watchdog (5 control periods); a config of your own is used as given.
         timing: :class:`TimingConfig`; default on for real backends only.
         rewards: :class:`RewardConfig`; default off.
         reset_prompt: :class:`ResetPromptConfig`; default on for real backends only
@@ -122,30 +123,60 @@ def make_env(
         raise ValueError(f"unknown robot {robot!r}; choose one of {sorted(ROBOTS)}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
-    real = backend != "sim"
 
     env = gym.make(ROBOTS[name], backend=backend, **env_kwargs)
+    layers: list[gym.Env] = [env]
+    try:
+        return _wrap(
+            layers, name, backend, safety, timing, rewards, reset_prompt, operator, recording
+        )
+    except BaseException:
+        # A layer that fails to build must not leave a robot connection or a watchdog behind:
+        # close the outermost layer built so far (it closes the ones inside it).
+        layers[-1].close()
+        raise
+
+
+def _wrap(
+    layers: list[gym.Env],
+    name: str,
+    backend: str,
+    safety: SafetyConfig | bool | None,
+    timing: TimingConfig | bool | None,
+    rewards: RewardConfig | bool | None,
+    reset_prompt: ResetPromptConfig | bool | None,
+    operator: Operator | None,
+    recording: RecordingConfig | str | os.PathLike[str] | bool | None,
+) -> gym.Env:
+    """The layers of :func:`make_env` around ``layers[0]``, innermost first; each layer is
+    appended to ``layers`` as soon as it exists."""
+    env = layers[0]
+    real = backend != "sim"
     control_dt = float(env.unwrapped.control_dt)
 
     safety_config = _layer("safety", safety, SafetyConfig, True)
     if safety_config is None:
         logger.warning("make_env(%r, %r): safety wrapper turned off", name, backend)
     else:
-        if safety is None and real:
+        # None and True both mean the defaults for this backend: a watchdog on real robots.
+        if (safety is None or safety is True) and real:
             safety_config = dataclasses.replace(
                 safety_config, watchdog_timeout=WATCHDOG_PERIODS * control_dt
             )
         elif real and safety_config.watchdog_timeout is None:
             logger.warning("make_env(%r, %r): no command watchdog on a real robot", name, backend)
         env = SafetyWrapper(env, safety_config)
+        layers.append(env)
 
     timing_config = _layer("timing", timing, TimingConfig, real)
     if timing_config is not None:
         env = ControlRateWrapper(env, timing_config)
+        layers.append(env)
 
     reward_config = _layer("rewards", rewards, RewardConfig, False)
     if reward_config is not None:
         env = RewardShapingWrapper(env, reward_config)
+        layers.append(env)
 
     # An explicit operator keeps the prompt in the stack; in sim it stays inactive unless forced.
     prompt_default = real or (operator is not None and reset_prompt is None)
@@ -155,6 +186,7 @@ def make_env(
             prompt_config = dataclasses.replace(prompt_config, enabled=True)
         chosen = operator if operator is not None else TerminalOperator()
         env = ResetPromptWrapper(env, chosen, prompt_config)
+        layers.append(env)
     elif operator is not None:
         raise ValueError("an operator was given but reset_prompt=False")
 
@@ -165,4 +197,5 @@ def make_env(
     record_config = _layer("recording", recording, RecordingConfig, False)
     if record_config is not None:
         env = RecordEpisodes(env, record_config)
+        layers.append(env)
     return env

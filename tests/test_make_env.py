@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import gymnasium as gym
@@ -122,7 +123,8 @@ class FakeRealWorld(SingleWorld):
         self.stops += 1
 
 
-def test_real_stack_adds_watchdog_timing_and_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+def pretend_real(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_env(..., "real") builds the sim car behind a backend that calls itself real."""
     real_make = gym.make
 
     def make_as_real(env_id: str, **kwargs):
@@ -133,6 +135,10 @@ def test_real_stack_adds_watchdog_timing_and_prompt(monkeypatch: pytest.MonkeyPa
         return env
 
     monkeypatch.setattr(make_module.gym, "make", make_as_real)
+
+
+def test_real_stack_adds_watchdog_timing_and_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend_real(monkeypatch)
     env = sim2online_envs.make_env("racecar", "real")
     assert layers(env) == [ResetPromptWrapper, ControlRateWrapper, SafetyWrapper]
     assert env.active and isinstance(env.operator, TerminalOperator)
@@ -169,3 +175,29 @@ def test_clear_errors() -> None:
         sim2online_envs.make_env("go1", reset_prompt=False, operator=ScriptedOperator([]))
     with pytest.raises(TypeError):
         sim2online_envs.make_env("go1", no_such_option=1)
+
+
+def test_safety_true_on_a_real_robot_keeps_the_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend_real(monkeypatch)
+    env = sim2online_envs.make_env("racecar", "real", safety=True, timing=False, reset_prompt=False)
+    assert layers(env) == [SafetyWrapper]
+    assert env.watchdog is not None and env.watchdog.timeout == pytest.approx(5 / 60)
+    env.close()
+
+
+def test_a_layer_that_fails_closes_what_was_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pretend_real(monkeypatch)
+    closed: list[str] = []
+    monkeypatch.setattr(FakeRealWorld, "close", lambda self: closed.append("backend"))
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    before = {t for t in threading.enumerate() if t.name == "safety-watchdog"}
+    with pytest.raises(OSError):
+        sim2online_envs.make_env(
+            "racecar", "real", operator=ScriptedOperator([]), recording=not_a_folder / "runs"
+        )
+    assert closed == ["backend"]  # the robot connection is released ...
+    leaked = {t for t in threading.enumerate() if t.name == "safety-watchdog"} - before
+    assert not any(t.is_alive() for t in leaked)  # ... and the watchdog thread ended
