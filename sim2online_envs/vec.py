@@ -583,6 +583,10 @@ def make_vec(
             f"{env_id}: {getattr(env_cls, '__name__', env_cls)} has no build_vector(num_worlds, "
             "num_threads, **kwargs) -> (task, vector_backend), which make_vec needs"
         )
+    if "render_mode" in inspect.signature(build).parameters:
+        # Simulators that draw more when rendering (the race car's trail) build for it, as the
+        # single env does from its render_mode.
+        env_kwargs["render_mode"] = render_mode
     task, vector_backend = build(num_worlds=int(num_envs), num_threads=num_threads, **env_kwargs)
     if max_episode_steps is not None:
         task.max_episode_steps = int(max_episode_steps)

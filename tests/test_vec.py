@@ -461,13 +461,16 @@ def test_sb3_algorithms_learn_on_make_vec() -> None:
     panda.close()
 
 
-def test_world_frames_equal_the_single_envs_frames_goal_included() -> None:
+def test_world_frames_equal_the_single_envs_frames_goal_and_trail_included() -> None:
     venv = make_vec("SimRaceCar-v0", 2, seed=4, render_mode="rgb_array")
     venv.reset()
-    venv.step(np.full((2, 2), 0.5))
-    for i in range(2):
-        single = gym.make("SimRaceCar-v0", render_mode="rgb_array")
+    singles = [gym.make("SimRaceCar-v0", render_mode="rgb_array") for _ in range(2)]
+    for i, single in enumerate(singles):
         single.reset(seed=4 + i)
-        single.step(np.full(2, 0.5))
+    for _ in range(40):  # long enough for the trail to show behind the car
+        venv.step(np.full((2, 2), 0.8))
+        for single in singles:
+            single.step(np.full(2, 0.8, dtype=np.float32))
+    for i, single in enumerate(singles):
         np.testing.assert_array_equal(venv.env_method("render", indices=i)[0], single.render())
     assert venv.render().shape[:2] == (512, 256)  # SB3 tiles two 256x256 worlds in a column

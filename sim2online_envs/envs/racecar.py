@@ -24,6 +24,11 @@ __all__ = ["BACKENDS", "RaceCarEnv"]
 BACKENDS = ("sim",)
 
 
+def _trail_length(task: RaceCarTask, render_mode: str | None) -> int:
+    """Control steps of trail the frames draw: 2 s when rendering, none otherwise."""
+    return round(2.0 / task.control_dt) if render_mode == "rgb_array" else 0
+
+
 class RaceCarEnv(TaskEnv):
     """Drive an RC race car to a goal and park there.
 
@@ -150,7 +155,7 @@ class RaceCarEnv(TaskEnv):
             car_params=car_params,
             randomization=randomization,
             render_size=render_size,
-            trail_length=round(2.0 / task.control_dt) if render_mode == "rgb_array" else 0,
+            trail_length=_trail_length(task, render_mode),
         )
         self.sim = vector_backend
         super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
@@ -212,11 +217,13 @@ class RaceCarEnv(TaskEnv):
         randomization: RandomizationRanges | Mapping[str, Any] | None = None,
         task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
         render_size: int = 256,
+        render_mode: str | None = None,
     ) -> tuple[RaceCarTask, RaceCarVectorBackend]:
         """The task and a ``num_worlds`` simulator for ``make_vec`` (same kwargs as the env).
 
         ``num_threads`` is accepted for the MuJoCo robots' sake and ignored: the NumPy car is
-        vectorised over worlds on one thread.
+        vectorised over worlds on one thread. ``render_mode="rgb_array"`` keeps each world's
+        2 s trail for its frames, as the single env does.
         """
         del num_threads
         task = cls.build_task(control_dt, task_config)
@@ -230,6 +237,7 @@ class RaceCarEnv(TaskEnv):
             car_params=car_params,
             randomization=randomization,
             render_size=render_size,
+            trail_length=_trail_length(task, render_mode),
         )
         return task, backend
 
