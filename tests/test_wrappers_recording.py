@@ -113,6 +113,24 @@ def test_a_crash_while_writing_leaves_no_file(tmp_path: Path, monkeypatch) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+def test_close_closes_the_env_even_when_the_last_write_fails(tmp_path: Path, monkeypatch) -> None:
+    inner = gym.make("SimRaceCar-v0")
+    closed: list[bool] = []
+    monkeypatch.setattr(inner.unwrapped, "close", lambda: closed.append(True))
+    env = RecordEpisodes(inner, RecordingConfig(tmp_path))
+    env.reset(seed=0)
+    env.step(np.zeros(2, dtype=np.float32))  # an episode cut short: written on close()
+
+    def crash(file: Any, **arrays: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(recording.np, "savez_compressed", crash)
+    with pytest.raises(OSError, match="disk full"):
+        env.close()
+    assert closed == [True]  # the robot's env was closed all the same
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_discarded_episodes_are_skipped_and_partial_ones_flagged(tmp_path: Path) -> None:
     class Discard(gym.Wrapper):
         def step(self, action):

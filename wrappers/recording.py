@@ -228,10 +228,12 @@ class RecordEpisodes(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def close(self) -> None:
-        if self._actions:
-            self._write(complete=False, final_info={})
-            self._clear()
-        super().close()
+        try:
+            if self._actions:
+                self._write(complete=False, final_info={})
+                self._clear()
+        finally:  # a failed write must not keep the robot's env open
+            super().close()
 
     # -- writing ---------------------------------------------------------------------------
 
