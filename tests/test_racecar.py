@@ -137,6 +137,12 @@ def test_render_draws_arena_goal_and_car() -> None:
     assert pixel(-0.3, 0.0)[1] > pixel(-0.3, 0.0)[0] + 40
     assert np.all(np.abs(pixel(-2.5, 2.5) - 222) < 15)
     np.testing.assert_array_equal(frame, env.render())
+    # The goal circle is the task's success radius.
+    wide = gym.make("SimRaceCar-v0", render_mode="rgb_array", task_config={"success_radius": 1.0})
+    wide.reset(seed=0, options={"start_pose": (2.0, 0.0, math.pi)})
+    frame = wide.render()
+    assert pixel(-1.0, 0.0)[1] > pixel(-1.0, 0.0)[0] + 40
+    assert not pixel(-0.3, 0.0)[1] > pixel(-0.3, 0.0)[0] + 40
 
 
 # -- task: rewards and observations on constructed states --------------------------------------

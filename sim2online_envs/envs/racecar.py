@@ -201,6 +201,7 @@ class RaceCarEnv(TaskEnv):
             arena_half_size=config.arena_half_size,
             render_size=render_size,
             trail_length=trail_length,
+            goal_radius=config.success_radius,
         )
 
     @classmethod
@@ -244,7 +245,7 @@ class RaceCarEnv(TaskEnv):
     # -- rendering ---------------------------------------------------------------------------------
 
     def render(self) -> np.ndarray | None:
-        """The top-down ``rgb_array`` frame (arena, goal and 0.3 m circle, car, 2 s trail)."""
+        """The top-down ``rgb_array`` frame (arena, goal and success circle, car, 2 s trail)."""
         if self.render_mode != "rgb_array":
             return None
         goal = self._task_state["goal"][0] if self._task_state is not None else None

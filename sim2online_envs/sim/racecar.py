@@ -358,6 +358,7 @@ class RaceCarVectorBackend(VectorBackend):
     :param arena_half_size: half the side of the square arena, m (for drawing and start checks).
     :param render_size: side of the square ``rgb_array`` frame, pixels.
     :param trail_length: positions of past control steps kept per world and drawn (0: none).
+    :param goal_radius: radius of the goal circle drawn, m (the task's success radius).
     """
 
     kind: ClassVar[str] = "sim"
@@ -376,6 +377,7 @@ class RaceCarVectorBackend(VectorBackend):
         arena_half_size: float = 4.0,
         render_size: int = 256,
         trail_length: int = 0,
+        goal_radius: float = 0.3,
     ):
         if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)):
             raise TypeError(f"num_worlds must be an int, got {type(num_worlds).__name__}")
@@ -406,6 +408,7 @@ class RaceCarVectorBackend(VectorBackend):
             raise ValueError(f"render_size must be an int in [16, 4096] pixels, got {render_size}")
         if not (isinstance(trail_length, (int, np.integer)) and trail_length >= 0):
             raise ValueError(f"trail_length must be an int >= 0, got {trail_length!r}")
+        _check_number("goal_radius", goal_radius, strict=True)
 
         self.num_worlds = int(num_worlds)
         self.dynamics = dynamics
@@ -432,6 +435,7 @@ class RaceCarVectorBackend(VectorBackend):
         self.arena_half_size = float(arena_half_size)
         self.render_size = int(render_size)
         self.trail_length = int(trail_length)
+        self.goal_radius = float(goal_radius)
 
         n = self.num_worlds
         # Rigid-body state, one contiguous row per quantity: x, y, cos psi, sin psi, vx, vy,
@@ -816,6 +820,7 @@ class RaceCarVectorBackend(VectorBackend):
             goal=goal,
             trail=trail,
             size=self.render_size,
+            goal_radius=self.goal_radius,
         )
 
 
@@ -932,12 +937,13 @@ def draw_topdown(
     goal: np.ndarray | None = None,
     trail: np.ndarray | None = None,
     size: int = 256,
+    goal_radius: float = 0.3,
 ) -> np.ndarray:
     """A top-down RGB picture of the arena, the goal, the car and its trail (OpenCV).
 
     The view shows the whole arena with a 5 % margin, x to the right and y up; grid lines every
-    metre, the goal as a 0.3 m circle with a heading tick, the car as an oriented body with four
-    wheels (front wheels turned by ``steering``) and a light windshield at the front.
+    metre, the goal as a ``goal_radius`` circle with a heading tick, the car as an oriented body
+    with four wheels (front wheels turned by ``steering``) and a light windshield at the front.
     """
     import cv2
 
@@ -967,9 +973,10 @@ def draw_topdown(
     if goal is not None and np.isfinite(goal).all():
         gx, gy, gpsi = (float(v) for v in goal)
         centre = to_px(np.array([gx, gy]))[0]
-        radius = round(0.3 * scale * (1 << _SHIFT))
+        radius = round(goal_radius * scale * (1 << _SHIFT))
         cv2.circle(frame, tuple(centre), radius, _GOAL, 1, cv2.LINE_AA, _SHIFT)
-        tip = to_px(np.array([gx + 0.3 * math.cos(gpsi), gy + 0.3 * math.sin(gpsi)]))[0]
+        tick = np.array([gx + goal_radius * math.cos(gpsi), gy + goal_radius * math.sin(gpsi)])
+        tip = to_px(tick)[0]
         cv2.line(frame, tuple(centre), tuple(tip), _GOAL, 1, cv2.LINE_AA, _SHIFT)
         cross = 0.06
         for dx, dy in ((cross, cross), (cross, -cross)):
