@@ -15,8 +15,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from sim2online_envs.wrappers.reset_prompt import (
+    AUTO,
     OPERATOR_ABORT,
+    READY,
     RESET_INSTRUCTIONS,
+    STOP,
     TIMEOUT,
     CallableOperator,
     Choice,
@@ -98,6 +101,26 @@ def test_retry_reruns_the_same_episode() -> None:
     different, info = env.reset()
     assert not np.array_equal(first, different)
     assert info["operator"]["retry"] is False
+
+
+def test_retry_reruns_a_seeded_episode() -> None:
+    env, _ = car(["ready", "retry", "ready", "failure", "ready"], auto_reset=None)
+    first, _ = env.reset(seed=42)
+    run_episode(env)
+    again, info = env.reset()  # the retry repeats the seed, not the generator state before it
+    np.testing.assert_array_equal(first, again)
+    assert info["operator"]["retry"] is True
+    run_episode(env)
+    assert not np.array_equal(first, env.reset()[0])
+
+
+def test_every_wait_for_the_operator_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    env, _ = car(["ready", "failure"], auto_reset=None, label_timeout=None)
+    with caplog.at_level("INFO", logger="sim2online_envs.wrappers.reset_prompt"):
+        env.reset(seed=0)
+        run_episode(env)
+    assert "waiting up to 600.0 s for the operator to reset the scene" in caplog.text
+    assert "waiting up to ∞ s for the operator to label the episode" in caplog.text
 
 
 def test_stop_at_the_reset_prompt_raises() -> None:
@@ -233,6 +256,31 @@ def test_key_press_operator_on_a_pseudo_terminal(tmp_path) -> None:
     ):
         KeyPressOperator(pipe, out).ask("press", CHOICES, timeout=1.0)
     os.close(write_fd)
+
+
+def test_terminal_operator_drops_what_was_typed_before_the_prompt(tmp_path) -> None:
+    """An Enter pressed during the episode must not confirm the next reset."""
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "rb", buffering=0) as terminal, open(tmp_path / "out", "w") as out:
+        operator = TerminalOperator(terminal, out)
+        os.write(master, b"\n")  # stale: typed before the prompt
+        threading.Timer(0.3, os.write, (master, b"q\n")).start()
+        assert operator.ask("reset the car", CHOICES, timeout=10.0) == "stop"
+    os.close(master)
+
+
+def test_key_press_operator_drops_typeahead_and_arrow_keys(tmp_path) -> None:
+    choices = (READY, AUTO, STOP)
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "rb", buffering=0) as terminal, open(tmp_path / "out", "w") as out:
+        operator = KeyPressOperator(terminal, out)
+        os.write(master, b"c")  # stale "ready"
+        # Arrow keys end in A-D: up must not start the automatic reset, right must not confirm.
+        threading.Timer(0.3, os.write, (master, b"\x1b[A")).start()
+        threading.Timer(0.6, os.write, (master, b"\x1b[C")).start()
+        threading.Timer(0.9, os.write, (master, b"q")).start()
+        assert operator.ask("press", choices, timeout=10.0) == "stop"
+    os.close(master)
 
 
 def test_callable_operator_times_out_and_checks_answers() -> None:

@@ -151,13 +151,30 @@ class TerminalOperator(Operator):
 
     The answer is a choice's key or name; an empty line selects ``default`` when the prompt has
     one (``ready`` before an episode). Reads use ``select`` and ``os.read`` on the file
-    descriptor, so a timeout really returns (POSIX terminals, pipes and sockets).
+    descriptor, so a timeout really returns (POSIX terminals, pipes and sockets). On a terminal,
+    what was typed before the prompt appeared is dropped (``discard_typeahead``): a stray Enter
+    during the episode must not confirm the next reset.
     """
 
-    def __init__(self, input_stream: IO[Any] | None = None, output: IO[str] | None = None):
+    def __init__(
+        self,
+        input_stream: IO[Any] | None = None,
+        output: IO[str] | None = None,
+        discard_typeahead: bool = True,
+    ):
         self.input_stream = input_stream if input_stream is not None else sys.stdin
         self.output = output if output is not None else sys.stderr
+        self.discard_typeahead = discard_typeahead
         self._buffer = b""
+
+    def _discard_typeahead(self, fd: int) -> None:
+        """On a terminal, drop what was typed before the prompt appeared: an Enter pressed
+        during the episode must not confirm the next reset. Pipes keep their scripted input."""
+        if self.discard_typeahead and os.isatty(fd):
+            import termios
+
+            self._buffer = b""
+            termios.tcflush(fd, termios.TCIFLUSH)
 
     def ask(self, message: str, choices: Sequence[Choice], timeout: float | None) -> str:
         default = READY.name if any(c.name == READY.name for c in choices) else None
@@ -167,6 +184,7 @@ class TerminalOperator(Operator):
             raise OperatorUnavailableError(
                 f"no readable terminal for the operator: {error}"
             ) from error
+        self._discard_typeahead(fd)
         hint = " (Enter = ready)" if default else ""
         self.output.write(format_prompt(message, choices) + f"\n> choose{hint}: ")
         self.output.flush()
@@ -195,7 +213,9 @@ class TerminalOperator(Operator):
 class KeyPressOperator(TerminalOperator):
     """One key press selects a choice (no Enter needed); Enter selects ``ready``.
 
-    Needs a terminal (the key is read in cbreak mode, restored afterwards).
+    Needs a terminal (the key is read in cbreak mode, restored afterwards). Keys pressed before
+    the prompt appeared are dropped, and so are escape sequences (arrow and function keys: the
+    up arrow sends ``ESC [ A``, whose last byte must not select ``auto``).
     """
 
     def ask(self, message: str, choices: Sequence[Choice], timeout: float | None) -> str:
@@ -211,6 +231,7 @@ class KeyPressOperator(TerminalOperator):
                 f"KeyPressOperator needs a terminal on its input: {error}; use TerminalOperator "
                 "or CallableOperator"
             ) from error
+        self._discard_typeahead(fd)
         self.output.write(format_prompt(message, choices) + "\n> press a key: ")
         self.output.flush()
         deadline = math.inf if timeout is None else time.monotonic() + timeout
@@ -226,6 +247,9 @@ class KeyPressOperator(TerminalOperator):
                 key = os.read(fd, 1).decode(errors="replace")
                 if not key:
                     raise OperatorUnavailableError("the operator's input was closed (end of file)")
+                if key == "\x1b":
+                    _drain_escape_sequence(fd)
+                    continue
                 name = match_choice("" if key in "\r\n" else key, choices, default)
                 if name is not None:
                     self.output.write(f"{name}\n")
@@ -233,6 +257,13 @@ class KeyPressOperator(TerminalOperator):
                     return name
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _drain_escape_sequence(fd: int, gap: float = 0.05) -> None:
+    """Read and drop the rest of an escape sequence (its bytes arrive together)."""
+    while select.select([fd], [], [], gap)[0]:
+        if not os.read(fd, 32):
+            return
 
 
 class CallableOperator(Operator):
@@ -537,10 +568,10 @@ class ResetPromptWrapper(gym.Wrapper):
         self.auto_reset = auto
         self._abort = threading.Event()
         self._stop_requested = False
-        self._retry_rng_state: dict[str, Any] | None = None
-        self._retry_options: dict[str, Any] | None = None
-        self._last_rng_state: dict[str, Any] | None = None
-        self._last_options: dict[str, Any] | None = None
+        # How the last episode started (seed, options, generator state), and the start to
+        # repeat when the operator chose "retry".
+        self._last_start: dict[str, Any] | None = None
+        self._retry_start: dict[str, Any] | None = None
         self.episode_labels: list[str] = []
 
     def request_abort(self) -> None:
@@ -558,14 +589,20 @@ class ResetPromptWrapper(gym.Wrapper):
             raise OperatorStopError("the operator chose 'stop' at the end of the last episode")
         auto_runs = self._wait_until_ready()
         rng = getattr(self.env.unwrapped, "np_random", None)
-        retried = self._retry_rng_state is not None
-        if retried and rng is not None:
+        retry, self._retry_start = self._retry_start, None
+        retried = retry is not None
+        if retry is not None:
             # Same random draws as the discarded episode: same goal, command and randomisation.
-            rng.bit_generator.state = self._retry_rng_state
-            seed, options = None, self._retry_options
-        self._retry_rng_state = None
-        self._last_rng_state = rng.bit_generator.state if rng is not None else None
-        self._last_options = options
+            # A seeded episode is repeated with its seed (the generator state before the reset
+            # is not the one the seed made); an unseeded one from the generator state.
+            seed, options = retry["seed"], retry["options"]
+            if seed is None and rng is not None and retry["rng_state"] is not None:
+                rng.bit_generator.state = retry["rng_state"]
+        self._last_start = {
+            "seed": seed,
+            "options": options,
+            "rng_state": rng.bit_generator.state if rng is not None else None,
+        }
         self._abort.clear()
         obs, info = self.env.reset(seed=seed, options=options)
         info["operator"] = {"auto_resets": auto_runs, "retry": retried}
@@ -633,8 +670,13 @@ class ResetPromptWrapper(gym.Wrapper):
             f"Episode over ({info.get('truncation_reason', 'terminated')}; env success: "
             f"{env_success}). Label it:"
         )
+        timeout = self.config.label_timeout
+        logger.info(
+            "waiting up to %s s for the operator to label the episode",
+            timeout if timeout is not None else "∞",
+        )
         try:
-            label = self.operator.ask(message, LABEL_CHOICES, self.config.label_timeout)
+            label = self.operator.ask(message, LABEL_CHOICES, timeout)
         except OperatorTimeoutError as error:
             logger.warning("no episode label from the operator (%s): 'unlabelled'", error)
             label = "unlabelled"
@@ -648,8 +690,7 @@ class ResetPromptWrapper(gym.Wrapper):
         if label in ("discard", "retry"):
             info["discard_episode"] = True
         if label == "retry":
-            self._retry_rng_state = self._last_rng_state
-            self._retry_options = self._last_options
+            self._retry_start = self._last_start
         if label == "stop":
             self._stop_requested = True
         info["operator"] = {
