@@ -105,6 +105,7 @@ def test_object_variants_and_the_starting_state() -> None:
             pos = env.state["object_pos"][0]
             assert 0.38 <= pos[0] <= 0.58 and -0.15 <= pos[1] <= 0.15
             np.testing.assert_allclose(pos[2], OBJECTS[name].size / 2, atol=1e-6)
+            assert set(env.task_state) == {"goal"}  # the documented task state, nothing unused
             goal = env.task_state["goal"][0]
             np.testing.assert_allclose(goal[:2], pos[:2])
             assert 0.10 <= goal[2] <= 0.20
@@ -336,7 +337,7 @@ def constructed(
 
 def test_reward_terms_match_hand_computed_values() -> None:
     task = PandaPickTask()
-    task_state = {"goal": np.array([[0.5, 0.0, 0.15]]), "object_start": np.array([[0.5, 0, 0.025]])}
+    task_state = {"goal": np.array([[0.5, 0.0, 0.15]])}
     action = np.zeros((1, 4))
 
     # Approach: the tip drops 10 cm toward the resting cube: 10 * 0.1 m.
@@ -385,7 +386,7 @@ def test_grasped_needs_the_squeezing_gripper_and_the_object_at_the_tip() -> None
 
 def test_termination_when_the_object_leaves_the_workspace() -> None:
     task = PandaPickTask()
-    task_state = {"goal": np.array([[0.5, 0.0, 0.15]]), "object_start": np.array([[0.5, 0, 0.025]])}
+    task_state = {"goal": np.array([[0.5, 0.0, 0.15]])}
     for obj in [(0.9, 0.0, 0.025), (0.5, -0.5, 0.025), (0.5, 0.0, -0.1), (0.1, 0.0, 0.025)]:
         state = constructed(tip=(0.5, 0, 0.2), obj=obj)
         assert task.terminated(state, task_state)[0] and not task.success(state, task_state)[0]

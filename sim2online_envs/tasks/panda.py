@@ -207,6 +207,8 @@ def success_bonus(state: Batch, task_state: Batch, config: PandaTaskConfig) -> n
 class PandaPickTask(Task):
     """Pick the object and bring it to the goal, from a 64x64 grayscale image and the tip.
 
+    ``task_state``: ``goal`` (B, 3), the object's target position in the world frame (m).
+
     Actions (B, 4) in [-1, 1]: (dx, dy, dz) scaled by ``max_tip_step`` and added to the
     controller's tip target (clamped to lead the measured tip by at most ``max_target_lead`` and
     to the workspace box); g > 0 closes the gripper, g <= 0 opens it.
@@ -244,7 +246,7 @@ class PandaPickTask(Task):
             offset = rng.uniform(cfg.goal_xy_offset_low, cfg.goal_xy_offset_high)
             height = rng.uniform(*cfg.goal_height_range)
             goal[i] = [start[i, 0] + offset[0], start[i, 1] + offset[1], cfg.table_height + height]
-        return {"goal": goal, "object_start": start.copy()}
+        return {"goal": goal}
 
     def command(self, action: np.ndarray, state: Batch, task_state: Batch) -> Batch:
         """Tip target (B, 3) in m and gripper command (B,), 1.0 closed / 0.0 open."""
