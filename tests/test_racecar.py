@@ -258,6 +258,9 @@ def test_dynamic_car_slides_on_low_friction_where_kinematic_does_not() -> None:
 
 
 def test_motor_model_top_speed_and_standstill() -> None:
+    # The documented launch: 7 m/s^2 of motor force per kg, 5.7 m/s^2 net of rolling resistance.
+    assert P.motor_cm1 / P.mass == pytest.approx(7.0, abs=0.05)
+    assert (P.motor_cm1 - P.rolling_resistance) / P.mass == pytest.approx(5.7, abs=0.05)
     for dynamics in DYNAMICS:
         forward = _drive(dynamics, 0.0, 1.0, 4.0)[1][-1]["velocity"][0]
         assert forward[0] == pytest.approx(P.top_speed, rel=0.01)

@@ -11,8 +11,8 @@ learning", PMLR 123, 2020; single-track parameters after the CommonRoad vehicle 
 The motor and resistance model and the tyre shape factors are those identified for the 1:43 ORCA
 cars (Liniger, Domahidi and Morari, "Optimization-based autonomous racing of 1:43 scale RC cars",
 OCAM 2015), as used by Kabzan et al. ("AMZ Driverless", JFR 2020), with forces scaled by the
-mass ratio 3.74 kg / 0.041 kg so that the accelerations stay theirs (7 m/s^2 from rest at full
-throttle, top speed 4.2 m/s).
+mass ratio 3.74 kg / 0.041 kg so that the accelerations stay theirs (at full throttle the motor
+gives 7 m/s^2, 5.7 m/s^2 from rest net of rolling resistance; top speed 4.2 m/s).
 
 Two models, chosen with ``dynamics=``:
 
