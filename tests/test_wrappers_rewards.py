@@ -56,6 +56,25 @@ def test_progress_pays_only_beyond_the_best_so_far() -> None:
     np.testing.assert_allclose(rewards, [0.4, 0.0, 0.0, 0.6])
 
 
+def test_missing_progress_pays_nothing_instead_of_nan(caplog: pytest.LogCaptureFixture) -> None:
+    """On hardware the progress may be unknown for a step (the cube's marker not seen): no NaN
+    may reach the reward, and the best so far must survive it."""
+    nan = float("nan")
+    script = [(nan, False, 0.0), (0.2, False, 0.0), (nan, False, 0.0), (0.5, False, 0.0)]
+    config = RewardConfig(
+        env_weight=0.0, progress_weight=1.0, progress_fn=info_progress("progress")
+    )
+    env = RewardShapingWrapper(ScriptedEnv(script, start=nan), config)  # unknown at reset too
+    env.reset(seed=0)
+    with caplog.at_level("WARNING"):
+        rewards = [env.step(np.zeros(2))[1] for _ in script]
+    # best: unknown -> unknown -> 0.2 (first finite value, pays 0) -> 0.2 -> 0.5
+    np.testing.assert_allclose(rewards, [0.0, 0.0, 0.0, 0.3])
+    assert "progress is nan" in caplog.text
+    with pytest.raises(ValueError, match="action_rate_weight"):
+        RewardConfig(action_rate_weight=nan)
+
+
 def test_success_bonus_once_or_every_step() -> None:
     script = [(0.0, True, 0.0), (0.0, True, 0.0), (0.0, False, 0.0)]
     once = RewardShapingWrapper(ScriptedEnv(script), RewardConfig(env_weight=0, success_bonus=5))

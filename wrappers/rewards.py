@@ -12,17 +12,24 @@ stay in ``info["reward_terms"]``.
 The progress reward pays only for new progress: with ``p_t`` the task's total progress (e.g.
 the negative distance to the goal, or a staged approach + lift + carry score),
 ``max(p_t − max_{s<t} p_s, 0)`` (the best so far starts at ``p_0`` after reset). Moving back and
-forth earns nothing; only improving on the best state does.
+forth earns nothing; only improving on the best state does. A step whose progress is NaN or
+infinite (on hardware: the cube's marker not seen) earns no progress reward and leaves the best
+unchanged, with a warning, instead of writing a NaN reward into the replay buffer; the best so far
+then starts at the first finite value.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: Reads a task's total progress from the env and the step's info (higher is better).
 ProgressFn = Callable[[gym.Env, dict[str, Any]], float]
@@ -93,7 +100,7 @@ class RewardConfig:
         if self.progress_weight != 0.0 and self.progress_fn is None:
             raise ValueError("progress_weight is set but progress_fn is None")
         for name in ("action_magnitude_weight", "action_rate_weight"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(
                     f"{name} is a penalty weight and must be >= 0, got {getattr(self, name)}"
                 )
@@ -112,7 +119,7 @@ class RewardShapingWrapper(gym.Wrapper):
     def __init__(self, env: gym.Env, config: RewardConfig | None = None):
         super().__init__(env)
         self.config = config if config is not None else RewardConfig()
-        self._best = -np.inf
+        self._best: float | None = None  # None until a finite progress has been seen
         self._previous_action: np.ndarray | None = None
         self._succeeded = False
 
@@ -122,9 +129,18 @@ class RewardShapingWrapper(gym.Wrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self._previous_action = None
         self._succeeded = False
+        self._best = None
         if self.config.progress_fn is not None:
-            self._best = float(self.config.progress_fn(self.env, info))
+            self._best = self._finite_progress(info, "reset")
         return obs, info
+
+    def _finite_progress(self, info: dict[str, Any], when: str) -> float | None:
+        assert self.config.progress_fn is not None
+        progress = float(self.config.progress_fn(self.env, info))
+        if math.isfinite(progress):
+            return progress
+        logger.warning("progress is %s at %s: no progress reward for this step", progress, when)
+        return None
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(action)
@@ -134,9 +150,12 @@ class RewardShapingWrapper(gym.Wrapper):
         terms = dict.fromkeys(self.TERMS, 0.0)
         terms["env"] = cfg.env_weight * float(env_reward)
         if cfg.progress_fn is not None:
-            progress = float(cfg.progress_fn(self.env, info))
-            terms["progress"] = cfg.progress_weight * progress_reward(progress, self._best)
-            self._best = max(self._best, progress)
+            progress = self._finite_progress(info, "a step")
+            if progress is not None and self._best is not None:
+                terms["progress"] = cfg.progress_weight * progress_reward(progress, self._best)
+                self._best = max(self._best, progress)
+            elif progress is not None:
+                self._best = progress
         solved = bool(info.get("is_success", False))
         if not (cfg.success_once and self._succeeded):
             terms["success"] = success_reward(solved, cfg.success_bonus)
