@@ -91,5 +91,10 @@ def test_config_errors() -> None:
         TimingConfig(period=0.0)
     with pytest.raises(ValueError, match="max_consecutive_misses"):
         TimingConfig(max_consecutive_misses=0)
+    # NaN compares false: a NaN tolerance would never count a miss, a NaN spin never sleep.
+    with pytest.raises(ValueError, match="miss_tolerance"):
+        TimingConfig(miss_tolerance=float("nan"))
+    with pytest.raises(ValueError, match="spin"):
+        TimingConfig(spin=float("nan"))
     with pytest.raises(RuntimeError, match="reset"):
         ControlRateWrapper(gym.make("SimRaceCar-v0")).step(np.zeros(2, dtype=np.float32))

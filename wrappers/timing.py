@@ -79,9 +79,9 @@ class TimingConfig:
     def __post_init__(self) -> None:
         if self.period is not None and not self.period > 0:
             raise ValueError(f"period must be > 0 seconds, got {self.period}")
-        if self.spin < 0:
+        if not self.spin >= 0:  # NaN too
             raise ValueError(f"spin must be >= 0 seconds, got {self.spin}")
-        if self.miss_tolerance is not None and self.miss_tolerance < 0:
+        if self.miss_tolerance is not None and not self.miss_tolerance >= 0:
             raise ValueError(f"miss_tolerance must be >= 0 seconds, got {self.miss_tolerance}")
         if self.max_consecutive_misses is not None and self.max_consecutive_misses < 1:
             raise ValueError(
