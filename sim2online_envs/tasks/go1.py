@@ -206,23 +206,35 @@ class Go1TaskConfig:
 # -- Frames ----------------------------------------------------------------------------------
 # Two constraints shape these functions. They must give bit-identical results for a world
 # whatever the batch size, so that the batched env equals the single env world by world: hence
-# element-wise ufuncs only, no matrix products (BLAS picks other kernels, and other rounding,
-# for other sizes). And at batch size 1 their cost is the number of NumPy calls, about 1 µs
-# each, so they use few: every entry of a unit quaternion's rotation matrix is a sum of four
-# signed products q_i q_j, evaluated for all entries at once.
+# element-wise ufuncs and row-wise dot products (``np.vecdot``: one dot product per row, the same
+# kernel whatever the number of rows) only, no 2-D matrix products (BLAS picks other kernels, and
+# other rounding, for other sizes). And at batch size 1 their cost is the number of NumPy calls,
+# about 0.5-1 µs each whatever the array size, so they use few: every entry of a unit
+# quaternion's rotation matrix is a sum of signed products q_i q_j, so all entries are one
+# product of the ten distinct q_i q_j with a constant coefficient matrix.
+
+#: ``_vecdot(a, b)``: Σ a_i b_i over the last axis, broadcasting the others (NumPy >= 2 has it as
+#: one gufunc call; einsum on older NumPy).
+_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("...i,...i->...", a, b))
 
 
-def _quadratic_form(*entries: str) -> tuple[np.ndarray, np.ndarray]:
-    """Gather indices into the flattened q qᵀ and signs, (4 n,) each, of n entries like
-    "+ww -xx +yy -zz": the first term of every entry, then the second, and so on."""
+#: The ten distinct products q_i q_j of a quaternion (w, x, y, z): indices i and j of each.
+_PAIR_I = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3])
+_PAIR_J = np.array([0, 1, 2, 3, 1, 2, 3, 2, 3, 3])
+
+
+def _quadratic_form(*entries: str) -> np.ndarray:
+    """(n, 10) coefficients on the products q_i q_j (:data:`_PAIR_I`, :data:`_PAIR_J`) of n
+    entries written like "+ww -xx +yy -zz"."""
     axis = {"w": 0, "x": 1, "y": 2, "z": 3}
-    index = np.zeros((4, len(entries)), dtype=np.intp)
-    sign = np.zeros((4, len(entries)))
-    for column, entry in enumerate(entries):
-        for row, term in enumerate(entry.split()):
-            sign[row, column] = 1.0 if term[0] == "+" else -1.0
-            index[row, column] = 4 * axis[term[1]] + axis[term[2]]
-    return index.reshape(-1), sign.reshape(-1)
+    pairs = zip(_PAIR_I.tolist(), _PAIR_J.tolist(), strict=True)
+    column = {(i, j): k for k, (i, j) in enumerate(pairs)}
+    coefficients = np.zeros((len(entries), len(column)))
+    for row, entry in enumerate(entries):
+        for term in entry.split():
+            i, j = sorted((axis[term[1]], axis[term[2]]))
+            coefficients[row, column[i, j]] += 1.0 if term[0] == "+" else -1.0
+    return coefficients
 
 
 _ROTATION = _quadratic_form(
@@ -232,15 +244,14 @@ _ROTATION = _quadratic_form(
 )  # fmt: skip
 # gravity in the body frame, R^T (0, 0, -1): minus the rotation matrix's third row
 _GRAVITY = _quadratic_form("-xz -zx +wy +yw", "-yz -zy -wx -xw", "-ww +xx +yy -zz")
+# what the task needs per step: the rotation matrix, then gravity in the body frame
+_FRAME = np.concatenate([_ROTATION, _GRAVITY])
 
 
-def _evaluate(quat: np.ndarray, form: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(B, n) values of a quadratic form of unit quaternions (B, 4)."""
-    index, sign = form
-    count = quat.shape[0]
-    products = (quat[:, :, None] * quat[:, None, :]).reshape(count, 16)
-    # the four signed terms of each entry, added in order (a reduction over an outer axis)
-    return (products[:, index] * sign).reshape(count, 4, -1).sum(axis=1)
+def _evaluate(quat: np.ndarray, form: np.ndarray) -> np.ndarray:
+    """(B, n) values of the quadratic forms ``form`` (n, 10) of quaternions (B, 4)."""
+    pairs = quat.take(_PAIR_I, axis=1) * quat.take(_PAIR_J, axis=1)
+    return _vecdot(pairs[:, None, :], form)
 
 
 def rotation_matrix(quat: np.ndarray) -> np.ndarray:
@@ -250,7 +261,7 @@ def rotation_matrix(quat: np.ndarray) -> np.ndarray:
 
 def rotate_to_world(rot: np.ndarray, vec: np.ndarray) -> np.ndarray:
     """Body-frame vectors (B, 3) in the world frame, by rotation matrices (B, 3, 3)."""
-    return (rot * vec[:, None, :]).sum(axis=2)
+    return _vecdot(rot, vec[:, None, :])
 
 
 def gravity_in_body(quat: np.ndarray) -> np.ndarray:
@@ -265,6 +276,10 @@ def up_z(quat: np.ndarray) -> np.ndarray:
 
 
 # -- Reward terms: one function each, raw (unweighted) values of shape (B,) ----------------------
+# Each takes the quantities it needs, some of them computed once per step for several terms by
+# Go1JoystickTask.raw_reward_terms (the rotation matrix, the joint offsets from home, the feet's
+# speeds and touchdowns), and uses as few NumPy calls as it can: at batch size 1 the calls are
+# the cost.
 
 
 def reward_tracking_lin_vel(
@@ -272,7 +287,7 @@ def reward_tracking_lin_vel(
 ) -> np.ndarray:
     """exp(−‖v_xy* − v_xy‖² / σ): follow the commanded body-frame planar velocity."""
     error = command[:, :2] - local_linvel[:, :2]
-    return np.exp((error * error).sum(axis=1) / -sigma)
+    return np.exp(_vecdot(error, error) / -sigma)
 
 
 def reward_tracking_ang_vel(command: np.ndarray, gyro: np.ndarray, sigma: float) -> np.ndarray:
@@ -281,35 +296,36 @@ def reward_tracking_ang_vel(command: np.ndarray, gyro: np.ndarray, sigma: float)
     return np.exp(error * error / -sigma)
 
 
-def cost_lin_vel_z(world_linvel: np.ndarray) -> np.ndarray:
-    """v_z²: vertical bouncing of the trunk (world frame)."""
-    return world_linvel[:, 2] * world_linvel[:, 2]
+def cost_lin_vel_z(rot: np.ndarray, local_linvel: np.ndarray) -> np.ndarray:
+    """v_z²: vertical bouncing of the trunk (world frame; ``rot`` body to world, (B, 3, 3))."""
+    world_z = _vecdot(rot[:, 2], local_linvel)
+    return world_z * world_z
 
 
-def cost_ang_vel_xy(world_angvel: np.ndarray) -> np.ndarray:
+def cost_ang_vel_xy(rot: np.ndarray, gyro: np.ndarray) -> np.ndarray:
     """ω_x² + ω_y²: roll and pitch rates of the trunk (world frame)."""
-    xy = world_angvel[:, :2]
-    return (xy * xy).sum(axis=1)
+    world_xy = _vecdot(rot[:, :2], gyro[:, None, :])
+    return _vecdot(world_xy, world_xy)
 
 
-def cost_orientation(up: np.ndarray) -> np.ndarray:
+def cost_orientation(rot: np.ndarray) -> np.ndarray:
     """x² + y² of the trunk's up axis in the world frame: zero when level."""
-    xy = up[:, :2]
-    return (xy * xy).sum(axis=1)
+    up_xy = rot[:, :2, 2]
+    return _vecdot(up_xy, up_xy)
 
 
 def cost_dof_pos_limits(
     joint_pos: np.ndarray, soft_lower: np.ndarray, soft_upper: np.ndarray
 ) -> np.ndarray:
     """Σ distance beyond the soft joint limits [rad]."""
-    beyond = np.maximum(soft_lower - joint_pos, 0.0) + np.maximum(joint_pos - soft_upper, 0.0)
+    # a joint is beyond one limit at most, so the larger distance is the one (or neither)
+    beyond = np.maximum(np.maximum(soft_lower - joint_pos, joint_pos - soft_upper), 0.0)
     return beyond.sum(axis=1)
 
 
-def reward_pose(joint_pos: np.ndarray, home: np.ndarray, joint_weights: np.ndarray) -> np.ndarray:
+def reward_pose(joint_offset: np.ndarray, joint_weights: np.ndarray) -> np.ndarray:
     """exp(−Σ w (q − q_home)²): stay near the standing pose (calves weighted 0.1)."""
-    offset = joint_pos - home
-    return np.exp(-(offset * offset * joint_weights).sum(axis=1))
+    return np.exp(-_vecdot(joint_offset * joint_offset, joint_weights))
 
 
 def cost_termination(terminated: np.ndarray) -> np.ndarray:
@@ -317,22 +333,20 @@ def cost_termination(terminated: np.ndarray) -> np.ndarray:
     return terminated.astype(np.float64)
 
 
-def cost_stand_still(
-    command_idle: np.ndarray, joint_pos: np.ndarray, home: np.ndarray
-) -> np.ndarray:
+def cost_stand_still(command_idle: np.ndarray, joint_offset: np.ndarray) -> np.ndarray:
     """Σ |q − q_home| while the command is (nearly) zero: stand still when told to."""
-    return np.abs(joint_pos - home).sum(axis=1) * command_idle
+    return np.abs(joint_offset).sum(axis=1) * command_idle
 
 
 def cost_torques(torque: np.ndarray) -> np.ndarray:
     """‖τ‖₂ + ‖τ‖₁ [N·m]."""
-    return np.sqrt((torque * torque).sum(axis=1)) + np.abs(torque).sum(axis=1)
+    return np.sqrt(_vecdot(torque, torque)) + np.abs(torque).sum(axis=1)
 
 
 def cost_action_rate(action: np.ndarray, last_action: np.ndarray) -> np.ndarray:
     """‖a − a_prev‖²: smooth actions."""
     change = action - last_action
-    return (change * change).sum(axis=1)
+    return _vecdot(change, change)
 
 
 def cost_energy(joint_vel: np.ndarray, torque: np.ndarray) -> np.ndarray:
@@ -343,14 +357,14 @@ def cost_energy(joint_vel: np.ndarray, torque: np.ndarray) -> np.ndarray:
 def foot_speed_sq(foot_vel: np.ndarray) -> np.ndarray:
     """‖v_xy‖² of each foot, (B, 4)."""
     xy = foot_vel[:, :, :2]
-    return (xy * xy).sum(axis=2)
+    return _vecdot(xy, xy)
 
 
 def cost_feet_clearance(
     foot_height: np.ndarray, foot_speed_sq: np.ndarray, max_foot_height: float
 ) -> np.ndarray:
     """Σ |z_foot − h| √‖v_foot,xy‖: moving feet should move at the swing height."""
-    return (np.abs(foot_height - max_foot_height) * np.sqrt(np.sqrt(foot_speed_sq))).sum(axis=1)
+    return _vecdot(np.abs(foot_height - max_foot_height), np.sqrt(np.sqrt(foot_speed_sq)))
 
 
 def cost_feet_height(
@@ -361,21 +375,21 @@ def cost_feet_height(
 ) -> np.ndarray:
     """Σ (peak/h − 1)² at touchdown: each swing should reach the swing height."""
     error = swing_peak / max_foot_height - 1.0
-    return (error * error * first_contact).sum(axis=1) * command_active
+    return _vecdot(error * error, first_contact) * command_active
 
 
 def cost_feet_slip(
     foot_speed_sq: np.ndarray, contact: np.ndarray, command_active: np.ndarray
 ) -> np.ndarray:
     """Σ ‖v_foot,xy‖² of feet on the ground: no slipping."""
-    return (foot_speed_sq * contact).sum(axis=1) * command_active
+    return _vecdot(foot_speed_sq, contact) * command_active
 
 
 def reward_feet_air_time(
     air_time: np.ndarray, first_contact: np.ndarray, command_active: np.ndarray
 ) -> np.ndarray:
     """Σ (t_air − 0.1 s) at touchdown: take steps rather than shuffle."""
-    return ((air_time - 0.1) * first_contact).sum(axis=1) * command_active
+    return _vecdot(air_time - 0.1, first_contact) * command_active
 
 
 class Go1JoystickTask(Task):
@@ -427,6 +441,8 @@ class Go1JoystickTask(Task):
         self._noise_half_widths = np.zeros(OBS_DIM)
         for name in ("local_linvel", "gyro", "gravity", "joint_pos", "joint_vel"):
             self._noise_half_widths[OBS_SLICES[name]] = getattr(noise, name) * noise.level
+        # the last (key, rotation, gravity) of _frame
+        self._frame_memo: tuple[tuple, np.ndarray, np.ndarray] | None = None
 
     # -- episode variables ---------------------------------------------------------------------
 
@@ -464,11 +480,12 @@ class Go1JoystickTask(Task):
         airborne = ~contact
         command = task_state["command"]
         step = np.asarray(step)
-        due = (step % self.config.command_resample_steps == 0) & (step > 0)
-        if due.any():
-            command = command.copy()
-            for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
-                command[world] = self._draw_command(rngs[world])
+        if not (step % self.config.command_resample_steps).all():  # some world may be due
+            due = (step % self.config.command_resample_steps == 0) & (step > 0)
+            if due.any():
+                command = command.copy()
+                for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
+                    command[world] = self._draw_command(rngs[world])
         swing_peak = np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
         return {
             "command": command,
@@ -489,22 +506,46 @@ class Go1JoystickTask(Task):
         return {"joint_targets": HOME_JOINT_POS + self.config.action_scale * clipped}
 
     def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
-        obs = np.empty((state["joint_pos"].shape[0], OBS_DIM), dtype=np.float32)
-        obs[:, 0:3] = state["local_linvel"]
-        obs[:, 3:6] = state["gyro"]
-        obs[:, 6:9] = gravity_in_body(state["base_quat"])
-        obs[:, 9:21] = state["joint_pos"] - HOME_JOINT_POS
-        obs[:, 21:33] = state["joint_vel"]
-        obs[:, 33:45] = task_state["last_action"]
-        obs[:, 45:48] = task_state["command"]
+        _, gravity = self._frame(state["base_quat"])
+        parts = (
+            state["local_linvel"],
+            state["gyro"],
+            gravity,
+            state["joint_pos"] - HOME_JOINT_POS,
+            state["joint_vel"],
+            task_state["last_action"],
+            task_state["command"],
+        )
+        obs = np.concatenate(parts, axis=1, dtype=np.float32)  # the layout of OBS_SLICES
         if self.config.obs_noise:
             obs += task_state["obs_noise"]
         return obs
 
+    def _frame(self, quat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rotation matrices (B, 3, 3) and gravity in the body frame (B, 3) of ``base_quat``.
+
+        A step asks for them three times (rewards, termination, observation) with the same
+        state, so the last result is kept, keyed on the quaternions' values (not on the array's
+        identity: an array changed in place gets new values). The returned arrays are shared:
+        callers read them, never write them.
+        """
+        quat = np.asarray(quat)
+        key = (quat.dtype.str, quat.shape, quat.tobytes())
+        memo = self._frame_memo
+        if memo is not None and memo[0] == key:
+            return memo[1], memo[2]
+        values = _evaluate(quat, _FRAME)
+        rot = values[:, :9].reshape(quat.shape[0], 3, 3)
+        gravity = values[:, 9:]
+        self._frame_memo = (key, rot, gravity)
+        return rot, gravity
+
     # -- rewards and episode ends --------------------------------------------------------------
 
     def _fallen(self, state: Batch) -> np.ndarray:
-        fallen = up_z(state["base_quat"]) < self.config.fall_up_z
+        # the up axis's world z is minus gravity's body z (both are R's (3, 3) entry)
+        _, gravity = self._frame(state["base_quat"])
+        fallen = gravity[:, 2] > -self.config.fall_up_z
         if self.config.terminate_on_trunk_contact:
             fallen |= state["trunk_contact"]
         return fallen
@@ -521,31 +562,33 @@ class Go1JoystickTask(Task):
     ) -> dict[str, np.ndarray]:
         """Every term's unweighted value, (B,) each, in :attr:`reward_term_names` order."""
         cfg = self.config
+        # what several terms share, computed once
         command = task_state["command"]
-        command_active = (command * command).sum(axis=1) > 0.01**2  # ‖command‖ > 0.01
+        command_active = _vecdot(command, command) > 0.01**2  # ‖command‖ > 0.01
         action = np.minimum(np.maximum(action, -1.0), 1.0)
-        rot = rotation_matrix(state["base_quat"])
-        joint_pos = state["joint_pos"]
+        rot, _ = self._frame(state["base_quat"])
+        local_linvel, gyro = state["local_linvel"], state["gyro"]
+        joint_offset = state["joint_pos"] - HOME_JOINT_POS
         torque = state["torque"]
         contact = state["foot_contact"]
         foot_height = state["foot_pos"][:, :, 2]
         speed_sq = foot_speed_sq(state["foot_vel"])
         # feet bookkeeping as in Playground: a touchdown after time in the air
-        air_time = task_state["feet_air_time"] + self.control_dt
-        first_contact = (task_state["feet_air_time"] > 0.0) & (contact | task_state["last_contact"])
+        air_time = task_state["feet_air_time"]
+        first_contact = (air_time > 0.0) & (contact | task_state["last_contact"])
         swing_peak = np.maximum(task_state["swing_peak"], foot_height)
         return {
-            "tracking_lin_vel": reward_tracking_lin_vel(
-                command, state["local_linvel"], cfg.tracking_sigma
+            "tracking_lin_vel": reward_tracking_lin_vel(command, local_linvel, cfg.tracking_sigma),
+            "tracking_ang_vel": reward_tracking_ang_vel(command, gyro, cfg.tracking_sigma),
+            "lin_vel_z": cost_lin_vel_z(rot, local_linvel),
+            "ang_vel_xy": cost_ang_vel_xy(rot, gyro),
+            "orientation": cost_orientation(rot),
+            "dof_pos_limits": cost_dof_pos_limits(
+                state["joint_pos"], self.soft_lower, self.soft_upper
             ),
-            "tracking_ang_vel": reward_tracking_ang_vel(command, state["gyro"], cfg.tracking_sigma),
-            "lin_vel_z": cost_lin_vel_z(rotate_to_world(rot, state["local_linvel"])),
-            "ang_vel_xy": cost_ang_vel_xy(rotate_to_world(rot, state["gyro"])),
-            "orientation": cost_orientation(rot[:, :, 2]),
-            "dof_pos_limits": cost_dof_pos_limits(joint_pos, self.soft_lower, self.soft_upper),
-            "pose": reward_pose(joint_pos, HOME_JOINT_POS, self._pose_weights),
+            "pose": reward_pose(joint_offset, self._pose_weights),
             "termination": cost_termination(self._fallen(state)),
-            "stand_still": cost_stand_still(~command_active, joint_pos, HOME_JOINT_POS),
+            "stand_still": cost_stand_still(~command_active, joint_offset),
             "torques": cost_torques(torque),
             "action_rate": cost_action_rate(action, task_state["last_action"]),
             "energy": cost_energy(state["joint_vel"], torque),
@@ -554,7 +597,9 @@ class Go1JoystickTask(Task):
                 swing_peak, first_contact, command_active, cfg.max_foot_height
             ),
             "feet_slip": cost_feet_slip(speed_sq, contact, command_active),
-            "feet_air_time": reward_feet_air_time(air_time, first_contact, command_active),
+            "feet_air_time": reward_feet_air_time(
+                air_time + self.control_dt, first_contact, command_active
+            ),
         }
 
     def reward_terms(
@@ -562,12 +607,17 @@ class Go1JoystickTask(Task):
     ) -> dict[str, np.ndarray]:
         del prev_state
         raw = self.raw_reward_terms(state, action, task_state)
+        count = state["joint_pos"].shape[0]
         # weight all terms at once: row k is term k, the last row the clip
-        weighted = np.empty((len(raw) + 1, state["joint_pos"].shape[0]))
-        np.multiply(list(raw.values()), self._weight_column, out=weighted[:-1])
+        weighted = np.empty((len(raw) + 1, count))
+        np.multiply(
+            np.concatenate(list(raw.values())).reshape(len(raw), count),
+            self._weight_column,
+            out=weighted[:-1],
+        )
         if self.config.clip_reward_at_zero:
             # the running sum adds the terms one by one, in reporting order, as the envs do
-            np.maximum(-np.cumsum(weighted[:-1], axis=0)[-1], 0.0, out=weighted[-1])
+            np.maximum(-np.add.accumulate(weighted[:-1], axis=0)[-1], 0.0, out=weighted[-1])
         else:
             weighted[-1] = 0.0
         return dict(zip(self.reward_term_names, weighted, strict=True))
