@@ -136,6 +136,11 @@ def test_rgb_array_render_is_a_colour_overview() -> None:
     frame = env.render()
     assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
     assert frame.std() > 10  # a scene, not a blank frame
+    # The goal is drawn (a translucent green ball): the frame without it differs around it.
+    bare = env.unwrapped.sim.render_world(0)
+    changed = np.abs(frame.astype(int) - bare).sum(axis=-1) > 30
+    assert 20 < changed.sum() < 0.05 * changed.size
+    assert (frame[changed, 1].astype(int) - frame[changed, 0]).mean() > 0  # greener there
     env.close()
     quiet = make_env()
     quiet.reset(seed=0)
