@@ -201,7 +201,7 @@ def save_checkpoint(
         "num_timesteps": int(model.num_timesteps),
         "n_updates": int(getattr(model, "_n_updates", 0)),
         # Earlier generations still on disk (the newest keep - 1 of them).
-        "history": history[len(history) - (keep - 1) :] if keep > 1 else [],
+        "history": history[-(keep - 1) :] if keep > 1 else [],
         **files,
     }
     text = json.dumps(manifest, indent=2).encode()
@@ -255,6 +255,8 @@ class CheckpointCallback(BaseCallback):
     reset_num_timesteps=False)``).
 
     ``every_n_rollouts``: save every n-th boundary (episodes with ``train_freq=(1, "episode")``).
+    When ``learn`` returns, the state it ends with is saved too (if a rollout came after the last
+    save), so the last episode's data and updates are never lost with the process.
     With ``async_updates`` the saved state is the one published at the last boundary at which the
     background learner was idle; gradient steps still running, and transitions not yet handed
     to the buffer, are not in it.
@@ -276,12 +278,24 @@ class CheckpointCallback(BaseCallback):
         self.keep = keep
         self.include_replay_buffer = include_replay_buffer
         self._rollouts = 0
+        self._unsaved = False
+
+    def _save(self) -> None:
+        save_checkpoint(self.model, self.directory, self.include_replay_buffer, self.keep)
+        self._unsaved = False
 
     def _on_rollout_start(self) -> None:
         # The first rollout start of a learn() call has nothing new to save.
-        if self._rollouts and self._rollouts % self.every_n_rollouts == 0:
-            save_checkpoint(self.model, self.directory, self.include_replay_buffer, self.keep)
+        if self._unsaved and self._rollouts % self.every_n_rollouts == 0:
+            self._save()
         self._rollouts += 1
+        self._unsaved = True
+
+    def _on_training_end(self) -> None:
+        # learn() has run the last rollout's gradient steps (and, with async_updates, waited
+        # for the background learner): the run's final state.
+        if self._unsaved:
+            self._save()
 
     def _on_step(self) -> bool:
         return True

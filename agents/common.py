@@ -33,7 +33,13 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.save_util import save_to_pkl
-from stable_baselines3.common.type_aliases import MaybeCallback, RolloutReturn, Schedule, TrainFreq
+from stable_baselines3.common.type_aliases import (
+    MaybeCallback,
+    RolloutReturn,
+    Schedule,
+    TrainFreq,
+    TrainFrequencyUnit,
+)
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -197,10 +203,7 @@ class FineTuningMixin:
         max_grad_norm: float | None,
     ) -> None:
         """Store and check the shared arguments (before SB3's constructor builds the model)."""
-        if not isinstance(warm_start_steps, int) or warm_start_steps < 0:
-            raise ValueError(f"warm_start_steps must be an int >= 0, got {warm_start_steps!r}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        _check_fine_tuning_arguments(warm_start_steps=warm_start_steps, max_grad_norm=max_grad_norm)
         self.actor_learning_rate = actor_learning_rate
         self.warm_start_steps = warm_start_steps
         self.async_updates = bool(async_updates)
@@ -211,6 +214,18 @@ class FineTuningMixin:
 
     def _setup_fine_tuning(self) -> None:
         """Schedules that depend on the (possibly loaded) arguments; called in _setup_model."""
+        # Arguments given to load() skip the constructor's checks.
+        _check_fine_tuning_arguments(
+            policy_delay=self.policy_delay,  # type: ignore[attr-defined]
+            warm_start_steps=self.warm_start_steps,
+            max_grad_norm=self.max_grad_norm,
+        )
+        kwargs = getattr(self, "replay_buffer_kwargs", None)
+        if isinstance(kwargs, dict) and "offline_data" in kwargs:
+            # D0 now lives in the buffer (saved by save_replay_buffer). Kept here, it would be
+            # copied into every model file and re-read by load(), which then fails once the
+            # file has moved. A new dict: the user's own is left as it was.
+            self.replay_buffer_kwargs = {k: v for k, v in kwargs.items() if k != "offline_data"}
         actor_lr = self.actor_learning_rate
         self.actor_lr_schedule = FloatSchedule(
             self.lr_schedule if actor_lr is None else actor_lr  # type: ignore[arg-type]
@@ -311,6 +326,13 @@ class FineTuningMixin:
         if env is None:
             raise RuntimeError("set an environment (set_env) before calling learn()")
         assert isinstance(self.train_freq, TrainFreq)  # type: ignore[attr-defined]
+        if self.async_updates and self.train_freq.unit != TrainFrequencyUnit.EPISODE:  # type: ignore[attr-defined]
+            logger.warning(
+                "async_updates with train_freq=%s: the background learner publishes weights at "
+                "rollout boundaries, which are then not episode boundaries (the acting policy "
+                "changes mid-episode); use train_freq=(1, 'episode')",
+                self.train_freq,  # type: ignore[attr-defined]
+            )
         learner = BackgroundLearner(self) if self.async_updates else None
         self._learner = learner
         finished = False
@@ -524,7 +546,12 @@ class FineTuningMixin:
         truncate_last_traj: bool = True,
     ) -> None:
         """SB3's ``load_replay_buffer`` with checks: a truncated file or a buffer for other spaces
-        raises a ValueError naming the problem and keeps the current buffer."""
+        raises a ValueError naming the problem and keeps the current buffer.
+
+        A model that mixes offline data (a :class:`MixingReplayBuffer`) refuses a plain SB3
+        buffer, which would silently drop D0 and the mixing: put such a buffer into D0 with
+        ``model.replay_buffer.load_offline(path)`` instead.
+        """
         previous = self.replay_buffer
         try:
             super().load_replay_buffer(path, truncate_last_traj)  # type: ignore[misc]
@@ -541,6 +568,30 @@ class FineTuningMixin:
         except ValueError as error:
             self.replay_buffer = previous
             raise ValueError(f"replay buffer {path} does not fit this model: {error}") from error
+        if isinstance(previous, MixingReplayBuffer) and not isinstance(
+            self.replay_buffer, MixingReplayBuffer
+        ):
+            loaded = type(self.replay_buffer).__name__
+            self.replay_buffer = previous
+            raise ValueError(
+                f"replay buffer {path} is a plain {loaded}, this model mixes offline data with "
+                "a MixingReplayBuffer: loading it would drop D0 and the mixing; to use it as "
+                "offline data call model.replay_buffer.load_offline(path)"
+            )
+
+
+def _check_fine_tuning_arguments(**arguments: Any) -> None:
+    """ValueError naming the argument when one of the shared settings is out of range."""
+    if "policy_delay" in arguments:
+        delay = arguments["policy_delay"]
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 1:
+            raise ValueError(f"policy_delay must be an int >= 1, got {delay!r}")
+    steps = arguments.get("warm_start_steps", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"warm_start_steps must be an int >= 0, got {steps!r}")
+    norm = arguments.get("max_grad_norm")
+    if norm is not None and not norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0 or None, got {norm!r}")
 
 
 def check_buffer_spaces(

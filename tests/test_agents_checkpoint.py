@@ -297,6 +297,18 @@ def test_keep_several_generations(tmp_path: pathlib.Path) -> None:
     ]
 
 
+def test_keep_holds_while_fewer_generations_exist(tmp_path: pathlib.Path) -> None:
+    # The history was cut from a negative index: with keep=6 the fourth save kept only two
+    # earlier generations and deleted generation 0.
+    model = build("sac", make_env())
+    for generation in range(4):
+        save_checkpoint(model, tmp_path / "ckpt", keep=6)
+        manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+        assert manifest["history"] == list(range(generation))
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith("model-"))
+    assert names == [f"model-{g:06d}.zip" for g in range(4)]
+
+
 def test_rng_states_are_restored(tmp_path: pathlib.Path) -> None:
     model = build("sac", make_env())
     th.manual_seed(42)
@@ -311,3 +323,69 @@ def test_rng_states_are_restored(tmp_path: pathlib.Path) -> None:
     assert th.equal(expected[0], got[0])
     np.testing.assert_array_equal(expected[1], got[1])
     np.testing.assert_array_equal(expected[2], got[2])
+
+
+def test_the_final_state_of_learn_is_checkpointed(tmp_path: pathlib.Path) -> None:
+    """Saves happen at rollout starts; the state learn() ends with (the last episode's data and
+    gradient steps) is saved when it returns, not lost with the process."""
+    model = build("sac", make_env())
+    model.learn(EPISODE * 3, callback=CheckpointCallback(tmp_path / "ckpt", every_n_rollouts=2))
+    manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    assert manifest["num_timesteps"] == EPISODE * 3
+    restored = load_checkpoint(SAC, tmp_path / "ckpt", env=make_env(3))
+    assert_same_state(state_of(model), state_of(restored))
+
+
+def test_offline_data_stays_out_of_the_model_file(tmp_path: pathlib.Path) -> None:
+    """D0 is saved with the replay buffer. The model file used to carry the offline_data
+    argument: the whole D0 as base64 in its JSON, or a path that load() re-read, failing once
+    the sim data had moved."""
+    sim = build("sac", make_env())
+    sim.learn(EPISODE * 2)
+    sim.save_replay_buffer(tmp_path / "sim_data.pkl")
+    kwargs = {"online_fraction": (0.5, 1.0, 50), "offline_data": str(tmp_path / "sim_data.pkl")}
+    model = SAC(
+        "MlpPolicy",
+        make_env(),
+        policy_kwargs={"net_arch": [16]},
+        batch_size=16,
+        replay_buffer_class=MixingReplayBuffer,
+        replay_buffer_kwargs=kwargs,
+    )
+    assert "offline_data" in kwargs  # the caller's dict is left alone
+    d0 = model.replay_buffer.offline.arrays()
+    assert model.replay_buffer.offline_size == EPISODE * 2 + 100  # its online part and its D0
+    save_checkpoint(model, tmp_path / "ckpt")
+    with zipfile.ZipFile(tmp_path / "ckpt" / "model-000000.zip") as archive:
+        data = json.loads(archive.read("data"))
+    assert "offline_data" not in json.dumps(data["replay_buffer_kwargs"])
+    (tmp_path / "sim_data.pkl").unlink()
+    restored = load_checkpoint(SAC, tmp_path / "ckpt", env=make_env())
+    restored_d0 = restored.replay_buffer.offline.arrays()
+    for name in ("observations", "next_observations", "actions", "rewards", "dones"):
+        np.testing.assert_array_equal(restored_d0[name], d0[name])
+    assert restored.replay_buffer.current_online_fraction() == 0.5
+
+
+def test_a_plain_buffer_does_not_replace_the_mixing_buffer(tmp_path: pathlib.Path) -> None:
+    plain = SAC("MlpPolicy", make_env(), policy_kwargs={"net_arch": [8]}, learning_starts=0)
+    plain.learn(EPISODE)
+    plain.save_replay_buffer(tmp_path / "plain")
+    model = build("sac", make_env())
+    own = model.replay_buffer
+    with pytest.raises(ValueError, match=r"plain ReplayBuffer.*load_offline"):
+        model.load_replay_buffer(tmp_path / "plain")
+    assert model.replay_buffer is own and own.offline_size == 100
+    assert own.load_offline(tmp_path / "plain") == EPISODE  # the way to use it as D0
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("policy_delay", 0), ("warm_start_steps", -5), ("max_grad_norm", 0.0)],
+)
+def test_load_checks_the_arguments_it_is_given(
+    tmp_path: pathlib.Path, argument: str, value: Any
+) -> None:
+    build("sac", make_env()).save(tmp_path / "model")
+    with pytest.raises(ValueError, match=argument):
+        SAC.load(tmp_path / "model", env=make_env(), **{argument: value})

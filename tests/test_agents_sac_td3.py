@@ -264,6 +264,29 @@ def test_episodic_updates_keep_weights_fixed_within_an_episode(async_updates: bo
     assert model.replay_buffer.size() == 240
 
 
+def test_async_updates_with_step_boundaries_warn(caplog: pytest.LogCaptureFixture) -> None:
+    # Rollout boundaries every step are not episode boundaries: the acting weights would change
+    # mid-episode, which the background learner is meant to prevent.
+    model = SAC(
+        "MlpPolicy", pendulum(20), policy_kwargs=dict(TINY), batch_size=8, async_updates=True
+    )
+    with caplog.at_level("WARNING"):
+        model.learn(10)
+    assert "not episode boundaries" in caplog.text
+    caplog.clear()
+    episodic = SAC(
+        "MlpPolicy",
+        pendulum(20),
+        policy_kwargs=dict(TINY),
+        batch_size=8,
+        async_updates=True,
+        train_freq=(1, "episode"),
+    )
+    with caplog.at_level("WARNING"):
+        episodic.learn(20)
+    assert "not episode boundaries" not in caplog.text
+
+
 def test_background_learner_failure_surfaces(monkeypatch: pytest.MonkeyPatch) -> None:
     model = SAC(
         "MlpPolicy",
