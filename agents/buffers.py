@@ -361,9 +361,11 @@ class MixingReplayBuffer(ReplayBuffer):
     (the same class on SB3's ``DictReplayBuffer``), so ``replay_buffer_class=MixingReplayBuffer``
     works for every space.
 
-    The schedule position ``update_step`` counts minibatches drawn since the buffer was made (one
-    per gradient step), so a schedule starts with the mixing, not with the agent's pretraining;
-    it is saved with the buffer.
+    The schedule position ``update_step`` counts the minibatches drawn while the online part
+    holds data (one per gradient step), so a schedule starts with the mixing, not with the
+    agent's pretraining: neither a loaded prior's updates nor critic-only fitting on D0 before
+    any online data (:meth:`~sim2online_envs.agents.SAC.train_critic`) move α. It is saved with
+    the buffer.
     While the online part is empty every sample comes from D0 (offline pre-training); while D0 is
     empty every sample comes from the online part (with a one-time warning).
     """
@@ -454,13 +456,14 @@ class MixingReplayBuffer(ReplayBuffer):
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> Samples:
         """A minibatch: ``n_online`` transitions from the online part first, then D0's.
 
-        Advances the schedule position by one.
+        Advances the schedule position by one once the online part holds data.
         """
         alpha = self.current_online_fraction()
-        self.update_step += 1
         online_empty = self.size() == 0 or (
             self.optimize_memory_usage and not self.full and self.pos < 1
         )
+        if not online_empty:
+            self.update_step += 1
         if online_empty:
             if self.offline.size == 0:
                 raise RuntimeError("cannot sample: both the online part and D0 are empty")

@@ -145,6 +145,18 @@ def test_empty_parts_fall_back_to_the_other() -> None:
         empty.sample(4)
 
 
+def test_offline_pretraining_does_not_move_the_schedule() -> None:
+    """Critic fitting on D0 before any online data is pretraining: α starts with the mixing."""
+    buffer = MixingReplayBuffer(100, BOX, ACTIONS, device="cpu", online_fraction=(0.5, 1.0, 10))
+    buffer.add_offline_transitions(**offline_arrays(20))
+    for _ in range(30):
+        buffer.sample(8)
+    assert buffer.update_step == 0 and buffer.current_online_fraction() == 0.5
+    fill_online(buffer, 5)
+    buffer.sample(8)
+    assert buffer.update_step == 1 and buffer.current_online_fraction() == pytest.approx(0.55)
+
+
 def test_online_fraction_out_of_range_is_rejected() -> None:
     with pytest.raises(ValueError, match="online_fraction"):
         MixingReplayBuffer(10, BOX, ACTIONS, device="cpu", online_fraction=1.5)
