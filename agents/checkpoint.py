@@ -176,9 +176,17 @@ def save_checkpoint(
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     previous = None
-    with contextlib.suppress(FileNotFoundError, ValueError):
+    manifest_lost = False
+    try:
         previous = read_manifest(directory)
-    generation = (previous["generation"] + 1) if previous else 0
+    except FileNotFoundError:
+        pass
+    except ValueError as error:
+        # Never let an unreadable manifest cost the checkpoints that are still on disk.
+        manifest_lost = True
+        logger.warning("%s; starting a new manifest, older files are kept", error)
+    on_disk = _generations_on_disk(directory)
+    generation = 1 + max([previous["generation"] if previous else -1, *on_disk])
     files: dict[str, dict[str, Any]] = {}
 
     model_path = directory / f"model-{generation:06d}.zip"
@@ -206,16 +214,29 @@ def save_checkpoint(
     }
     text = json.dumps(manifest, indent=2).encode()
     manifest_path = atomic_write(directory / MANIFEST, lambda file: file.write(text))
-    _remove_old_generations(directory, {generation, *manifest["history"]})
+    if not manifest_lost:
+        _remove_old_generations(directory, {generation, *manifest["history"]})
     logger.info("checkpoint generation %d saved in %s", generation, directory)
     return manifest_path
 
 
+def _generation_of(path: pathlib.Path) -> int | None:
+    """The generation of a ``model-N.zip`` / ``replay_buffer-N.pkl`` file, else None."""
+    stem = path.name.split(".")[0]
+    prefix, _, number = stem.rpartition("-")
+    if prefix in ("model", "replay_buffer") and number.isdigit():
+        return int(number)
+    return None
+
+
+def _generations_on_disk(directory: pathlib.Path) -> list[int]:
+    return [g for g in map(_generation_of, directory.iterdir()) if g is not None]
+
+
 def _remove_old_generations(directory: pathlib.Path, keep: set[int]) -> None:
     for path in directory.iterdir():
-        stem = path.name.split(".")[0]
-        prefix, _, number = stem.rpartition("-")
-        if prefix in ("model", "replay_buffer") and number.isdigit() and int(number) not in keep:
+        generation = _generation_of(path)
+        if generation is not None and generation not in keep:
             with contextlib.suppress(OSError):
                 path.unlink()
 

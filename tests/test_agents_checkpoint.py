@@ -309,6 +309,21 @@ def test_keep_holds_while_fewer_generations_exist(tmp_path: pathlib.Path) -> Non
     assert names == [f"model-{g:06d}.zip" for g in range(4)]
 
 
+def test_an_unreadable_manifest_never_costs_the_checkpoints_on_disk(
+    tmp_path: pathlib.Path,
+) -> None:
+    model = build("sac", make_env())
+    save_checkpoint(model, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / MANIFEST).write_text("{ not json")  # e.g. edited by hand
+    with pytest.raises(ValueError, match=r"manifest .* is corrupt"):
+        load_checkpoint(SAC, tmp_path / "ckpt")
+    save_checkpoint(model, tmp_path / "ckpt")  # the next save starts a new manifest ...
+    manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    assert manifest["generation"] == 1  # ... after the files on disk, not over them
+    assert (tmp_path / "ckpt" / "model-000000.zip").is_file()  # and deletes nothing
+    assert load_checkpoint(SAC, tmp_path / "ckpt", env=make_env()).num_timesteps == 0
+
+
 def test_rng_states_are_restored(tmp_path: pathlib.Path) -> None:
     model = build("sac", make_env())
     th.manual_seed(42)
