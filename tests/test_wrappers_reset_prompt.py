@@ -160,6 +160,15 @@ def test_one_timeout_then_ready_and_label_timeout_is_unlabelled(
     assert "no episode label" in caplog.text
 
 
+def test_a_lost_operator_at_the_label_keeps_the_last_transition() -> None:
+    env, _ = car(["ready"], auto_reset=None)  # no answer left for the label
+    env.reset(seed=0)
+    _, info = run_episode(env)  # the last step still returns its transition ...
+    assert info["operator"]["label"] == "unlabelled"
+    with pytest.raises(OperatorUnavailableError, match="ran out of answers"):
+        env.reset(seed=1)  # ... and the session stops at the next prompt
+
+
 def test_request_abort_truncates_with_reason() -> None:
     env, _ = car(["ready", "failure"], auto_reset=None)
     env.reset(seed=0)

@@ -680,6 +680,10 @@ class ResetPromptWrapper(gym.Wrapper):
         except OperatorTimeoutError as error:
             logger.warning("no episode label from the operator (%s): 'unlabelled'", error)
             label = "unlabelled"
+        except OperatorUnavailableError as error:
+            # The step has happened: return its transition; the next reset prompt fails loudly.
+            logger.error("the operator cannot be asked for a label (%s): 'unlabelled'", error)
+            label = "unlabelled"
         human_reward = 0.0
         if label == "success":
             human_reward = self.config.success_reward
