@@ -19,7 +19,9 @@
    last step or reset, a background thread calls the safe-stop hook: by default the backend's
    ``stop()`` method (:data:`STOP_HOOK`). Real backends implement ``stop()``; it must be
    thread-safe and idempotent and must not block for long. The robot is stopped after an
-   episode ends too, while the operator resets the scene or the learner trains.
+   episode ends too, while the operator resets the scene or the learner trains. Every command
+   that reaches the guard (an automatic reset's too) restarts the countdown, and none is sent
+   while the stop hook is still running.
 
 ``info["safety"]`` reports every intervention on every step::
 
