@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -529,6 +530,33 @@ def test_racecar_hostile_actions_respect_speed_cap_and_arena(car_stack, actions,
         assert -1.0 <= throttle <= 1.0
         assert not (vx >= cap and throttle > 0.0)
         assert not (vx <= -cap and throttle < 0.0)
+
+
+@HYPOTHESIS
+@given(actions=st.lists(hostile_actions(2), min_size=1, max_size=8), seed=st.integers(0, 3))
+def test_commands_from_below_the_wrapper_respect_the_limits(car_stack, actions, seed) -> None:
+    """An automatic reset or a scripted controller steps the TaskEnv under the wrapper: the
+    guard still holds every command (only sanitation is the wrapper's)."""
+    wrapped, spy, limits = car_stack
+    wrapped.reset(seed=seed)
+    base = wrapped.unwrapped
+    for _ in range(60):  # at speed, towards the arena's edge
+        base.step(np.array([0.2, 1.0]))
+    first = len(spy.commands)
+    for action in actions:
+        sent = len(spy.commands)
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # complex -> real casts
+                base.step(action)
+        except (ValueError, TypeError):
+            assert len(spy.commands) == sent
+    for command, state in zip(spy.commands[first:], spy.states[first:], strict=True):
+        throttle, vx = command["throttle"][0], state["velocity"][0, 0]
+        x, y = state["pose"][0, :2]
+        cap = limits.outside_max_speed if abs(x) > 2.5 or abs(y) > 2.5 else limits.max_speed
+        assert np.isfinite(throttle) and np.isfinite(command["steering"][0])
+        assert not (vx >= cap and throttle > 0.0) and not (vx <= -cap and throttle < 0.0)
 
 
 @pytest.fixture(scope="module")
