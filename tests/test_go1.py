@@ -23,6 +23,7 @@ from sim2online_envs.tasks.go1 import (
     Go1JoystickTask,
     Go1TaskConfig,
     check_state,
+    gravity_in_body,
     rotate_to_world,
     rotation_matrix,
 )
@@ -370,6 +371,60 @@ def test_task_results_do_not_depend_on_the_batch_size():
                 np.testing.assert_array_equal(batched[key][world], value[0], err_msg=key)
         steps = np.full(count, step)
         task_state = task.advance(task_state, state, action, steps, rngs)
+
+
+def test_frame_functions_agree_with_mujoco_alone_and_in_a_batch():
+    """Rotation matrices and body-frame gravity are MuJoCo's, and a quaternion's are the same
+    bits whatever batch it comes in (row-wise dot products, no batch-size-dependent BLAS)."""
+    import mujoco
+
+    rng = np.random.default_rng(0)
+    quats = rng.normal(size=(257, 4))
+    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
+    rot, gravity = rotation_matrix(quats), gravity_in_body(quats)
+    vectors = rng.normal(size=(257, 3))
+    world = rotate_to_world(rot, vectors)
+    for i, quat in enumerate(quats):
+        expected = np.zeros(9)
+        mujoco.mju_quat2Mat(expected, quat)
+        np.testing.assert_allclose(rot[i].ravel(), expected, atol=1e-15)
+        np.testing.assert_allclose(gravity[i], -expected[6:], atol=1e-15)
+        alone = slice(i, i + 1)
+        np.testing.assert_array_equal(rotation_matrix(quats[alone])[0], rot[i])
+        np.testing.assert_array_equal(gravity_in_body(quats[alone])[0], gravity[i])
+        np.testing.assert_array_equal(rotate_to_world(rot[alone], vectors[alone])[0], world[i])
+
+
+def test_a_state_changed_in_place_is_observed_anew():
+    """The task keeps the last quaternion's frame for the other calls of a step; a state whose
+    quaternion is overwritten in place must not get the old frame."""
+    task = Go1JoystickTask()
+    state = constructed_state(1)
+    task_state = task.initial_task_state(state, [np.random.default_rng(0)])
+    gravity = OBS_SLICES["gravity"]
+    np.testing.assert_array_equal(task.observe(state, task_state)[0, gravity], [0, 0, -1])
+    assert not task.terminated(state, task_state)[0]
+    state["base_quat"][0] = quat_about("x", math.radians(90))  # on its side, same array
+    np.testing.assert_allclose(task.observe(state, task_state)[0, gravity], [0, -1, 0], atol=1e-7)
+    assert task.terminated(state, task_state)[0]
+    terms = task.reward_terms(state, state, np.zeros((1, 12)), task_state)
+    assert terms["termination"][0] == pytest.approx(-1.0 * DT)
+    assert terms["orientation"][0] == pytest.approx(-5.0 * DT)
+
+
+def test_the_reward_is_its_terms_added_in_order_as_the_batched_env_adds_them():
+    env = make_env()
+    env.reset(seed=5)
+    actions = np.random.default_rng(5).uniform(-1, 1, size=(40, 12))
+    for action in actions:
+        _, reward, terminated, _, info = env.step(action)
+        terms = info["reward_terms"]
+        assert tuple(terms) == Go1JoystickTask.reward_term_names
+        batched = sum_reward_terms({name: np.array([value]) for name, value in terms.items()})
+        assert reward == batched[0] and type(reward) is float
+        if terminated:
+            break
+    env.close()
 
 
 def test_backend_state_follows_the_task_contract():

@@ -247,13 +247,17 @@ class Go1VectorBackend(VectorBackend):
         }
         self._foot_pos = self._sensor_block([f"{leg}_foot_pos" for leg in FOOT_NAMES])
         self._foot_vel = self._sensor_block([f"{leg}_foot_vel" for leg in FOOT_NAMES])
-        self._foot_contact = self._sensor_block([f"{leg}_foot_contact" for leg in FOOT_NAMES])
-        self._trunk_contact = self._sensor_block(["trunk_contact"])
+        # the feet's contact sensors then the trunk's: one comparison gives all five
+        self._contacts = self._sensor_block(
+            [*(f"{leg}_foot_contact" for leg in FOOT_NAMES), "trunk_contact"]
+        )
+        self._stage_vel = int(mujoco.mjtStage.mjSTAGE_VEL)
         # live view of the warning counters that mean MuJoCo reset a diverged simulation
         first = int(mujoco.mjtWarning.mjWARN_BADQPOS)
         last = int(mujoco.mjtWarning.mjWARN_BADQACC)
         self._divergence_counts = self.batch.warning[:, first : last + 1, 1]
         self._warnings_seen = self._divergence_counts.copy()
+        self._warnings_seen_bytes = self._warnings_seen.tobytes()
 
         self._renderer: mujoco.Renderer | None = None
         self._render_model: mujoco.MjModel | None = None
@@ -386,6 +390,7 @@ class Go1VectorBackend(VectorBackend):
             self._qpos[ids, 2] -= foot_z.min(axis=1) - self._foot_radius
         batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_ACC)
         self._warnings_seen[ids] = self._divergence_counts[ids]
+        self._warnings_seen_bytes = self._warnings_seen.tobytes()
         return self._read_state()
 
     def _option_rows(self, options: Mapping[str, Any], key: str, count: int) -> np.ndarray:
@@ -419,13 +424,13 @@ class Go1VectorBackend(VectorBackend):
         # MuJoCo clamps the targets to the actuators' ctrlrange, the joint ranges
         self._ctrl[...] = targets
         # stage VEL: sensors and site positions describe the state after the last substep
-        self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_VEL)
+        self.batch.step(nstep=self.n_substeps, stage=self._stage_vel)
         self._check_warnings()
         return self._read_state()
 
     def _check_warnings(self) -> None:
         counts = self._divergence_counts
-        if (counts != self._warnings_seen).any():
+        if counts.tobytes() != self._warnings_seen_bytes:  # one memcmp, whatever the worlds
             worlds = np.flatnonzero((counts != self._warnings_seen).any(axis=1))
             logger.warning(
                 "MuJoCo reset the physics of worlds %s after a numerical instability (NaN or huge "
@@ -433,11 +438,13 @@ class Go1VectorBackend(VectorBackend):
                 worlds.tolist(),
             )
             self._warnings_seen = counts.copy()
+            self._warnings_seen_bytes = self._warnings_seen.tobytes()
 
     def _read_state(self) -> Batch:
         sensors = self._sensordata.copy()
         qpos = self._qpos.copy()
         qvel = self._qvel.copy()
+        contacts = sensors[:, self._contacts] > 0.0
         count = self.num_worlds
         s = self._sensor_slices
         state = {
@@ -453,8 +460,8 @@ class Go1VectorBackend(VectorBackend):
             "base_pos": sensors[:, s["position"]],
             "foot_pos": sensors[:, self._foot_pos].reshape(count, 4, 3),
             "foot_vel": sensors[:, self._foot_vel].reshape(count, 4, 3),
-            "foot_contact": sensors[:, self._foot_contact] > 0.0,
-            "trunk_contact": sensors[:, self._trunk_contact.start] > 0.0,
+            "foot_contact": contacts[:, :4],
+            "trunk_contact": contacts[:, 4],
         }
         return state
 

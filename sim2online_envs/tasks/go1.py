@@ -542,16 +542,15 @@ class Go1JoystickTask(Task):
 
     # -- rewards and episode ends --------------------------------------------------------------
 
-    def _fallen(self, state: Batch) -> np.ndarray:
-        # the up axis's world z is minus gravity's body z (both are R's (3, 3) entry)
-        _, gravity = self._frame(state["base_quat"])
-        fallen = gravity[:, 2] > -self.config.fall_up_z
+    def _fallen(self, rot: np.ndarray, trunk_contact: np.ndarray) -> np.ndarray:
+        fallen = rot[:, 2, 2] < self.config.fall_up_z  # the world z of the trunk's up axis
         if self.config.terminate_on_trunk_contact:
-            fallen |= state["trunk_contact"]
+            fallen |= trunk_contact
         return fallen
 
     def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
-        return self._fallen(state)
+        rot, _ = self._frame(state["base_quat"])
+        return self._fallen(rot, state["trunk_contact"])
 
     def success(self, state: Batch, task_state: Batch) -> np.ndarray:
         """Velocity tracking has no success state: always False."""
@@ -587,7 +586,7 @@ class Go1JoystickTask(Task):
                 state["joint_pos"], self.soft_lower, self.soft_upper
             ),
             "pose": reward_pose(joint_offset, self._pose_weights),
-            "termination": cost_termination(self._fallen(state)),
+            "termination": cost_termination(self._fallen(rot, state["trunk_contact"])),
             "stand_still": cost_stand_still(~command_active, joint_offset),
             "torques": cost_torques(torque),
             "action_rate": cost_action_rate(action, task_state["last_action"]),
