@@ -256,6 +256,12 @@ def load_checkpoint(
     """
     directory = pathlib.Path(directory)
     manifest = read_manifest(directory)
+    saved_by = manifest.get("algorithm")
+    if saved_by is not None and saved_by != cls.__name__:
+        raise ValueError(
+            f"checkpoint in {directory} was saved by {saved_by}, not {cls.__name__}: "
+            f"load it with {saved_by}"
+        )
     model_path = _verify(directory, manifest["model"], "model")
     buffer_path = None
     if load_replay_buffer and "replay_buffer" in manifest:

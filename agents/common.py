@@ -517,6 +517,11 @@ class FineTuningMixin:
             )
         except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
             raise ValueError(f"checkpoint {path} is truncated or corrupt: {error}") from error
+        except KeyError as error:  # an optimiser or network this algorithm has, the file not
+            raise ValueError(
+                f"checkpoint {path} lacks {error} that {cls.__name__} needs: saved by another "
+                "algorithm (SAC vs TD3) or a different setup"
+            ) from error
         except RuntimeError as error:
             if "state_dict" in str(error) or "PytorchStreamReader" in str(error):
                 raise ValueError(

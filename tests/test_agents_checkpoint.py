@@ -191,6 +191,14 @@ def test_checkpoint_for_other_spaces_is_rejected(tmp_path: pathlib.Path) -> None
     assert model.replay_buffer is own
 
 
+def test_a_checkpoint_of_the_other_algorithm_is_named(tmp_path: pathlib.Path) -> None:
+    save_checkpoint(build("td3", make_env()), tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="saved by TD3, not SAC"):
+        load_checkpoint(SAC, tmp_path / "ckpt", env=make_env())
+    with pytest.raises(ValueError, match=r"lacks .* that SAC needs: saved by another algorithm"):
+        SAC.load(tmp_path / "ckpt" / "model-000000.zip", env=make_env())
+
+
 def test_truncated_files_give_clear_errors(tmp_path: pathlib.Path) -> None:
     model = build("sac", make_env())
     model.learn(EPISODE * 2)
