@@ -333,9 +333,9 @@ def cost_termination(terminated: np.ndarray) -> np.ndarray:
     return terminated.astype(np.float64)
 
 
-def cost_stand_still(command_idle: np.ndarray, joint_offset: np.ndarray) -> np.ndarray:
+def cost_stand_still(command_active: np.ndarray, joint_offset: np.ndarray) -> np.ndarray:
     """Σ |q − q_home| while the command is (nearly) zero: stand still when told to."""
-    return np.abs(joint_offset).sum(axis=1) * command_idle
+    return np.where(command_active, 0.0, np.abs(joint_offset).sum(axis=1))
 
 
 def cost_torques(torque: np.ndarray) -> np.ndarray:
@@ -441,7 +441,7 @@ class Go1JoystickTask(Task):
         self._noise_half_widths = np.zeros(OBS_DIM)
         for name in ("local_linvel", "gyro", "gravity", "joint_pos", "joint_vel"):
             self._noise_half_widths[OBS_SLICES[name]] = getattr(noise, name) * noise.level
-        # the last (key, rotation, gravity) of _frame
+        # the last ((shape, bytes) of the quaternions, rotation, gravity) of _frame
         self._frame_memo: tuple[tuple, np.ndarray, np.ndarray] | None = None
 
     # -- episode variables ---------------------------------------------------------------------
@@ -529,8 +529,8 @@ class Go1JoystickTask(Task):
         identity: an array changed in place gets new values). The returned arrays are shared:
         callers read them, never write them.
         """
-        quat = np.asarray(quat)
-        key = (quat.dtype.str, quat.shape, quat.tobytes())
+        quat = np.asarray(quat, dtype=np.float64)
+        key = (quat.shape, quat.tobytes())
         memo = self._frame_memo
         if memo is not None and memo[0] == key:
             return memo[1], memo[2]
@@ -587,7 +587,7 @@ class Go1JoystickTask(Task):
             ),
             "pose": reward_pose(joint_offset, self._pose_weights),
             "termination": cost_termination(self._fallen(rot, state["trunk_contact"])),
-            "stand_still": cost_stand_still(~command_active, joint_offset),
+            "stand_still": cost_stand_still(command_active, joint_offset),
             "torques": cost_torques(torque),
             "action_rate": cost_action_rate(action, task_state["last_action"]),
             "energy": cost_energy(state["joint_vel"], torque),
