@@ -605,11 +605,6 @@ class CommandWatchdog:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=1.0)
 
-    @property
-    def alive(self) -> bool:
-        """Whether the watchdog thread is running (False after :meth:`close`)."""
-        return self._thread.is_alive()
-
     def _run(self) -> None:
         while True:
             with self._condition:
