@@ -477,7 +477,6 @@ class Go1JoystickTask(Task):
         rngs: list[np.random.Generator],
     ) -> Batch:
         contact = state["foot_contact"]
-        airborne = ~contact
         command = task_state["command"]
         step = np.asarray(step)
         if not (step % self.config.command_resample_steps).all():  # some world may be due
@@ -487,12 +486,13 @@ class Go1JoystickTask(Task):
                 for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
                     command[world] = self._draw_command(rngs[world])
         swing_peak = np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
+        # a foot on the ground starts its next swing from zero
         return {
             "command": command,
             "last_action": np.minimum(np.maximum(action, -1.0), 1.0),
-            "feet_air_time": (task_state["feet_air_time"] + self.control_dt) * airborne,
+            "feet_air_time": np.where(contact, 0.0, task_state["feet_air_time"] + self.control_dt),
             "last_contact": contact,
-            "swing_peak": swing_peak * airborne,
+            "swing_peak": np.where(contact, 0.0, swing_peak),
             "obs_noise": self._draw_noise(rngs),
         }
 
