@@ -241,6 +241,8 @@ class Go1VectorBackend(VectorBackend):
         self._xfrc = self.batch.bind("xfrc_applied")
         self._sensordata = self.batch.bind("sensordata")
         self._actuator_force = self.batch.bind("actuator_force")
+        self._site_xmat = self.batch.bind("site_xmat")
+        self._imu_site = model.site("imu").id
         self._sensor_slices = {
             name: self._sensor_block([name])
             for name in ("gyro", "accelerometer", "local_linvel", "orientation", "position")
@@ -454,6 +456,7 @@ class Go1VectorBackend(VectorBackend):
             "joint_vel": qvel[:, 6:],
             "torque": self._actuator_force.copy(),
             "base_quat": sensors[:, s["orientation"]],
+            "base_rot": self._site_xmat[:, self._imu_site].reshape(count, 3, 3).copy(),
             "gyro": sensors[:, s["gyro"]],
             "local_linvel": sensors[:, s["local_linvel"]],
             "accelerometer": sensors[:, s["accelerometer"]],

@@ -14,6 +14,9 @@ key                shape        meaning (SI units)
 ``joint_vel``      (B, 12)      joint velocities [rad/s]
 ``torque``         (B, 12)      motor torques of the last physics step [N·m]
 ``base_quat``      (B, 4)       trunk orientation (w, x, y, z), IMU frame in world frame
+``base_rot``       (B, 3, 3)    the same orientation as a rotation matrix, body to world
+                                (:func:`rotation_matrix` of ``base_quat`` where the robot
+                                reports only the quaternion; the simulator reads MuJoCo's)
 ``gyro``           (B, 3)       trunk angular velocity, body frame [rad/s]
 ``local_linvel``   (B, 3)       trunk linear velocity, body frame [m/s]
 ``accelerometer``  (B, 3)       specific force at the IMU, body frame [m/s²] (unused)
@@ -204,6 +207,9 @@ class Go1TaskConfig:
 
 
 # -- Frames ----------------------------------------------------------------------------------
+# The task itself reads the trunk's rotation matrix from the state (``base_rot``: MuJoCo has it
+# for free); these functions are for backends that measure only the IMU's quaternion, and for
+# tests.
 # Two constraints shape these functions. They must give bit-identical results for a world
 # whatever the batch size, so that the batched env equals the single env world by world: hence
 # element-wise ufuncs and row-wise dot products (``np.vecdot``: one dot product per row, the same
@@ -244,8 +250,6 @@ _ROTATION = _quadratic_form(
 )  # fmt: skip
 # gravity in the body frame, R^T (0, 0, -1): minus the rotation matrix's third row
 _GRAVITY = _quadratic_form("-xz -zx +wy +yw", "-yz -zy -wx -xw", "-ww +xx +yy -zz")
-# what the task needs per step: the rotation matrix, then gravity in the body frame
-_FRAME = np.concatenate([_ROTATION, _GRAVITY])
 
 
 def _evaluate(quat: np.ndarray, form: np.ndarray) -> np.ndarray:
@@ -441,8 +445,6 @@ class Go1JoystickTask(Task):
         self._noise_half_widths = np.zeros(OBS_DIM)
         for name in ("local_linvel", "gyro", "gravity", "joint_pos", "joint_vel"):
             self._noise_half_widths[OBS_SLICES[name]] = getattr(noise, name) * noise.level
-        # the last ((shape, bytes) of the quaternions, rotation, gravity) of _frame
-        self._frame_memo: tuple[tuple, np.ndarray, np.ndarray] | None = None
 
     # -- episode variables ---------------------------------------------------------------------
 
@@ -506,11 +508,10 @@ class Go1JoystickTask(Task):
         return {"joint_targets": HOME_JOINT_POS + self.config.action_scale * clipped}
 
     def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
-        _, gravity = self._frame(state["base_quat"])
         parts = (
             state["local_linvel"],
             state["gyro"],
-            gravity,
+            np.negative(state["base_rot"][:, 2]),  # gravity in the body frame: R^T (0, 0, -1)
             state["joint_pos"] - HOME_JOINT_POS,
             state["joint_vel"],
             task_state["last_action"],
@@ -521,25 +522,6 @@ class Go1JoystickTask(Task):
             obs += task_state["obs_noise"]
         return obs
 
-    def _frame(self, quat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rotation matrices (B, 3, 3) and gravity in the body frame (B, 3) of ``base_quat``.
-
-        A step asks for them three times (rewards, termination, observation) with the same
-        state, so the last result is kept, keyed on the quaternions' values (not on the array's
-        identity: an array changed in place gets new values). The returned arrays are shared:
-        callers read them, never write them.
-        """
-        quat = np.asarray(quat, dtype=np.float64)
-        key = (quat.shape, quat.tobytes())
-        memo = self._frame_memo
-        if memo is not None and memo[0] == key:
-            return memo[1], memo[2]
-        values = _evaluate(quat, _FRAME)
-        rot = values[:, :9].reshape(quat.shape[0], 3, 3)
-        gravity = values[:, 9:]
-        self._frame_memo = (key, rot, gravity)
-        return rot, gravity
-
     # -- rewards and episode ends --------------------------------------------------------------
 
     def _fallen(self, rot: np.ndarray, trunk_contact: np.ndarray) -> np.ndarray:
@@ -549,8 +531,7 @@ class Go1JoystickTask(Task):
         return fallen
 
     def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
-        rot, _ = self._frame(state["base_quat"])
-        return self._fallen(rot, state["trunk_contact"])
+        return self._fallen(state["base_rot"], state["trunk_contact"])
 
     def success(self, state: Batch, task_state: Batch) -> np.ndarray:
         """Velocity tracking has no success state: always False."""
@@ -565,7 +546,7 @@ class Go1JoystickTask(Task):
         command = task_state["command"]
         command_active = _vecdot(command, command) > 0.01**2  # ‖command‖ > 0.01
         action = np.minimum(np.maximum(action, -1.0), 1.0)
-        rot, _ = self._frame(state["base_quat"])
+        rot = state["base_rot"]
         local_linvel, gyro = state["local_linvel"], state["gyro"]
         joint_offset = state["joint_pos"] - HOME_JOINT_POS
         torque = state["torque"]
@@ -636,6 +617,7 @@ def check_state(state: Mapping[str, np.ndarray]) -> None:
         "joint_vel": (NUM_JOINTS,),
         "torque": (NUM_JOINTS,),
         "base_quat": (4,),
+        "base_rot": (3, 3),
         "gyro": (3,),
         "local_linvel": (3,),
         "accelerometer": (3,),
