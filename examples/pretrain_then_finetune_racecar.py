@@ -57,7 +57,6 @@ import numpy as np
 import torch as th
 from sim2online_envs.agents import (
     SAC,
-    CheckpointCallback,
     MixingReplayBuffer,
     QErrorCallback,
     load_checkpoint,
@@ -65,7 +64,6 @@ from sim2online_envs.agents import (
     save_checkpoint,
 )
 from sim2online_envs.agents.checkpoint import read_manifest
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 import sim2online_envs
@@ -238,21 +236,45 @@ def load_prior_for_finetuning(args: argparse.Namespace, prior_dir: Path, env: gy
 
 
 def finetune(args: argparse.Namespace, model: SAC, out: Path) -> QErrorCallback:
-    """Stage 3: warm start, then ``finetune_episodes`` episodes of K updates each."""
+    """Stage 3: warm start, then ``finetune_episodes`` episodes, K updates after each.
+
+    One ``learn`` call per episode (with ``train_freq=(1, "episode")``, ``learn(1)`` collects one
+    whole episode, then trains), so the budget counts episodes even when the safety wrapper cuts
+    some short, and a checkpoint is written after every episode's updates, where a run on the
+    real car would resume from.
+    """
     q_error = QErrorCallback(csv_path=out / "q_error.csv")
-    callbacks = CallbackList([q_error, CheckpointCallback(out / "finetuned")])
-    steps = args.warm_start_steps + args.finetune_episodes * int(
-        model.env.get_attr("max_episode_steps")[0]
-    )
+    updates, actor_updates = model._n_updates, model.n_actor_updates
     start = time.perf_counter()
-    model.learn(steps, callback=callbacks, log_interval=1)
-    save_checkpoint(model, out / "finetuned")
+    if args.warm_start_steps:
+        # Episodes with the prior's own actions and no update until N* transitions are in; the
+        # last warm-start episode is followed by its K updates.
+        model.learn(args.warm_start_steps, callback=q_error)
+        logger.info(
+            "warm start: %d episodes, %d transitions with the prior's actions",
+            len(q_error.history),
+            model.num_timesteps,
+        )
+    for episode in range(args.finetune_episodes):
+        first = episode == 0 and not args.warm_start_steps
+        model.learn(1, callback=q_error, reset_num_timesteps=first)
+        save_checkpoint(model, out / "finetuned")
+        row = q_error.history[-1]
+        logger.info(
+            "episode %d/%d on reality: return %6.1f over %3d steps, Q - G %+.2f, online "
+            "fraction %.2f",
+            episode + 1,
+            args.finetune_episodes,
+            row["episode_return"],
+            row["length"],
+            row["mean"],
+            model.replay_buffer.current_online_fraction(),
+        )
     logger.info(
-        "fine-tuned on reality: %d steps (%d warm start), %d critic and %d actor updates, %.0f s",
+        "fine-tuned on reality: %d steps, %d critic and %d actor updates, %.0f s",
         model.num_timesteps,
-        args.warm_start_steps,
-        model._n_updates,
-        model.n_actor_updates,
+        model._n_updates - updates,
+        model.n_actor_updates - actor_updates,
         time.perf_counter() - start,
     )
     return q_error
