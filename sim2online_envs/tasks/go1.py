@@ -206,18 +206,20 @@ class Go1TaskConfig:
         return widths
 
 
-# -- Frames ----------------------------------------------------------------------------------
-# The task itself reads the trunk's rotation matrix from the state (``base_rot``: MuJoCo has it
-# for free); these functions are for backends that measure only the IMU's quaternion, and for
-# tests.
-# Two constraints shape these functions. They must give bit-identical results for a world
-# whatever the batch size, so that the batched env equals the single env world by world: hence
-# element-wise ufuncs and row-wise dot products (``np.vecdot``: one dot product per row, the same
-# kernel whatever the number of rows) only, no 2-D matrix products (BLAS picks other kernels, and
-# other rounding, for other sizes). And at batch size 1 their cost is the number of NumPy calls,
-# about 0.5-1 µs each whatever the array size, so they use few: every entry of a unit
-# quaternion's rotation matrix is a sum of signed products q_i q_j, so all entries are one
-# product of the ten distinct q_i q_j with a constant coefficient matrix.
+# -- Frames --------------------------------------------------------------------------------------
+# Two constraints shape all of the task's array code. It must give bit-identical results for a
+# world whatever the batch size, so that the batched env equals the single env world by world:
+# hence element-wise ufuncs, reductions along a row and row-wise dot products (``np.vecdot``: one
+# dot product per row, the same kernel whatever the number of rows) only, no 2-D matrix products
+# (BLAS picks other kernels, and other rounding, for other sizes). And at batch size 1 its cost
+# is the number of NumPy calls, about 0.5-1 µs each whatever the array size (more right after the
+# physics has evicted NumPy from the caches), so it uses few.
+#
+# The task reads the trunk's rotation matrix from the state (``base_rot``: MuJoCo has it for
+# free, as Playground reads the IMU's ``site_xmat``). The functions below are for backends that
+# measure only the IMU's quaternion, and for tests: every entry of a unit quaternion's rotation
+# matrix is a sum of signed products q_i q_j, so all entries are one row-wise product of the ten
+# distinct q_i q_j with a constant coefficient matrix.
 
 #: ``_vecdot(a, b)``: Σ a_i b_i over the last axis, broadcasting the others (NumPy >= 2 has it as
 #: one gufunc call; einsum on older NumPy).
