@@ -235,8 +235,11 @@ def load_prior_for_finetuning(args: argparse.Namespace, prior_dir: Path, env: gy
     return model
 
 
-def finetune(args: argparse.Namespace, model: SAC, out: Path) -> QErrorCallback:
+def finetune(args: argparse.Namespace, model: SAC, out: Path) -> tuple[QErrorCallback, int]:
     """Stage 3: warm start, then ``finetune_episodes`` episodes, K updates after each.
+
+    Returns the Q-error diagnostic (one row per episode on reality) and the number of warm-start
+    episodes among them.
 
     One ``learn`` call per episode (with ``train_freq=(1, "episode")``, ``learn(1)`` collects one
     whole episode, then trains), so the budget counts episodes even when the safety wrapper cuts
@@ -246,13 +249,15 @@ def finetune(args: argparse.Namespace, model: SAC, out: Path) -> QErrorCallback:
     q_error = QErrorCallback(csv_path=out / "q_error.csv")
     updates, actor_updates = model._n_updates, model.n_actor_updates
     start = time.perf_counter()
+    warm_start_episodes = 0
     if args.warm_start_steps:
         # Episodes with the prior's own actions and no update until N* transitions are in; the
         # last warm-start episode is followed by its K updates.
         model.learn(args.warm_start_steps, callback=q_error)
+        warm_start_episodes = len(q_error.history)
         logger.info(
             "warm start: %d episodes, %d transitions with the prior's actions",
-            len(q_error.history),
+            warm_start_episodes,
             model.num_timesteps,
         )
     for episode in range(args.finetune_episodes):
@@ -277,7 +282,7 @@ def finetune(args: argparse.Namespace, model: SAC, out: Path) -> QErrorCallback:
         model.n_actor_updates - actor_updates,
         time.perf_counter() - start,
     )
-    return q_error
+    return q_error, warm_start_episodes
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -390,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prior_reality = evaluate(deterministic(model), reality_eval, args.eval_episodes)
     rows.append(("prior", "reality (dynamic)", prior_reality))
 
-    q_error = finetune(args, model, args.out)
+    q_error, warm_start_episodes = finetune(args, model, args.out)
     tuned = evaluate(deterministic(model), reality_eval, args.eval_episodes)
     rows.append(("fine-tuned", "reality (dynamic)", tuned))
     log_table(rows)
@@ -402,6 +407,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "prior": str(prior_dir),
         "evaluation": [{"policy": p, "env": e, **r} for p, e, r in rows],
         "return_change_on_reality": tuned["mean_return"] - prior_reality["mean_return"],
+        "warm_start_episodes": warm_start_episodes,
+        "finetune_steps": int(model.num_timesteps),
+        "episode_returns_on_reality": [row["episode_return"] for row in q_error.history],
         "q_error_mean_per_episode": [row["mean"] for row in q_error.history],
         "overestimation_growing": q_error.overestimation_growing,
         "pretrain_s": pretrain_s,
