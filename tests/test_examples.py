@@ -132,13 +132,13 @@ def test_batched_go1_sac_prior_loads_for_fine_tuning(tmp_path: Path) -> None:
     out = tmp_path / "go1"
     run_example(
         "batched_pretraining_go1.py",
-        *("--out", str(out), "--num-envs", "32", "--total-timesteps", "1024"),
+        *("--out", str(out), "--num-envs", "16", "--total-timesteps", "512"),
         *("--learning-starts", "256", "--gradient-steps", "1", "--critic-width", "32"),
         *("--num-threads", "1"),
     )
     summary = read_summary(out)
-    assert summary["algo"] == "sac" and summary["num_envs"] == 32
-    assert summary["timesteps"] == 1024
+    assert summary["algo"] == "sac" and summary["num_envs"] == 16
+    assert summary["timesteps"] == 512
     assert summary["world_steps_per_s"] > 0
     terms = summary["reward_terms_per_step"]
     assert {"tracking_lin_vel", "tracking_ang_vel", "orientation"} <= set(terms)
@@ -148,7 +148,7 @@ def test_batched_go1_sac_prior_loads_for_fine_tuning(tmp_path: Path) -> None:
     monitor = (out / "monitor.csv").read_text().splitlines()
     assert monitor[0].startswith("#") and monitor[1] == "r,l,t"
     assert len(monitor) - 2 == summary["finished_episodes"]
-    # The prior (model + the 1024 sim transitions) goes straight into paper-recipe fine-tuning.
+    # The prior (model + the 512 sim transitions) goes straight into paper-recipe fine-tuning.
     prior = out / "prior"
     env = gym.make("SimGo1-v0")
     sim_buffer = prior / read_manifest(prior)["replay_buffer"]["file"]
@@ -159,7 +159,7 @@ def test_batched_go1_sac_prior_loads_for_fine_tuning(tmp_path: Path) -> None:
         load_replay_buffer=False,
         **paper_recipe("go1", offline_data=sim_buffer, buffer_size=1000, for_load=True),
     )
-    assert model.replay_buffer.offline_size == 1024
+    assert model.replay_buffer.offline_size == 512
     assert model.policy_delay == 20
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
