@@ -53,11 +53,12 @@ import sim2online_envs
 
 logger = logging.getLogger("examples.record_and_reuse")
 
-#: The scripted controller of each robot (``make_controller(env) -> policy(obs)``).
+#: The scripted controller of each robot (``make_controller(env) -> policy(obs)``). Not yet the
+#: Panda: SB3 makes its learner's images channel-first (``VecTransposeImage``) while recordings
+#: keep the env's channel-last (64, 64, 1), and ``fill_offline_buffer`` does not transpose them.
 CONTROLLERS = {
     "racecar": "sim2online_envs.controllers.racecar",
     "go1": "sim2online_envs.controllers.go1",
-    "panda": "sim2online_envs.controllers.panda",
 }
 
 
@@ -166,11 +167,11 @@ def train_with_recordings(
     # D0 from disk; robot= refuses recordings of another robot.
     loaded = fill_offline_buffer(model.replay_buffer, d0, robot=robot)
     logger.info("trial 1: D0 = %d recorded transitions from %s", loaded, d0)
-    max_steps = int(env.unwrapped.task.max_episode_steps)
-    recorder = find_recorder(env)
-    model.learn(
-        online_episodes * max_steps, callback=PolicyVersionCallback(recorder, "sac-trial-1")
-    )
+    stamp = PolicyVersionCallback(find_recorder(env), "sac-trial-1")
+    for episode in range(online_episodes):
+        # With train_freq=(1, "episode") learn(1) collects one whole episode (however short a
+        # fall or a safety abort makes it), then makes its K gradient steps.
+        model.learn(1, callback=stamp, reset_num_timesteps=episode == 0)
     env.close()
     return model, loaded
 

@@ -93,6 +93,30 @@ def test_record_and_reuse_keeps_every_trial_as_offline_data(tmp_path: Path) -> N
     assert "trial 2: D0 = 1000 transitions" in log
 
 
+@pytest.mark.slow
+def test_record_and_reuse_counts_episodes_that_end_early_on_the_go1(tmp_path: Path) -> None:
+    out = tmp_path / "go1"
+    run_example(
+        "record_and_reuse.py",
+        *("--robot", "go1", "--out", str(out), "--episodes", "2", "--online-episodes", "2"),
+        *("--gradient-steps", "5", "--critic-width", "32"),
+    )
+    summary = read_summary(out)
+    # Standing still with noise lasts the full 1000 steps or falls; either way each requested
+    # episode is one file, and a fall ends the learner's episode without eating the next one.
+    assert summary["trial_0"]["episodes"] == 2
+    assert summary["trial_1"]["episodes"] == 2
+    assert summary["trial_1"]["policy_versions"] == {
+        "sac-trial-1/updates-0": 1,
+        "sac-trial-1/updates-5": 1,
+    }
+    total = summary["trial_0"]["transitions"] + summary["trial_1"]["transitions"]
+    assert summary["trial_2"] == {"d0_transitions": total, "files": 4}
+    lengths = [len(e) for e in load_episodes(out / "trial-1", robot="go1")]
+    assert sum(lengths) == summary["trial_1"]["transitions"]
+    assert all(1 <= n <= 1000 for n in lengths)
+
+
 def test_record_and_reuse_refuses_to_mix_into_old_recordings(tmp_path: Path) -> None:
     module = load_module("record_and_reuse.py")
     (tmp_path / "trial-0").mkdir()
