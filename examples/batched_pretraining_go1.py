@@ -2,10 +2,9 @@
 
 What: trains a joystick-tracking policy on ``make_vec("SimGo1-v0", N)`` (``N`` = 256 worlds
 stepped together through ``mujoco.batch.Batch``) with SB3, wrapped in ``VecMonitor`` (episode
-returns and lengths to ``monitor.csv``).
-Every world is domain randomised (floor friction, link masses, joint friction, command) from its
-own generator, so world ``i`` of a vec env seeded ``s`` equals ``gym.make("SimGo1-v0")`` reset
-with seed ``s + i``.
+returns and lengths to ``monitor.csv``). Every world is domain randomised (floor friction, link
+masses, joint friction, command) from its own generator, so world ``i`` of a vec env seeded
+``s`` equals ``gym.make("SimGo1-v0")`` reset with seed ``s + i``.
 
 Why: a prior for the sim-to-online study is trained in simulation at scale, then fine-tuned on
 the robot. ``--algo sac`` (the default) trains this package's SAC with the paper recipe's critic
@@ -110,8 +109,9 @@ def build_model(
         recipe = paper_recipe("go1")
         policy_kwargs = {**recipe["policy_kwargs"], "critic_width": args.critic_width}
         # Pretraining is plain off-policy SAC (one learning rate, no mixing, no warm start): the
-        # stabilisers matter at the sim-to-real hand-off, not here. Updates per env step: the
-        # batched env yields num_envs transitions per step; gradient_steps of them per step.
+        # stabilisers matter at the sim-to-real hand-off, not here. Each batched step adds
+        # num_envs transitions and makes gradient_steps updates. Initial temperature 0.01: the
+        # terms are weight x control_dt (about 0.01 per step), which SB3's 1.0 would swamp.
         return SAC(
             "MlpPolicy",
             env,
@@ -123,12 +123,14 @@ def build_model(
             train_freq=1,
             gradient_steps=args.gradient_steps,
             learning_starts=min(args.learning_starts, args.total_timesteps // 2),
+            ent_coef="auto_0.01",
             max_grad_norm=recipe["max_grad_norm"],
             policy_kwargs=policy_kwargs,
             seed=args.seed,
             verbose=0,
         )
-    # PPO as in MuJoCo Playground's Go1 joystick (discount 0.97, entropy 0.01, clip 0.2).
+    # PPO in the style of MuJoCo Playground's Go1 joystick: discount 0.97, entropy cost 0.01,
+    # 512-256-128 networks, normalised observations.
     batch = rollout_steps * env.num_envs
     return PPO(
         "MlpPolicy",
