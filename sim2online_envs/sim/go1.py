@@ -165,7 +165,8 @@ class Go1VectorBackend(VectorBackend):
     :param config: physics, reset and rendering settings.
 
     State returned by :meth:`reset_worlds` and :meth:`apply`: the keys listed in
-    :mod:`sim2online_envs.tasks.go1`, plus ``qpos`` (N, 19) and ``qvel`` (N, 18), all copies.
+    :mod:`sim2online_envs.tasks.go1` (``base_rot`` is the IMU site's ``site_xmat``), plus
+    ``base_pos`` (N, 3) [m], ``qpos`` (N, 19) and ``qvel`` (N, 18), all copies.
     Commands: ``{"joint_targets": (N, 12)}`` position targets [rad] for the PD actuators.
     """
 
