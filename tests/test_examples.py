@@ -216,6 +216,7 @@ def test_racecar_quick_run_and_reusing_its_prior(tmp_path: Path) -> None:
         ("prior", "sim (kinematic)"),
         ("prior", "reality (dynamic)"),
         ("fine-tuned", "reality (dynamic)"),
+        ("vanilla", "reality (dynamic)"),
     }
     for row in rows.values():
         assert math.isfinite(row["mean_return"]) and 0.0 <= row["success_rate"] <= 1.0
@@ -235,6 +236,19 @@ def test_racecar_quick_run_and_reusing_its_prior(tmp_path: Path) -> None:
     assert len(summary["episode_returns_on_reality"]) == episodes
     assert len((out / "q_error.csv").read_text().splitlines()) == episodes + 1
     assert "fine-tuned   reality (dynamic)" in log
+    # The vanilla baseline ran the same episodes on the same prior, without warm start or D0.
+    vanilla = summary["vanilla"]
+    assert len(vanilla["q_error_mean_per_episode"]) == budget["finetune_episodes"]
+    assert len((out / "q_error_vanilla.csv").read_text().splitlines()) == (
+        budget["finetune_episodes"] + 1
+    )
+    assert vanilla["return_change_on_reality"] == pytest.approx(
+        rows["vanilla", "reality (dynamic)"]["mean_return"]
+        - rows["prior", "reality (dynamic)"]["mean_return"]
+    )
+    baseline = load_checkpoint(SAC, out / "finetuned_vanilla", env=gym.make("SimRaceCar-v0"))
+    assert type(baseline.replay_buffer).__name__ == "ReplayBuffer"
+    assert baseline.policy_delay == 1
 
     # The fine-tuned checkpoint: every step on reality online, the prior's sim buffer as D0
     # (the pretraining agent's own transitions and the demonstrations).
@@ -252,7 +266,9 @@ def test_racecar_quick_run_and_reusing_its_prior(tmp_path: Path) -> None:
         "pretrain_then_finetune_racecar.py",
         *("--quick", "--prior", str(out / "prior"), "--out", str(again)),
         *("--finetune-episodes", "1", "--warm-start-steps", "0", "--eval-episodes", "1"),
+        "--no-compare-vanilla",
     )
     assert not (again / "prior").exists()
+    assert read_summary(again)["vanilla"] is None
     assert len(read_summary(again)["q_error_mean_per_episode"]) == 1
     assert np.isfinite(read_summary(again)["return_change_on_reality"])
