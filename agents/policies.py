@@ -260,6 +260,31 @@ class _PolicyExtrasMixin:
     critic_kwargs: dict[str, Any]
     share_features_extractor: bool
 
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        *args: Any,
+        critic_arch: str = "mlp",
+        critic_width: int = 512,
+        critic_blocks: int = 2,
+        image_augmentation: str | None = None,
+        random_shift_pad: int = 4,
+        **kwargs: Any,
+    ):
+        self._extras = (
+            critic_arch,
+            critic_width,
+            critic_blocks,
+            image_augmentation,
+            random_shift_pad,
+        )
+        super().__init__(  # type: ignore[call-arg]
+            observation_space, action_space, lr_schedule, net_arch, *args, **kwargs
+        )
+
     def _init_extras(
         self,
         critic_arch: str,
@@ -347,29 +372,6 @@ class SACPolicy(_PolicyExtrasMixin, _SB3SACPolicy):
     Accepts every SB3 ``SACPolicy`` argument and the keys in this module's table.
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        *args: Any,
-        critic_arch: str = "mlp",
-        critic_width: int = 512,
-        critic_blocks: int = 2,
-        image_augmentation: str | None = None,
-        random_shift_pad: int = 4,
-        **kwargs: Any,
-    ):
-        self._extras = (
-            critic_arch,
-            critic_width,
-            critic_blocks,
-            image_augmentation,
-            random_shift_pad,
-        )
-        super().__init__(observation_space, action_space, lr_schedule, net_arch, *args, **kwargs)
-
     def _build(self, lr_schedule: Schedule) -> None:
         self._init_extras(*self._extras)
         del self._extras
@@ -407,29 +409,6 @@ class SACPolicy(_PolicyExtrasMixin, _SB3SACPolicy):
 
 class TD3Policy(_PolicyExtrasMixin, _SB3TD3Policy):
     """SB3's TD3 policy plus BRO critic, critic-trained shared encoder and DrQ augmentation."""
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        *args: Any,
-        critic_arch: str = "mlp",
-        critic_width: int = 512,
-        critic_blocks: int = 2,
-        image_augmentation: str | None = None,
-        random_shift_pad: int = 4,
-        **kwargs: Any,
-    ):
-        self._extras = (
-            critic_arch,
-            critic_width,
-            critic_blocks,
-            image_augmentation,
-            random_shift_pad,
-        )
-        super().__init__(observation_space, action_space, lr_schedule, net_arch, *args, **kwargs)
 
     def _build(self, lr_schedule: Schedule) -> None:
         self._init_extras(*self._extras)
