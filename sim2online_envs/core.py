@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +34,25 @@ Batch = dict[str, np.ndarray]
 
 #: ``info["truncation_reason"]`` values used across the package.
 TIME_LIMIT = "time_limit"
+
+
+class Transition(NamedTuple):
+    """What one step of a batch of worlds produced (:meth:`Task.transition`)."""
+
+    #: Batched observation after the step (an array, or a dict of arrays for Dict spaces).
+    observation: np.ndarray | Batch
+    #: (K, B) float64: row k is the weighted term ``task.reward_term_names[k]``.
+    reward_terms: np.ndarray
+    #: (B,) float64: the rows added one by one, in order (:func:`sum_reward_terms`).
+    reward: np.ndarray
+    #: (B,) bool: true MDP ends.
+    terminated: np.ndarray
+    #: (B,) bool: solved in the new state.
+    success: np.ndarray
+    #: The task's per-episode variables after the step.
+    task_state: Batch
+    #: Extra batched diagnostics (:meth:`Task.info` of the new state).
+    info: dict[str, np.ndarray]
 
 
 class Task(abc.ABC):
@@ -96,6 +115,45 @@ class Task(abc.ABC):
         """Extra batched per-step diagnostics for ``info`` (same keys in sim and real)."""
         del state, task_state
         return {}
+
+    def transition(
+        self,
+        prev_state: Batch,
+        state: Batch,
+        action: np.ndarray,
+        task_state: Batch,
+        step: np.ndarray,
+        rngs: list[np.random.Generator],
+    ) -> Transition:
+        """Everything the envs need after the backend stepped: one call per step.
+
+        The single env, the batched env and the real env all call this, so they share the order
+        of the random draws and of the reward additions. The default composes
+        :meth:`reward_terms`, :meth:`success`, :meth:`terminated`, :meth:`advance`,
+        :meth:`observe` and :meth:`info`; a task may override it with a fused version that gives
+        the same results (the Go1 task does, in one compiled call, because at batch size 1 the
+        cost of a step is the number of NumPy calls).
+        """
+        terms = self.reward_terms(prev_state, state, action, task_state)
+        missing = [name for name in self.reward_term_names if name not in terms]
+        if missing or len(terms) != len(self.reward_term_names):
+            raise ValueError(
+                f"{type(self).__name__}.reward_terms returned {list(terms)}, expected "
+                f"{list(self.reward_term_names)}"
+            )
+        matrix = np.array([terms[name] for name in self.reward_term_names], dtype=np.float64)
+        success = np.asarray(self.success(state, task_state), dtype=bool)
+        terminated = np.asarray(self.terminated(state, task_state), dtype=bool)
+        next_task_state = self.advance(task_state, state, action, step, rngs)
+        return Transition(
+            observation=self.observe(state, next_task_state),
+            reward_terms=matrix,
+            reward=sum_reward_rows(matrix),
+            terminated=terminated,
+            success=success,
+            task_state=next_task_state,
+            info=self.info(state, next_task_state),
+        )
 
 
 class Backend(abc.ABC):
@@ -190,31 +248,24 @@ class SingleWorld(Backend):
         self.vector_backend.close()
 
 
-def sum_reward_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The (B,) float64 reward: the terms added one by one, in their reporting order.
+def sum_reward_rows(matrix: np.ndarray) -> np.ndarray:
+    """The (B,) reward of a (K, B) matrix of terms: the rows added one by one, in order.
 
-    The single env and the batched env both sum through here, so their rewards agree bit for
-    bit (Python's own ``sum`` of floats is compensated from 3.12 on, NumPy's is not).
+    Every env sums through here (or through a fused task's identical loop), so rewards agree
+    bit for bit whatever the batch size: a running sum (``np.add.accumulate``) is sequential,
+    whereas NumPy's ``sum`` is pairwise and Python's built-in ``sum`` is compensated from 3.12 on.
     """
-    total: np.ndarray | None = None
-    for value in terms.values():
-        value = np.asarray(value, dtype=np.float64)
-        total = value.copy() if total is None else total + value
-    if total is None:
-        raise ValueError("the task reported no reward terms")
-    return total
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise ValueError(f"need a (K, B) matrix of K >= 1 reward terms, got shape {matrix.shape}")
+    return np.add.accumulate(matrix, axis=0)[-1]
 
 
-def _add_in_order(values: list[float]) -> float:
-    """:func:`sum_reward_terms` of one world, on Python floats: the same float64 additions in the
-    same order (never the built-in ``sum``, which compensates from Python 3.12 on), so the single
-    env's reward equals the batched env's bit for bit, without a NumPy call per term."""
-    if not values:
+def sum_reward_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The (B,) float64 reward: the terms added one by one, in their reporting order."""
+    if not terms:
         raise ValueError("the task reported no reward terms")
-    total = values[0]
-    for value in values[1:]:
-        total += value
-    return total
+    return sum_reward_rows(np.array([np.asarray(v, dtype=np.float64) for v in terms.values()]))
 
 
 def unbatch(value: np.ndarray | Mapping[str, np.ndarray]) -> Any:
@@ -277,23 +328,29 @@ class TaskEnv(gym.Env):
         command = self.task.command(batched_action, prev_state, self._task_state)
         self._state = self.backend.apply(command)
         self._steps += 1
-        terms = self.task.reward_terms(prev_state, self._state, batched_action, self._task_state)
-        term_values = [float(value[0]) for value in terms.values()]
-        reward = _add_in_order(term_values)
-        success = bool(self.task.success(self._state, self._task_state)[0])
-        terminated = bool(self.task.terminated(self._state, self._task_state)[0])
-        self._task_state = self.task.advance(
-            self._task_state, self._state, batched_action, np.array([self._steps]), [self.np_random]
+        outcome = self.task.transition(
+            prev_state,
+            self._state,
+            batched_action,
+            self._task_state,
+            np.array([self._steps]),
+            [self.np_random],
         )
-        obs = self.task.observe(self._state, self._task_state)
+        self._task_state = outcome.task_state
+        terminated = bool(outcome.terminated[0])
         truncated = not terminated and self._steps >= self.max_episode_steps
         info: dict[str, Any] = {
-            "reward_terms": dict(zip(terms, term_values, strict=True)),
-            "is_success": success,
+            "reward_terms": dict(
+                zip(self.task.reward_term_names, outcome.reward_terms[:, 0].tolist(), strict=True)
+            ),
+            "is_success": bool(outcome.success[0]),
         }
-        info.update(unbatch(self.task.info(self._state, self._task_state)))
+        for key, value in outcome.info.items():
+            info[key] = unbatch(value)
         if truncated:
             info["truncation_reason"] = TIME_LIMIT
+        obs = outcome.observation
+        reward = float(outcome.reward[0])
         return unbatch(obs), reward, terminated, truncated, info
 
     @property

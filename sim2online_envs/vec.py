@@ -352,16 +352,13 @@ class TaskVecEnv(VecEnv):
         command = task.command(actions, prev_state, task_state)
         state = self.vector_backend.apply(command)
         self._steps += 1
-        terms = task.reward_terms(prev_state, state, actions, task_state)
-        rewards = sum_reward_terms(terms)
-        success = np.asarray(task.success(state, task_state), dtype=bool)
-        terminated = np.asarray(task.terminated(state, task_state), dtype=bool)
         rngs: list[np.random.Generator] = self._rngs  # type: ignore[assignment]  # set by reset
-        task_state = task.advance(task_state, state, actions, self._steps.copy(), rngs)
-        obs = task.observe(state, task_state)
+        outcome = task.transition(prev_state, state, actions, task_state, self._steps.copy(), rngs)
+        terms = dict(zip(task.reward_term_names, outcome.reward_terms, strict=True))
+        rewards, success, terminated = outcome.reward, outcome.success, outcome.terminated
+        task_state, obs, extra = outcome.task_state, outcome.observation, outcome.info
         truncated = ~terminated & (self._steps >= task.max_episode_steps)
         dones = terminated | truncated
-        extra = task.info(state, task_state)
         self.last_reward_terms, self.last_is_success, self.last_task_info = terms, success, extra
 
         done_ids = np.flatnonzero(dones)

@@ -137,3 +137,16 @@ class _Unused(Task):
 def test_task_is_abstract() -> None:
     with pytest.raises(TypeError):
         _Unused()  # type: ignore[abstract]
+
+
+def test_transition_refuses_reward_terms_other_than_the_declared_names() -> None:
+    """A task whose reward_terms disagree with reward_term_names gets an error naming both, not
+    rewards silently summed from the wrong terms."""
+
+    class Misnamed(PointTask):
+        reward_term_names = ("progress", "effort", "bonus")
+
+    env = TaskEnv(Misnamed(), SingleWorld(PointBackend()))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"returned \['progress', 'effort'\].*'bonus'"):
+        env.step(np.zeros(1))

@@ -374,6 +374,52 @@ def test_task_results_do_not_depend_on_the_batch_size():
         task_state = task.advance(task_state, state, action, steps, rngs)
 
 
+@pytest.mark.parametrize("obs_noise", [False, True])
+def test_fused_transition_equals_the_task_methods_it_replaces(obs_noise):
+    """Go1's compiled ``transition`` gives the bits of the documented methods composed (the
+    default ``Task.transition``): the same terms, reward, ends, next task state, observation and
+    random draws, across command resampling, with and without observation noise."""
+    from sim2online_envs.core import Task
+
+    count, every = 6, 3
+    config = Go1TaskConfig(command_range="full", command_resample_steps=every, obs_noise=obs_noise)
+    task = Go1JoystickTask(config)
+    backend = Go1VectorBackend(count)
+    state = backend.reset_worlds(
+        np.arange(count), [np.random.default_rng(seed) for seed in range(count)]
+    )
+    fused_rngs = [np.random.default_rng(100 + seed) for seed in range(count)]
+    composed_rngs = [np.random.default_rng(100 + seed) for seed in range(count)]
+    task_state = task.initial_task_state(state, fused_rngs)
+    task.initial_task_state(state, composed_rngs)
+    first_command = task_state["command"][0].copy()
+    first_commands_of_others = task_state["command"][1:].copy()
+    actions = np.random.default_rng(2).uniform(-1.3, 1.3, size=(8, count, 12))
+    for step, action in enumerate(actions, start=1):
+        prev_state = state
+        state = backend.apply(task.command(action, state, task_state))
+        steps = np.full(count, step % every + (step % every == 0))  # never due
+        steps[0] = every  # world 0 resamples its command on every step
+        fused = task.transition(prev_state, state, action, task_state, steps, fused_rngs)
+        composed = Task.transition(
+            task, prev_state, state, action, task_state, steps, composed_rngs
+        )
+        for field in ("observation", "reward_terms", "reward", "terminated", "success"):
+            np.testing.assert_array_equal(
+                getattr(fused, field), getattr(composed, field), err_msg=field
+            )
+        assert fused.task_state.keys() == composed.task_state.keys()
+        for key in fused.task_state:
+            np.testing.assert_array_equal(
+                fused.task_state[key], composed.task_state[key], err_msg=key
+            )
+        np.testing.assert_array_equal(fused.info["command"], composed.info["command"])
+        assert fused.observation.dtype == np.float32 and fused.reward.dtype == np.float64
+        task_state = fused.task_state
+    assert not np.array_equal(task_state["command"][0], first_command)  # world 0 resampled
+    np.testing.assert_array_equal(task_state["command"][1:], first_commands_of_others)
+
+
 def test_frame_functions_agree_with_mujoco_alone_and_in_a_batch():
     """Rotation matrices and body-frame gravity are MuJoCo's, and a quaternion's are the same
     bits whatever batch it comes in (row-wise dot products, no batch-size-dependent BLAS)."""

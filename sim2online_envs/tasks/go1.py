@@ -34,10 +34,11 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar
 
+import numba
 import numpy as np
 from gymnasium import spaces
 
-from sim2online_envs.core import Batch, Task
+from sim2online_envs.core import Batch, Task, Transition
 
 __all__ = [
     "COMMAND_RANGES",
@@ -281,121 +282,394 @@ def up_z(quat: np.ndarray) -> np.ndarray:
     return 1.0 - 2.0 * (x * x + y * y)
 
 
-# -- Reward terms: one function each, raw (unweighted) values of shape (B,) ----------------------
-# Each takes the quantities it needs, some of them computed once per step for several terms by
-# Go1JoystickTask.raw_reward_terms (the rotation matrix, the joint offsets from home, the feet's
-# speeds and touchdowns), and uses as few NumPy calls as it can: at batch size 1 the calls are
-# the cost.
+# -- Reward terms: one function each, of one world ----------------------------------------------
+# The terms, the fall test, the task-state update and the observation are compiled (numba,
+# cached on disk after the first use) and run world by world: at batch size 1 a NumPy version
+# costs about 1 µs per call and the step needed ~70 calls, more than half the physics; compiled,
+# the whole task step is one call whatever the batch size. Each world's numbers come from the
+# same scalar code whatever the batch, so the batched env equals the single env bit for bit.
+# Each term function takes one world's arrays (1-D, or (4, 3) for the feet) and returns the raw,
+# unweighted value.
+
+_compiled = numba.njit(cache=True, nogil=True)
 
 
-def reward_tracking_lin_vel(
-    command: np.ndarray, local_linvel: np.ndarray, sigma: float
-) -> np.ndarray:
+@_compiled
+def reward_tracking_lin_vel(command: np.ndarray, local_linvel: np.ndarray, sigma: float) -> float:
     """exp(−‖v_xy* − v_xy‖² / σ): follow the commanded body-frame planar velocity."""
-    error = command[:, :2] - local_linvel[:, :2]
-    return np.exp(_vecdot(error, error) / -sigma)
+    ex = command[0] - local_linvel[0]
+    ey = command[1] - local_linvel[1]
+    return math.exp(-(ex * ex + ey * ey) / sigma)
 
 
-def reward_tracking_ang_vel(command: np.ndarray, gyro: np.ndarray, sigma: float) -> np.ndarray:
+@_compiled
+def reward_tracking_ang_vel(command: np.ndarray, gyro: np.ndarray, sigma: float) -> float:
     """exp(−(ωz* − ωz)² / σ): follow the commanded yaw rate."""
-    error = command[:, 2] - gyro[:, 2]
-    return np.exp(error * error / -sigma)
+    error = command[2] - gyro[2]
+    return math.exp(-(error * error) / sigma)
 
 
-def cost_lin_vel_z(rot: np.ndarray, local_linvel: np.ndarray) -> np.ndarray:
-    """v_z²: vertical bouncing of the trunk (world frame; ``rot`` body to world, (B, 3, 3))."""
-    world_z = _vecdot(rot[:, 2], local_linvel)
+@_compiled
+def cost_lin_vel_z(rot: np.ndarray, local_linvel: np.ndarray) -> float:
+    """v_z²: vertical bouncing of the trunk (world frame; ``rot`` body to world, (3, 3))."""
+    world_z = rot[2, 0] * local_linvel[0] + rot[2, 1] * local_linvel[1]
+    world_z += rot[2, 2] * local_linvel[2]
     return world_z * world_z
 
 
-def cost_ang_vel_xy(rot: np.ndarray, gyro: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_ang_vel_xy(rot: np.ndarray, gyro: np.ndarray) -> float:
     """ω_x² + ω_y²: roll and pitch rates of the trunk (world frame)."""
-    world_xy = _vecdot(rot[:, :2], gyro[:, None, :])
-    return _vecdot(world_xy, world_xy)
+    world_x = rot[0, 0] * gyro[0] + rot[0, 1] * gyro[1] + rot[0, 2] * gyro[2]
+    world_y = rot[1, 0] * gyro[0] + rot[1, 1] * gyro[1] + rot[1, 2] * gyro[2]
+    return world_x * world_x + world_y * world_y
 
 
-def cost_orientation(rot: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_orientation(rot: np.ndarray) -> float:
     """x² + y² of the trunk's up axis in the world frame: zero when level."""
-    up_xy = rot[:, :2, 2]
-    return _vecdot(up_xy, up_xy)
+    return rot[0, 2] * rot[0, 2] + rot[1, 2] * rot[1, 2]
 
 
+@_compiled
 def cost_dof_pos_limits(
     joint_pos: np.ndarray, soft_lower: np.ndarray, soft_upper: np.ndarray
-) -> np.ndarray:
+) -> float:
     """Σ distance beyond the soft joint limits [rad]."""
-    # a joint is beyond one limit at most, so the larger distance is the one (or neither)
-    beyond = np.maximum(np.maximum(soft_lower - joint_pos, joint_pos - soft_upper), 0.0)
-    return beyond.sum(axis=1)
+    total = 0.0
+    for j in range(joint_pos.shape[0]):
+        # a joint is beyond one limit at most, so the larger distance is the one (or neither)
+        total += max(soft_lower[j] - joint_pos[j], joint_pos[j] - soft_upper[j], 0.0)
+    return total
 
 
-def reward_pose(joint_offset: np.ndarray, joint_weights: np.ndarray) -> np.ndarray:
+@_compiled
+def reward_pose(joint_offset: np.ndarray, joint_weights: np.ndarray) -> float:
     """exp(−Σ w (q − q_home)²): stay near the standing pose (calves weighted 0.1)."""
-    return np.exp(-_vecdot(joint_offset * joint_offset, joint_weights))
+    total = 0.0
+    for j in range(joint_offset.shape[0]):
+        total += joint_weights[j] * joint_offset[j] * joint_offset[j]
+    return math.exp(-total)
 
 
-def cost_termination(terminated: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_termination(fallen: bool) -> float:
     """1 on a fall."""
-    return terminated.astype(np.float64)
+    return 1.0 if fallen else 0.0
 
 
-def cost_stand_still(command_active: np.ndarray, joint_offset: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_stand_still(command_active: bool, joint_offset: np.ndarray) -> float:
     """Σ |q − q_home| while the command is (nearly) zero: stand still when told to."""
-    return np.where(command_active, 0.0, np.abs(joint_offset).sum(axis=1))
+    if command_active:
+        return 0.0
+    total = 0.0
+    for j in range(joint_offset.shape[0]):
+        total += abs(joint_offset[j])
+    return total
 
 
-def cost_torques(torque: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_torques(torque: np.ndarray) -> float:
     """‖τ‖₂ + ‖τ‖₁ [N·m]."""
-    return np.sqrt(_vecdot(torque, torque)) + np.abs(torque).sum(axis=1)
+    squares = 0.0
+    absolutes = 0.0
+    for j in range(torque.shape[0]):
+        squares += torque[j] * torque[j]
+        absolutes += abs(torque[j])
+    return math.sqrt(squares) + absolutes
 
 
-def cost_action_rate(action: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_action_rate(action: np.ndarray, last_action: np.ndarray) -> float:
     """‖a − a_prev‖²: smooth actions."""
-    change = action - last_action
-    return _vecdot(change, change)
+    total = 0.0
+    for j in range(action.shape[0]):
+        change = action[j] - last_action[j]
+        total += change * change
+    return total
 
 
-def cost_energy(joint_vel: np.ndarray, torque: np.ndarray) -> np.ndarray:
+@_compiled
+def cost_energy(joint_vel: np.ndarray, torque: np.ndarray) -> float:
     """Σ |q̇| |τ| [W]: mechanical power."""
-    return np.abs(joint_vel * torque).sum(axis=1)
+    total = 0.0
+    for j in range(joint_vel.shape[0]):
+        total += abs(joint_vel[j] * torque[j])
+    return total
 
 
-def foot_speed_sq(foot_vel: np.ndarray) -> np.ndarray:
-    """‖v_xy‖² of each foot, (B, 4)."""
-    xy = foot_vel[:, :, :2]
-    return _vecdot(xy, xy)
+@_compiled
+def foot_speed_sq(foot_vel: np.ndarray, foot: int) -> float:
+    """‖v_xy‖² of one foot (``foot_vel`` (4, 3), world frame)."""
+    return foot_vel[foot, 0] * foot_vel[foot, 0] + foot_vel[foot, 1] * foot_vel[foot, 1]
 
 
+@_compiled
 def cost_feet_clearance(
-    foot_height: np.ndarray, foot_speed_sq: np.ndarray, max_foot_height: float
-) -> np.ndarray:
+    foot_pos: np.ndarray, foot_vel: np.ndarray, max_foot_height: float
+) -> float:
     """Σ |z_foot − h| √‖v_foot,xy‖: moving feet should move at the swing height."""
-    return _vecdot(np.abs(foot_height - max_foot_height), np.sqrt(np.sqrt(foot_speed_sq)))
+    total = 0.0
+    for foot in range(foot_pos.shape[0]):
+        speed = math.sqrt(math.sqrt(foot_speed_sq(foot_vel, foot)))
+        total += abs(foot_pos[foot, 2] - max_foot_height) * speed
+    return total
 
 
+@_compiled
 def cost_feet_height(
     swing_peak: np.ndarray,
     first_contact: np.ndarray,
-    command_active: np.ndarray,
+    command_active: bool,
     max_foot_height: float,
-) -> np.ndarray:
+) -> float:
     """Σ (peak/h − 1)² at touchdown: each swing should reach the swing height."""
-    error = swing_peak / max_foot_height - 1.0
-    return _vecdot(error * error, first_contact) * command_active
+    if not command_active:
+        return 0.0
+    total = 0.0
+    for foot in range(swing_peak.shape[0]):
+        if first_contact[foot]:
+            error = swing_peak[foot] / max_foot_height - 1.0
+            total += error * error
+    return total
 
 
-def cost_feet_slip(
-    foot_speed_sq: np.ndarray, contact: np.ndarray, command_active: np.ndarray
-) -> np.ndarray:
+@_compiled
+def cost_feet_slip(foot_vel: np.ndarray, contact: np.ndarray, command_active: bool) -> float:
     """Σ ‖v_foot,xy‖² of feet on the ground: no slipping."""
-    return _vecdot(foot_speed_sq, contact) * command_active
+    if not command_active:
+        return 0.0
+    total = 0.0
+    for foot in range(contact.shape[0]):
+        if contact[foot]:
+            total += foot_speed_sq(foot_vel, foot)
+    return total
 
 
+@_compiled
 def reward_feet_air_time(
-    air_time: np.ndarray, first_contact: np.ndarray, command_active: np.ndarray
-) -> np.ndarray:
-    """Σ (t_air − 0.1 s) at touchdown: take steps rather than shuffle."""
-    return _vecdot(air_time - 0.1, first_contact) * command_active
+    air_time: np.ndarray, first_contact: np.ndarray, command_active: bool
+) -> float:
+    """Σ (t_air − 0.1 s) at touchdown: take steps rather than shuffle (``air_time`` includes
+    this step)."""
+    if not command_active:
+        return 0.0
+    total = 0.0
+    for foot in range(air_time.shape[0]):
+        if first_contact[foot]:
+            total += air_time[foot] - 0.1
+    return total
+
+
+# -- One world's step, and the batched kernels -------------------------------------------------
+#: Positions in the ``params`` vector handed to the kernels (from Go1TaskConfig).
+_P_SIGMA, _P_FOOT_HEIGHT, _P_DT, _P_FALL_UP_Z, _P_TRUNK_CONTACT, _P_CLIP = range(6)
+_NUM_TERMS = len(dataclasses.fields(Go1RewardWeights))
+
+
+@_compiled
+def _fallen(rot: np.ndarray, trunk_contact: bool, params: np.ndarray) -> bool:
+    """A fall: the trunk's up axis below ``fall_up_z`` in world z, or (if on) trunk contact."""
+    if rot[2, 2] < params[_P_FALL_UP_Z]:
+        return True
+    return params[_P_TRUNK_CONTACT] != 0.0 and trunk_contact
+
+
+@_compiled
+def _world_raw_terms(
+    out: np.ndarray,
+    b: int,
+    local_linvel: np.ndarray,
+    gyro: np.ndarray,
+    rot: np.ndarray,
+    joint_pos: np.ndarray,
+    joint_vel: np.ndarray,
+    torque: np.ndarray,
+    foot_pos: np.ndarray,
+    foot_vel: np.ndarray,
+    foot_contact: np.ndarray,
+    trunk_contact: np.ndarray,
+    command: np.ndarray,
+    last_action: np.ndarray,
+    feet_air_time: np.ndarray,
+    last_contact: np.ndarray,
+    swing_peak: np.ndarray,
+    action: np.ndarray,
+    params: np.ndarray,
+    home: np.ndarray,
+    soft_lower: np.ndarray,
+    soft_upper: np.ndarray,
+    pose_weights: np.ndarray,
+) -> None:
+    """World ``b``'s raw terms into ``out[:, b]``, in Go1RewardWeights' order (``action``
+    already clipped to [−1, 1])."""
+    c = command[b]
+    command_active = c[0] * c[0] + c[1] * c[1] + c[2] * c[2] > 0.01**2  # ‖command‖ > 0.01
+    joint_offset = joint_pos[b] - home
+    # feet bookkeeping as in Playground: a touchdown after time in the air
+    contact = foot_contact[b]
+    num_feet = contact.shape[0]
+    first_contact = np.empty(num_feet, dtype=np.bool_)
+    peak = np.empty(num_feet)
+    air_time = np.empty(num_feet)
+    for foot in range(num_feet):
+        first_contact[foot] = feet_air_time[b, foot] > 0.0 and (
+            contact[foot] or last_contact[b, foot]
+        )
+        peak[foot] = max(swing_peak[b, foot], foot_pos[b, foot, 2])
+        air_time[foot] = feet_air_time[b, foot] + params[_P_DT]
+    sigma, foot_height = params[_P_SIGMA], params[_P_FOOT_HEIGHT]
+    out[0, b] = reward_tracking_lin_vel(c, local_linvel[b], sigma)
+    out[1, b] = reward_tracking_ang_vel(c, gyro[b], sigma)
+    out[2, b] = cost_lin_vel_z(rot[b], local_linvel[b])
+    out[3, b] = cost_ang_vel_xy(rot[b], gyro[b])
+    out[4, b] = cost_orientation(rot[b])
+    out[5, b] = cost_dof_pos_limits(joint_pos[b], soft_lower, soft_upper)
+    out[6, b] = reward_pose(joint_offset, pose_weights)
+    out[7, b] = cost_termination(_fallen(rot[b], trunk_contact[b], params))
+    out[8, b] = cost_stand_still(command_active, joint_offset)
+    out[9, b] = cost_torques(torque[b])
+    out[10, b] = cost_action_rate(action[b], last_action[b])
+    out[11, b] = cost_energy(joint_vel[b], torque[b])
+    out[12, b] = cost_feet_clearance(foot_pos[b], foot_vel[b], foot_height)
+    out[13, b] = cost_feet_height(peak, first_contact, command_active, foot_height)
+    out[14, b] = cost_feet_slip(foot_vel[b], contact, command_active)
+    out[15, b] = reward_feet_air_time(air_time, first_contact, command_active)
+
+
+@_compiled
+def _world_observation(
+    out: np.ndarray,
+    b: int,
+    local_linvel: np.ndarray,
+    gyro: np.ndarray,
+    rot: np.ndarray,
+    joint_pos: np.ndarray,
+    joint_vel: np.ndarray,
+    last_action: np.ndarray,
+    command: np.ndarray,
+    noise: np.ndarray,
+    home: np.ndarray,
+) -> None:
+    """World ``b``'s observation into ``out[b]`` (float32, the layout of OBS_SLICES), plus its
+    noise row when ``noise`` has rows."""
+    row = out[b]
+    for i in range(3):
+        row[i] = local_linvel[b, i]
+        row[3 + i] = gyro[b, i]
+        row[6 + i] = -rot[b, 2, i]  # gravity in the body frame: R^T (0, 0, -1)
+        row[45 + i] = command[b, i]
+    for j in range(joint_pos.shape[1]):
+        row[9 + j] = joint_pos[b, j] - home[j]
+        row[21 + j] = joint_vel[b, j]
+        row[33 + j] = last_action[b, j]
+    if noise.shape[0] > 0:
+        for i in range(row.shape[0]):
+            row[i] = row[i] + noise[b, i]  # float32 + float64, rounded back to float32
+
+
+@_compiled
+def _observe_kernel(
+    local_linvel, gyro, rot, joint_pos, joint_vel, last_action, command, noise, home
+):
+    count = joint_pos.shape[0]
+    obs = np.empty((count, OBS_DIM), dtype=np.float32)
+    for b in range(count):
+        _world_observation(
+            obs, b, local_linvel, gyro, rot, joint_pos, joint_vel, last_action, command, noise, home
+        )
+    return obs
+
+
+@_compiled
+def _fallen_kernel(rot, trunk_contact, params):
+    out = np.empty(rot.shape[0], dtype=np.bool_)
+    for b in range(rot.shape[0]):
+        out[b] = _fallen(rot[b], trunk_contact[b], params)
+    return out
+
+
+@_compiled
+def _advance_kernel(action, foot_pos, foot_contact, feet_air_time, swing_peak, control_dt):
+    """Clipped last action, air times and swing peaks after a step (a foot on the ground starts
+    its next swing from zero)."""
+    count, num_feet = foot_contact.shape
+    last_action = np.empty(action.shape)
+    air_time = np.empty((count, num_feet))
+    peak = np.empty((count, num_feet))
+    for b in range(count):
+        for j in range(action.shape[1]):
+            last_action[b, j] = min(max(action[b, j], -1.0), 1.0)
+        for foot in range(num_feet):
+            if foot_contact[b, foot]:
+                air_time[b, foot] = 0.0
+                peak[b, foot] = 0.0
+            else:
+                air_time[b, foot] = feet_air_time[b, foot] + control_dt
+                peak[b, foot] = max(swing_peak[b, foot], foot_pos[b, foot, 2])
+    return last_action, air_time, peak
+
+
+@_compiled
+def _weigh(raw, weights_dt, clip):
+    """(K+1, B) weighted terms, the last row the clip at zero, and (B,) rewards: the terms
+    added one by one, in order, as :func:`~sim2online_envs.core.sum_reward_rows` adds them."""
+    num_terms, count = raw.shape
+    terms = np.empty((num_terms + 1, count))
+    reward = np.empty(count)
+    for b in range(count):
+        total = 0.0
+        for k in range(num_terms):
+            terms[k, b] = raw[k, b] * weights_dt[k]
+            total = terms[k, b] if k == 0 else total + terms[k, b]
+        lift = -total
+        terms[num_terms, b] = lift if clip and lift > 0.0 else 0.0
+        reward[b] = total + terms[num_terms, b]
+    return terms, reward
+
+
+@_compiled
+def _raw_terms_kernel(
+    local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
+    trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
+    params, home, soft_lower, soft_upper, pose_weights,
+):  # fmt: skip
+    count = joint_pos.shape[0]
+    raw = np.empty((_NUM_TERMS, count))
+    clipped = np.minimum(np.maximum(action, -1.0), 1.0)
+    for b in range(count):
+        _world_raw_terms(
+            raw, b, local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel,
+            foot_contact, trunk_contact, command, last_action, feet_air_time, last_contact,
+            swing_peak, clipped, params, home, soft_lower, soft_upper, pose_weights,
+        )  # fmt: skip
+    return raw
+
+
+@_compiled
+def _transition_kernel(
+    local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
+    trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
+    next_command, noise, params, weights_dt, home, soft_lower, soft_upper, pose_weights,
+):  # fmt: skip
+    """The whole task step in one call: the terms as :meth:`Go1JoystickTask.reward_terms`, the
+    fall as ``terminated``, the task state as ``advance`` and the observation as ``observe``
+    compute them (the same compiled functions, so the same bits)."""
+    raw = _raw_terms_kernel(
+        local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
+        trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
+        params, home, soft_lower, soft_upper, pose_weights,
+    )  # fmt: skip
+    terms, reward = _weigh(raw, weights_dt, params[_P_CLIP] != 0.0)
+    terminated = _fallen_kernel(rot, trunk_contact, params)
+    new_last_action, air_time, peak = _advance_kernel(
+        action, foot_pos, foot_contact, feet_air_time, swing_peak, params[_P_DT]
+    )
+    obs = _observe_kernel(
+        local_linvel, gyro, rot, joint_pos, joint_vel, new_last_action, next_command, noise, home
+    )
+    return terms, reward, terminated, obs, new_last_action, air_time, peak
 
 
 class Go1JoystickTask(Task):
@@ -437,12 +711,21 @@ class Go1JoystickTask(Task):
         self.soft_upper = middle + half_range
         self._pose_weights = np.array([1.0, 1.0, 0.1] * 4)
         # weight * control_dt for each term, in reporting order
-        self._weight_column = np.array(
+        self._weights_dt = np.array(
             [
-                [getattr(cfg.weights, field.name) * self.control_dt]
+                getattr(cfg.weights, field.name) * self.control_dt
                 for field in dataclasses.fields(Go1RewardWeights)
             ]
         )
+        params = np.empty(6)
+        params[_P_SIGMA] = cfg.tracking_sigma
+        params[_P_FOOT_HEIGHT] = cfg.max_foot_height
+        params[_P_DT] = self.control_dt
+        params[_P_FALL_UP_Z] = cfg.fall_up_z
+        params[_P_TRUNK_CONTACT] = float(cfg.terminate_on_trunk_contact)
+        params[_P_CLIP] = float(cfg.clip_reward_at_zero)
+        self._params = params
+        self._no_noise = np.zeros((0, OBS_DIM))
         noise = cfg.noise
         self._noise_half_widths = np.zeros(OBS_DIM)
         for name in ("local_linvel", "gyro", "gravity", "joint_pos", "joint_vel"):
@@ -472,6 +755,23 @@ class Go1JoystickTask(Task):
             "obs_noise": self._draw_noise(rngs),
         }
 
+    def _next_command_and_noise(
+        self, task_state: Batch, step: np.ndarray, rngs: list[np.random.Generator]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The step's random draws, in the documented order: a new command for worlds due to
+        resample, then (noise on) the next observation's noise."""
+        command = task_state["command"]
+        every = self.config.command_resample_steps
+        step = np.asarray(step)
+        if not (step % every).all():  # some world may be due
+            due = (step % every == 0) & (step > 0)
+            if due.any():
+                command = command.copy()
+                for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
+                    command[world] = self._draw_command(rngs[world])
+        noise = self._draw_noise(rngs) if self.config.obs_noise else task_state["obs_noise"]
+        return command, noise
+
     def advance(
         self,
         task_state: Batch,
@@ -480,24 +780,22 @@ class Go1JoystickTask(Task):
         step: np.ndarray,
         rngs: list[np.random.Generator],
     ) -> Batch:
-        contact = state["foot_contact"]
-        command = task_state["command"]
-        step = np.asarray(step)
-        if not (step % self.config.command_resample_steps).all():  # some world may be due
-            due = (step % self.config.command_resample_steps == 0) & (step > 0)
-            if due.any():
-                command = command.copy()
-                for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
-                    command[world] = self._draw_command(rngs[world])
-        swing_peak = np.maximum(task_state["swing_peak"], state["foot_pos"][:, :, 2])
-        # a foot on the ground starts its next swing from zero
+        command, noise = self._next_command_and_noise(task_state, step, rngs)
+        last_action, air_time, swing_peak = _advance_kernel(
+            np.asarray(action, dtype=np.float64),
+            state["foot_pos"],
+            state["foot_contact"],
+            task_state["feet_air_time"],
+            task_state["swing_peak"],
+            self.control_dt,
+        )
         return {
             "command": command,
-            "last_action": np.minimum(np.maximum(action, -1.0), 1.0),
-            "feet_air_time": np.where(contact, 0.0, task_state["feet_air_time"] + self.control_dt),
-            "last_contact": contact,
-            "swing_peak": np.where(contact, 0.0, swing_peak),
-            "obs_noise": self._draw_noise(rngs),
+            "last_action": last_action,
+            "feet_air_time": air_time,
+            "last_contact": state["foot_contact"],
+            "swing_peak": swing_peak,
+            "obs_noise": noise,
         }
 
     # -- action, observation -------------------------------------------------------------------
@@ -510,99 +808,110 @@ class Go1JoystickTask(Task):
         return {"joint_targets": HOME_JOINT_POS + self.config.action_scale * clipped}
 
     def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
-        parts = (
+        return _observe_kernel(
             state["local_linvel"],
             state["gyro"],
-            np.negative(state["base_rot"][:, 2]),  # gravity in the body frame: R^T (0, 0, -1)
-            state["joint_pos"] - HOME_JOINT_POS,
+            state["base_rot"],
+            state["joint_pos"],
             state["joint_vel"],
             task_state["last_action"],
             task_state["command"],
+            task_state["obs_noise"] if self.config.obs_noise else self._no_noise,
+            HOME_JOINT_POS,
         )
-        obs = np.concatenate(parts, axis=1, dtype=np.float32)  # the layout of OBS_SLICES
-        if self.config.obs_noise:
-            obs += task_state["obs_noise"]
-        return obs
 
     # -- rewards and episode ends --------------------------------------------------------------
 
-    def _fallen(self, rot: np.ndarray, trunk_contact: np.ndarray) -> np.ndarray:
-        fallen = rot[:, 2, 2] < self.config.fall_up_z  # the world z of the trunk's up axis
-        if self.config.terminate_on_trunk_contact:
-            fallen |= trunk_contact
-        return fallen
-
     def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
-        return self._fallen(state["base_rot"], state["trunk_contact"])
+        return _fallen_kernel(state["base_rot"], state["trunk_contact"], self._params)
 
     def success(self, state: Batch, task_state: Batch) -> np.ndarray:
         """Velocity tracking has no success state: always False."""
         return np.zeros(state["joint_pos"].shape[0], dtype=bool)
 
+    def _state_arrays(self, state: Batch, task_state: Batch) -> tuple[np.ndarray, ...]:
+        return (
+            state["local_linvel"],
+            state["gyro"],
+            state["base_rot"],
+            state["joint_pos"],
+            state["joint_vel"],
+            state["torque"],
+            state["foot_pos"],
+            state["foot_vel"],
+            state["foot_contact"],
+            state["trunk_contact"],
+            task_state["command"],
+            task_state["last_action"],
+            task_state["feet_air_time"],
+            task_state["last_contact"],
+            task_state["swing_peak"],
+        )
+
     def raw_reward_terms(
         self, state: Batch, action: np.ndarray, task_state: Batch
     ) -> dict[str, np.ndarray]:
         """Every term's unweighted value, (B,) each, in :attr:`reward_term_names` order."""
-        cfg = self.config
-        # what several terms share, computed once
-        command = task_state["command"]
-        command_active = _vecdot(command, command) > 0.01**2  # ‖command‖ > 0.01
-        action = np.minimum(np.maximum(action, -1.0), 1.0)
-        rot = state["base_rot"]
-        local_linvel, gyro = state["local_linvel"], state["gyro"]
-        joint_offset = state["joint_pos"] - HOME_JOINT_POS
-        torque = state["torque"]
-        contact = state["foot_contact"]
-        foot_height = state["foot_pos"][:, :, 2]
-        speed_sq = foot_speed_sq(state["foot_vel"])
-        # feet bookkeeping as in Playground: a touchdown after time in the air
-        air_time = task_state["feet_air_time"]
-        first_contact = (air_time > 0.0) & (contact | task_state["last_contact"])
-        swing_peak = np.maximum(task_state["swing_peak"], foot_height)
-        return {
-            "tracking_lin_vel": reward_tracking_lin_vel(command, local_linvel, cfg.tracking_sigma),
-            "tracking_ang_vel": reward_tracking_ang_vel(command, gyro, cfg.tracking_sigma),
-            "lin_vel_z": cost_lin_vel_z(rot, local_linvel),
-            "ang_vel_xy": cost_ang_vel_xy(rot, gyro),
-            "orientation": cost_orientation(rot),
-            "dof_pos_limits": cost_dof_pos_limits(
-                state["joint_pos"], self.soft_lower, self.soft_upper
-            ),
-            "pose": reward_pose(joint_offset, self._pose_weights),
-            "termination": cost_termination(self._fallen(rot, state["trunk_contact"])),
-            "stand_still": cost_stand_still(command_active, joint_offset),
-            "torques": cost_torques(torque),
-            "action_rate": cost_action_rate(action, task_state["last_action"]),
-            "energy": cost_energy(state["joint_vel"], torque),
-            "feet_clearance": cost_feet_clearance(foot_height, speed_sq, cfg.max_foot_height),
-            "feet_height": cost_feet_height(
-                swing_peak, first_contact, command_active, cfg.max_foot_height
-            ),
-            "feet_slip": cost_feet_slip(speed_sq, contact, command_active),
-            "feet_air_time": reward_feet_air_time(
-                air_time + self.control_dt, first_contact, command_active
-            ),
-        }
+        raw = _raw_terms_kernel(
+            *self._state_arrays(state, task_state),
+            np.asarray(action, dtype=np.float64),
+            self._params,
+            HOME_JOINT_POS,
+            self.soft_lower,
+            self.soft_upper,
+            self._pose_weights,
+        )
+        return dict(zip(self.reward_term_names, raw, strict=False))
 
     def reward_terms(
         self, prev_state: Batch, state: Batch, action: np.ndarray, task_state: Batch
     ) -> dict[str, np.ndarray]:
         del prev_state
-        raw = self.raw_reward_terms(state, action, task_state)
-        count = state["joint_pos"].shape[0]
-        # weight all terms at once: row k is term k, the last row the clip
-        weighted = np.empty((len(raw) + 1, count))
-        np.multiply(
-            np.concatenate(list(raw.values())).reshape(len(raw), count),
-            self._weight_column,
-            out=weighted[:-1],
+        raw = np.array(list(self.raw_reward_terms(state, action, task_state).values()))
+        terms, _ = _weigh(raw, self._weights_dt, self.config.clip_reward_at_zero)
+        return dict(zip(self.reward_term_names, terms, strict=True))
+
+    def transition(
+        self,
+        prev_state: Batch,
+        state: Batch,
+        action: np.ndarray,
+        task_state: Batch,
+        step: np.ndarray,
+        rngs: list[np.random.Generator],
+    ) -> Transition:
+        """:meth:`Task.transition` as one compiled call (same results, bit for bit)."""
+        del prev_state
+        command, noise = self._next_command_and_noise(task_state, step, rngs)
+        terms, reward, terminated, obs, last_action, air_time, swing_peak = _transition_kernel(
+            *self._state_arrays(state, task_state),
+            np.asarray(action, dtype=np.float64),
+            command,
+            noise if self.config.obs_noise else self._no_noise,
+            self._params,
+            self._weights_dt,
+            HOME_JOINT_POS,
+            self.soft_lower,
+            self.soft_upper,
+            self._pose_weights,
         )
-        if self.config.clip_reward_at_zero:
-            # the running sum adds the terms one by one, in reporting order, as the envs do
-            np.maximum(-np.add.accumulate(weighted[:-1], axis=0)[-1], 0.0, out=weighted[-1])
-        else:
-            weighted[-1] = 0.0
-        return dict(zip(self.reward_term_names, weighted, strict=True))
+        next_task_state = {
+            "command": command,
+            "last_action": last_action,
+            "feet_air_time": air_time,
+            "last_contact": state["foot_contact"],
+            "swing_peak": swing_peak,
+            "obs_noise": noise,
+        }
+        return Transition(
+            observation=obs,
+            reward_terms=terms,
+            reward=reward,
+            terminated=terminated,
+            success=np.zeros(len(reward), dtype=bool),
+            task_state=next_task_state,
+            info={"command": command.copy()},
+        )
 
     def info(self, state: Batch, task_state: Batch) -> dict[str, np.ndarray]:
         return {"command": task_state["command"].copy()}
