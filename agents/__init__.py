@@ -19,7 +19,12 @@ from sim2online_envs.agents.buffers import (
     MixingReplayBuffer,
     retain_online_buffer,
 )
-from sim2online_envs.agents.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
+from sim2online_envs.agents.checkpoint import (
+    CheckpointCallback,
+    load_checkpoint,
+    load_replay_buffer_as_offline,
+    save_checkpoint,
+)
 from sim2online_envs.agents.diagnostics import QErrorCallback
 from sim2online_envs.agents.policies import (
     BROCritic,
@@ -44,6 +49,7 @@ __all__ = [
     "MultiInputEncoder",
     "QErrorCallback",
     "load_checkpoint",
+    "load_replay_buffer_as_offline",
     "paper_recipe",
     "random_shift",
     "retain_online_buffer",

@@ -518,6 +518,22 @@ class MixingReplayBuffer(ReplayBuffer):
         Raises ValueError/TypeError naming the field on a shape, dtype or value mismatch; nothing
         is added then.
         """
+        fields = self._checked_transitions(
+            observations, next_observations, actions, rewards, dones, timeouts
+        )
+        self.offline.add(fields)
+        return len(fields["rewards"])
+
+    def _checked_transitions(
+        self,
+        observations: Observation,
+        next_observations: Observation,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        dones: np.ndarray,
+        timeouts: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """The validated fields of :meth:`add_offline_transitions`, without adding them."""
         obs, n = _check_observations("observations", observations, self.observation_space, None)
         next_obs, _ = _check_observations(
             "next_observations", next_observations, self.observation_space, n
@@ -539,7 +555,7 @@ class MixingReplayBuffer(ReplayBuffer):
                     "actions must be normalised to [-1, 1] (policy.scale_action), "
                     f"got values in [{action_array.min()}, {action_array.max()}]"
                 )
-        fields = {
+        return {
             "observations": obs,
             "next_observations": next_obs,
             "actions": action_array,
@@ -551,20 +567,24 @@ class MixingReplayBuffer(ReplayBuffer):
                 else _check_vector("timeouts", timeouts, n, binary=True)
             ),
         }
-        self.offline.add(fields)
-        return n
 
     def add_offline_buffer(self, buffer: ReplayBuffer, include_offline: bool = False) -> int:
-        """Append every transition of another SB3 buffer to D0 (for a mixing buffer: its online
-        part, and its D0 too with ``include_offline``). Returns the number added."""
+        """Append every transition of another SB3 buffer to D0 (for a mixing buffer: its D0 first
+        with ``include_offline``, then its online part), oldest first. Returns the number added.
+
+        All or nothing: every part is validated before any is added.
+        """
         if not isinstance(buffer, ReplayBuffer):
             raise TypeError(f"expected an SB3 ReplayBuffer, got {type(buffer).__name__}")
         self._check_compatible(buffer)
-        added = 0
+        parts = []
         if include_offline and isinstance(buffer, MixingReplayBuffer):
-            added += self.add_offline_transitions(**buffer.offline.arrays())
-        added += self.add_offline_transitions(**buffer_transitions(buffer))
-        return added
+            parts.append(buffer.offline.arrays())
+        parts.append(buffer_transitions(buffer))
+        checked = [self._checked_transitions(**part) for part in parts]
+        for fields in checked:
+            self.offline.add(fields)
+        return sum(len(fields["rewards"]) for fields in checked)
 
     def load_offline(self, source: OfflineSource, include_offline: bool = True) -> int:
         """Fill D0 from a saved buffer (path), a buffer object or a dict of transition arrays.

@@ -12,6 +12,10 @@ and D0) beside the model so that the pair is replaced as one:
 A crash anywhere in :func:`save_checkpoint` leaves the manifest pointing at the previous, intact
 generation; :func:`load_checkpoint` verifies sizes and checksums before unpickling anything, so a
 truncated or foreign file gives a clear error instead of a half-restored learner.
+
+:func:`load_replay_buffer_as_offline` reuses a checkpoint's replay buffer as the offline data D0
+of a new run (e.g. a real-robot run's experience for the next one), with the same verification
+and a check that the spaces match; a raw buffer path passed as ``offline_data`` skips both.
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ from typing import IO, Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
+from sim2online_envs.agents.buffers import MixingReplayBuffer
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import load_from_pkl
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +166,16 @@ def _verify(directory: pathlib.Path, entry: dict[str, Any], role: str) -> pathli
     return path
 
 
+def _verified_replay_buffer(directory: pathlib.Path, manifest: dict[str, Any]) -> pathlib.Path:
+    """The replay buffer file of the manifest's (current) generation, verified before use."""
+    if "replay_buffer" not in manifest:
+        raise ValueError(
+            f"checkpoint in {directory} (generation {manifest.get('generation')}) has no replay "
+            "buffer: it was saved with include_replay_buffer=False or by a model without one"
+        )
+    return _verify(directory, manifest["replay_buffer"], "replay buffer")
+
+
 def save_checkpoint(
     model: Any,
     directory: str | pathlib.Path,
@@ -265,11 +283,105 @@ def load_checkpoint(
     model_path = _verify(directory, manifest["model"], "model")
     buffer_path = None
     if load_replay_buffer and "replay_buffer" in manifest:
-        buffer_path = _verify(directory, manifest["replay_buffer"], "replay buffer")
+        buffer_path = _verified_replay_buffer(directory, manifest)
     model = cls.load(model_path, env=env, device=device, **kwargs)
     if buffer_path is not None:
         model.load_replay_buffer(buffer_path)
     return model
+
+
+def _checkpoint_location(path: str | pathlib.Path) -> tuple[pathlib.Path, dict[str, Any]]:
+    """The directory and manifest of a checkpoint given as its directory, its manifest file or
+    one of its current generation's files."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return path, read_manifest(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: neither a directory nor a file")
+    directory = path.parent
+    if not (directory / MANIFEST).is_file():
+        raise ValueError(
+            f"{path} is not in a checkpoint directory (no {MANIFEST} beside it), so nothing "
+            "records its checksum: pass a save_checkpoint directory (an unverified buffer file "
+            "can still be read with model.replay_buffer.load_offline(path))"
+        )
+    manifest = read_manifest(directory)
+    current = {entry["file"] for entry in manifest.values() if isinstance(entry, dict)}
+    if path.name != MANIFEST and path.name not in current:
+        raise ValueError(
+            f"{path} is not a file of the current generation ({manifest['generation']}) of the "
+            f"checkpoint in {directory}; the manifest records the checksums of that generation "
+            "only: pass the directory"
+        )
+    return directory, manifest
+
+
+def _check_same_spaces(
+    buffer: Any, observation_space: spaces.Space, action_space: spaces.Space
+) -> None:
+    """ValueError naming the field where a saved buffer's spaces differ from the model's.
+
+    Shapes and dtypes first (the common mistake), then bounds: D0 actions are stored normalised
+    to [-1, 1], so other action bounds would silently mean other actions.
+    """
+    from sim2online_envs.agents.common import check_buffer_spaces  # common imports this module
+
+    check_buffer_spaces(buffer, observation_space, action_space)
+    if buffer.observation_space != observation_space:
+        raise ValueError(
+            f"observation space: buffer {buffer.observation_space}, model {observation_space}"
+        )
+    if buffer.action_space != action_space:
+        raise ValueError(f"action space: buffer {buffer.action_space}, model {action_space}")
+
+
+def load_replay_buffer_as_offline(
+    model: Any,
+    checkpoint: str | pathlib.Path,
+    include_offline: bool = False,
+) -> int:
+    """Add the replay buffer of a :func:`save_checkpoint` checkpoint to ``model``'s D0.
+
+    For starting a new run whose offline data is an earlier run's experience (e.g. the real
+    robot's), with the checks that a raw buffer path skips: the buffer file is verified against
+    the manifest's size and SHA-256 before it is unpickled (the manifest's current generation,
+    as in :func:`load_checkpoint`), and its observation and action spaces must equal the
+    model's (a ValueError names the field that differs). Its valid transitions (the filled part
+    of the online buffer, oldest first, whether it wrapped around or used
+    ``optimize_memory_usage``) are appended to D0; with ``include_offline`` the saved buffer's
+    own D0 comes first. On any error nothing is added.
+
+    ``model``: a model using a :class:`~sim2online_envs.agents.MixingReplayBuffer`, or the
+    buffer itself; call it between ``learn`` calls. ``checkpoint``: the checkpoint directory,
+    its ``checkpoint.json`` (what :func:`save_checkpoint` returns) or one of its current files.
+    Returns the number of transitions added.
+    """
+    target = getattr(model, "replay_buffer", model)
+    if not isinstance(target, MixingReplayBuffer):
+        raise TypeError(
+            "offline data needs a MixingReplayBuffer (replay_buffer_class=MixingReplayBuffer), "
+            f"the target has {type(target).__name__}"
+        )
+    directory, manifest = _checkpoint_location(checkpoint)
+    buffer_path = _verified_replay_buffer(directory, manifest)
+    saved = load_from_pkl(buffer_path)
+    if not isinstance(saved, ReplayBuffer):
+        raise TypeError(f"{buffer_path} does not hold an SB3 replay buffer: {type(saved).__name__}")
+    try:
+        _check_same_spaces(saved, model.observation_space, model.action_space)
+    except ValueError as error:
+        raise ValueError(
+            f"replay buffer of the checkpoint in {directory} (generation "
+            f"{manifest['generation']}) does not fit this model: {error}"
+        ) from error
+    added = target.add_offline_buffer(saved, include_offline=include_offline)
+    logger.info(
+        "D0 += %d transitions from the replay buffer of checkpoint generation %d in %s",
+        added,
+        manifest["generation"],
+        directory,
+    )
+    return added
 
 
 class CheckpointCallback(BaseCallback):
@@ -333,6 +445,7 @@ __all__ = [
     "atomic_write",
     "capture_rng_state",
     "load_checkpoint",
+    "load_replay_buffer_as_offline",
     "read_manifest",
     "restore_rng_state",
     "save_checkpoint",

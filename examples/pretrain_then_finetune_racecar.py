@@ -11,9 +11,10 @@ What, in the study's sim-to-sim set-up (the prior's simulator and "reality" diff
    counters, RNG states and the sim replay buffer, written atomically with checksums).
 3. **Fine-tune online** on "reality", the dynamic bicycle with Pacejka tyres and a motor model
    (``sim2online_envs.make_env("racecar", dynamics="dynamic")``, the same wrapper stack as the
-   real car), with ``paper_recipe("racecar")``: D0 = the sim buffer mixed into every minibatch
-   (online fraction 0.5 -> 1), warm start with the prior's own actions, the actor updated once
-   every M = 20 critic updates at lr 1e-5, episodic updates, and the
+   real car), with ``paper_recipe("racecar")``: D0 = the checkpoint's sim buffer
+   (:func:`~sim2online_envs.agents.load_replay_buffer_as_offline`, checksum-verified) mixed into
+   every minibatch (online fraction 0.5 -> 1), warm start with the prior's own actions, the
+   actor updated once every M = 20 critic updates at lr 1e-5, episodic updates, and the
    :class:`~sim2online_envs.agents.QErrorCallback` (Q against the Monte-Carlo return).
 4. **Compare** with ``vanilla_recipe("racecar")`` (the same prior, episodes and K, without the
    stabilisers; ``--no-compare-vanilla`` skips it).
@@ -66,11 +67,11 @@ from sim2online_envs.agents import (
     MixingReplayBuffer,
     QErrorCallback,
     load_checkpoint,
+    load_replay_buffer_as_offline,
     paper_recipe,
     save_checkpoint,
     vanilla_recipe,
 )
-from sim2online_envs.agents.checkpoint import read_manifest
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 import sim2online_envs
@@ -223,15 +224,8 @@ def load_prior_for_finetuning(
     unstable baseline (M = 1, one learning rate, no D0, no warm start), for comparison.
     """
     if recipe_name == "paper":
-        manifest = read_manifest(prior_dir)
-        if "replay_buffer" not in manifest:
-            raise ValueError(
-                f"{prior_dir} has no replay buffer: the paper recipe needs the sim data"
-            )
-        sim_buffer = prior_dir / manifest["replay_buffer"]["file"]
         recipe = paper_recipe(
             "racecar",
-            offline_data=sim_buffer,
             buffer_size=args.finetune_episodes * 250 + args.warm_start_steps + 250,
             for_load=True,  # the networks are the prior's
         )
@@ -241,11 +235,16 @@ def load_prior_for_finetuning(
     else:
         raise ValueError(f"recipe_name must be 'paper' or 'vanilla', got {recipe_name!r}")
     recipe["gradient_steps"] = args.gradient_steps  # the same K for both
-    # The model file is verified against the manifest's checksum; the sim buffer becomes D0 (not
-    # the online buffer). action_noise=None: whatever pretraining used must not carry over.
+    # The model file is verified against the manifest's checksum. action_noise=None: whatever
+    # pretraining used must not carry over.
     model = load_checkpoint(
         SAC, prior_dir, env=env, load_replay_buffer=False, action_noise=None, **recipe
     )
+    if recipe_name == "paper":
+        # The sim buffer becomes D0, not the online buffer: verified against its checksum too,
+        # its spaces checked against the model's; the agent's sim transitions and (its own D0)
+        # the demonstrations.
+        load_replay_buffer_as_offline(model, prior_dir, include_offline=True)
     d0 = (
         model.replay_buffer.offline_size
         if isinstance(model.replay_buffer, MixingReplayBuffer)

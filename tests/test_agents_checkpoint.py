@@ -18,6 +18,7 @@ from sim2online_envs.agents import (
     TD3,
     MixingReplayBuffer,
     load_checkpoint,
+    load_replay_buffer_as_offline,
     save_checkpoint,
 )
 from sim2online_envs.agents.checkpoint import MANIFEST, CheckpointCallback, atomic_write
@@ -412,3 +413,205 @@ def test_load_checks_the_arguments_it_is_given(
     build("sac", make_env()).save(tmp_path / "model")
     with pytest.raises(ValueError, match=argument):
         SAC.load(tmp_path / "model", env=make_env(), **{argument: value})
+
+
+# -- a checkpoint's replay buffer as the next run's D0 -------------------------------------------
+
+UNIT = (np.full(1, -1.0, np.float32), np.full(1, 1.0, np.float32))
+BUFFER_SIZE = 100  # smaller than the steps taken: the saved buffer has wrapped around
+
+
+def recorded_adds(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, np.ndarray]]:
+    """Every transition handed to a MixingReplayBuffer from now on, in order: the reference the
+    loaded D0 must equal (independent of how the buffer lays them out)."""
+    log: list[dict[str, np.ndarray]] = []
+    original = MixingReplayBuffer.add
+
+    def add(self: MixingReplayBuffer, obs: Any, next_obs: Any, *rest: Any) -> None:
+        action, reward, done, infos = rest
+        log.append(
+            {
+                "observations": np.array(obs[0]),
+                "next_observations": np.array(next_obs[0]),
+                "actions": np.array(action[0]),
+                "rewards": np.float32(reward[0]),
+                "dones": np.float32(done[0]),
+                "timeouts": np.float32(infos[0].get("TimeLimit.truncated", False)),
+            }
+        )
+        original(self, obs, next_obs, *rest)
+
+    monkeypatch.setattr(MixingReplayBuffer, "add", add)
+    return log
+
+
+def online_run(episode_steps: int, optimize_memory_usage: bool = False) -> SAC:
+    """A tiny SAC on Pendulum, updating every step once past learning_starts, with a D0 of its
+    own (100 transitions) and an online buffer of BUFFER_SIZE."""
+    return SAC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1", max_episode_steps=episode_steps),
+        policy_kwargs={"net_arch": [16, 16]},
+        buffer_size=BUFFER_SIZE,
+        batch_size=16,
+        learning_starts=50,
+        optimize_memory_usage=optimize_memory_usage,
+        replay_buffer_class=MixingReplayBuffer,
+        replay_buffer_kwargs={
+            "online_fraction": 0.5,
+            "offline_data": offline_data(),
+            "handle_timeout_termination": not optimize_memory_usage,
+        },
+        seed=0,
+        device="cpu",
+    )
+
+
+def fresh_target(env: gym.Env | None = None) -> SAC:
+    """The next run's model: a mixing buffer with an empty D0."""
+    return SAC(
+        "MlpPolicy",
+        env if env is not None else gym.make("Pendulum-v1"),
+        policy_kwargs={"net_arch": [8]},
+        replay_buffer_class=MixingReplayBuffer,
+        device="cpu",
+    )
+
+
+def assert_d0_equals(d0: dict[str, Any], transitions: list[dict[str, np.ndarray]]) -> None:
+    assert len(d0["rewards"]) == len(transitions)
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        expected = np.stack([t[name] for t in transitions])
+        np.testing.assert_array_equal(d0[name].reshape(expected.shape), expected, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[pathlib.Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A run of 250 steps (episodes of 60) checkpointed twice (keep=2): after 230 steps and at
+    the end. Returns the directory, every transition added, and the run's D0."""
+    directory = tmp_path_factory.mktemp("online") / "ckpt"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        adds = recorded_adds(monkeypatch)
+        model = online_run(episode_steps=60)
+        model.learn(230)
+        save_checkpoint(model, directory, keep=2)
+        model.learn(20, reset_num_timesteps=False)
+        save_checkpoint(model, directory, keep=2)
+    buffer = model.replay_buffer
+    assert buffer.full and buffer.pos == 250 % BUFFER_SIZE  # wrapped, oldest row mid-array
+    assert sum(t["timeouts"] for t in adds[-BUFFER_SIZE:]) >= 1  # episode ends inside
+    return directory, adds, copy.deepcopy(buffer.offline.arrays())
+
+
+def test_a_checkpoints_buffer_becomes_d0_exactly(
+    trained_checkpoint: tuple[pathlib.Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]],
+) -> None:
+    """The newest generation's valid transitions, oldest first, equal to what the run added."""
+    directory, adds, saved_d0 = trained_checkpoint
+    assert len(adds) == 250
+    target = fresh_target()
+    assert load_replay_buffer_as_offline(target, directory) == BUFFER_SIZE
+    assert_d0_equals(target.replay_buffer.offline.arrays(), adds[-BUFFER_SIZE:])
+    assert target.replay_buffer.online_transitions() == 0  # the online part is left alone
+
+    # The old run's own D0 first, with include_offline; the checkpoint given by its manifest
+    # (what save_checkpoint returns) or a current file works as the directory does.
+    target = fresh_target()
+    added = load_replay_buffer_as_offline(
+        target.replay_buffer, directory / MANIFEST, include_offline=True
+    )
+    assert added == 100 + BUFFER_SIZE
+    d0 = target.replay_buffer.offline.arrays()
+    for name in ("observations", "next_observations", "actions", "rewards", "dones"):
+        np.testing.assert_array_equal(d0[name][:100], saved_d0[name], err_msg=name)
+    assert_d0_equals({k: v[100:] for k, v in d0.items()}, adds[-BUFFER_SIZE:])
+    target = fresh_target()
+    load_replay_buffer_as_offline(target, directory / "replay_buffer-000001.pkl")
+    assert_d0_equals(target.replay_buffer.offline.arrays(), adds[-BUFFER_SIZE:])
+
+    # An older generation's file has no recorded checksum: refused, not read unverified.
+    with pytest.raises(ValueError, match=r"not a file of the current generation \(1\)"):
+        load_replay_buffer_as_offline(target, directory / "replay_buffer-000000.pkl")
+
+
+def test_optimize_memory_usage_buffer_becomes_d0_exactly(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrapped buffer with optimize_memory_usage (next observations in the next row) gives its
+    BUFFER_SIZE - 1 complete transitions. One long episode: SB3's layout cannot keep a terminal
+    observation there."""
+    adds = recorded_adds(monkeypatch)
+    model = online_run(episode_steps=1000, optimize_memory_usage=True)
+    model.learn(230)
+    assert model.replay_buffer.full and model.replay_buffer.pos == 30
+    save_checkpoint(model, tmp_path / "ckpt")
+    monkeypatch.undo()
+    target = fresh_target()
+    assert load_replay_buffer_as_offline(target, tmp_path / "ckpt") == BUFFER_SIZE - 1
+    assert_d0_equals(target.replay_buffer.offline.arrays(), adds[-(BUFFER_SIZE - 1) :])
+
+
+def test_a_corrupt_buffer_file_adds_nothing(
+    trained_checkpoint: tuple[pathlib.Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    tmp_path: pathlib.Path,
+) -> None:
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    for path in trained_checkpoint[0].iterdir():
+        (directory / path.name).write_bytes(path.read_bytes())
+    buffer_file = directory / "replay_buffer-000001.pkl"
+    data = bytearray(buffer_file.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, same size
+    buffer_file.write_bytes(bytes(data))
+    target = fresh_target()
+    with pytest.raises(ValueError, match=r"replay buffer file .*SHA-256 does not match"):
+        load_replay_buffer_as_offline(target, directory)
+    assert target.replay_buffer.offline_size == 0
+
+    # The raw file, outside a checkpoint, has nothing to be verified against.
+    (tmp_path / "raw.pkl").write_bytes(
+        trained_checkpoint[0].joinpath(buffer_file.name).read_bytes()
+    )
+    with pytest.raises(ValueError, match="not in a checkpoint directory"):
+        load_replay_buffer_as_offline(target, tmp_path / "raw.pkl")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_replay_buffer_as_offline(target, tmp_path / "nowhere")
+    assert target.replay_buffer.offline_size == 0
+
+    # Intact file, invalid content (a NaN reward online): refused before its valid D0 goes in.
+    poisoned = online_run(episode_steps=60)
+    poisoned.learn(10)
+    poisoned.replay_buffer.rewards[3] = np.nan
+    save_checkpoint(poisoned, tmp_path / "poisoned")
+    with pytest.raises(ValueError, match="rewards contains NaN"):
+        load_replay_buffer_as_offline(target, tmp_path / "poisoned", include_offline=True)
+    assert target.replay_buffer.offline_size == 0
+
+
+def test_a_buffer_for_other_spaces_is_refused(
+    trained_checkpoint: tuple[pathlib.Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    tmp_path: pathlib.Path,
+) -> None:
+    directory = trained_checkpoint[0]
+    other_obs = fresh_target(gym.make("MountainCarContinuous-v0"))
+    with pytest.raises(
+        ValueError,
+        match=r"generation 1\) does not fit this model: observation shape: buffer \(3,\), "
+        r"model \(2,\)",
+    ):
+        load_replay_buffer_as_offline(other_obs, directory)
+    # Same shapes, other action bounds: the stored normalised actions would mean other torques.
+    rescaled = fresh_target(gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), UNIT[0], UNIT[1]))
+    with pytest.raises(ValueError, match=r"does not fit this model: action space: buffer Box"):
+        load_replay_buffer_as_offline(rescaled, directory)
+    for model in (other_obs, rescaled):
+        assert model.replay_buffer.offline_size == 0
+
+    plain = SAC("MlpPolicy", gym.make("Pendulum-v1"), policy_kwargs={"net_arch": [8]})
+    with pytest.raises(TypeError, match="needs a MixingReplayBuffer"):
+        load_replay_buffer_as_offline(plain, directory)
+    save_checkpoint(fresh_target(), tmp_path / "no_buffer", include_replay_buffer=False)
+    with pytest.raises(ValueError, match="has no replay buffer"):
+        load_replay_buffer_as_offline(fresh_target(), tmp_path / "no_buffer")
