@@ -1,4 +1,4 @@
-"""Record episodes to disk and reuse them as offline data D0: data retention across trials.
+r"""Record episodes to disk and reuse them as offline data D0: data retention across trials.
 
 What, in three trials (each could be a separate process, day or robot session):
 
@@ -19,10 +19,13 @@ Run::
 
     .venv/bin/python examples/record_and_reuse.py --out runs/record_and_reuse
     .venv/bin/python examples/record_and_reuse.py --robot go1 --episodes 4 --online-episodes 1
+    .venv/bin/python examples/record_and_reuse.py --robot panda --episodes 2 --online-episodes 1 \
+        --gradient-steps 10
 
 The defaults are a smoke run (about 20 s on a laptop CPU): the learner is far too short to
 improve on the scripted controller; it shows the data flow. ``summary.json`` in ``--out`` holds
-the counts and returns.
+the counts and returns. The Panda (64×64 images, a CNN learner) takes about 90 s with the
+defaults on 2 CPU cores, the short Panda command above about 10 s.
 """
 
 from __future__ import annotations
@@ -53,12 +56,13 @@ import sim2online_envs
 
 logger = logging.getLogger("examples.record_and_reuse")
 
-#: The scripted controller of each robot (``make_controller(env) -> policy(obs)``). Not yet the
-#: Panda: SB3 makes its learner's images channel-first (``VecTransposeImage``) while recordings
-#: keep the env's channel-last (64, 64, 1), and ``fill_offline_buffer`` does not transpose them.
+#: The scripted controller of each robot (``make_controller(env) -> policy(obs)``). The Panda's
+#: recordings keep the camera's channel-last (64, 64, 1) frames; ``fill_offline_buffer``
+#: transposes them for the learner's buffer, channel-first like SB3's ``VecTransposeImage``.
 CONTROLLERS = {
     "racecar": "sim2online_envs.controllers.racecar",
     "go1": "sim2online_envs.controllers.go1",
+    "panda": "sim2online_envs.controllers.panda",
 }
 
 

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from sim2online_envs.agents import SAC
 from sim2online_envs.agents.buffers import MixingReplayBuffer
 from sim2online_envs.wrappers import recording
 from sim2online_envs.wrappers.recording import (
@@ -22,6 +23,7 @@ from sim2online_envs.wrappers.recording import (
     load_episodes,
 )
 from sim2online_envs.wrappers.safety import SafetyWrapper
+from stable_baselines3.common.vec_env import VecTransposeImage
 
 import sim2online_envs
 
@@ -198,6 +200,149 @@ def test_dict_observations_round_trip(tmp_path: Path) -> None:
     assert stored["observations"]["pixels"].dtype == np.uint8
     np.testing.assert_array_equal(stored["dones"], [0, 0, 0, 1])
     np.testing.assert_array_equal(stored["timeouts"], [0, 0, 0, 0])  # terminated, not truncated
+
+
+def test_panda_recordings_fill_the_buffer_of_an_sb3_model_channel_first(tmp_path: Path) -> None:
+    # The recording wrapper sits inside the env SB3 wraps (DummyVecEnv + VecTransposeImage), so
+    # one rollout gives both the file (channel-last) and what SB3 itself hands the model.
+    env = RecordEpisodes(
+        gym.make("SimPanda-v0", task_config={"max_episode_steps": 3}), RecordingConfig(tmp_path)
+    )
+    assert env.observation_space["pixels"].shape == (64, 64, 1)
+    model = SAC(
+        "MultiInputPolicy",
+        env,
+        buffer_size=16,
+        replay_buffer_class=MixingReplayBuffer,
+        device="cpu",
+        seed=0,
+    )
+    assert isinstance(model.get_env(), VecTransposeImage)
+    assert model.replay_buffer.observation_space["pixels"].shape == (1, 64, 64)
+    venv = model.get_env()
+    venv.seed(3)
+    obs = venv.reset()
+    rng = np.random.default_rng(0)
+    seen: dict[str, list] = {k: [] for k in ("obs", "next", "act", "rew", "done")}
+    for _ in range(2 * 3):  # two episodes of three steps
+        action = rng.uniform(-1.0, 1.0, size=(1, 4)).astype(np.float32)
+        next_obs, reward, done, infos = venv.step(action)
+        final = (
+            infos[0]["terminal_observation"] if done[0] else {k: v[0] for k, v in next_obs.items()}
+        )
+        seen["obs"].append({k: v[0] for k, v in obs.items()})
+        seen["next"].append(final)
+        seen["act"].append(action[0])
+        seen["rew"].append(reward[0])
+        seen["done"].append(done[0])
+        obs = next_obs
+    assert len(env.written) == 2
+
+    assert fill_offline_buffer(model.replay_buffer, tmp_path, robot="panda") == 6
+    stored = model.replay_buffer.offline.arrays()
+    recorded = [load_episode(path) for path in env.written]
+    frames = [episode.observations["pixels"] for episode in recorded]
+    assert frames[0].shape == (4, 64, 64, 1) and frames[0].dtype == np.uint8
+    assert len(np.unique(frames[0])) > 10  # a real camera image, not a blank frame
+    for name, cut in (("observations", slice(0, -1)), ("next_observations", slice(1, None))):
+        pixels = stored[name]["pixels"]
+        assert pixels.dtype == np.uint8 and pixels.shape == (6, 1, 64, 64)
+        expected = np.concatenate([np.transpose(f[cut], (0, 3, 1, 2)) for f in frames])
+        np.testing.assert_array_equal(pixels, expected)  # byte for byte
+        state = np.concatenate([e.observations["state"][cut] for e in recorded])
+        np.testing.assert_array_equal(stored[name]["state"], state)
+    # ... and exactly what SB3 stores for these transitions through its own VecTransposeImage.
+    for key in ("pixels", "state"):
+        np.testing.assert_array_equal(
+            stored["observations"][key], np.stack([o[key] for o in seen["obs"]])
+        )
+        np.testing.assert_array_equal(
+            stored["next_observations"][key], np.stack([o[key] for o in seen["next"]])
+        )
+    np.testing.assert_array_equal(stored["actions"], np.stack(seen["act"]))
+    np.testing.assert_array_equal(stored["rewards"], np.array(seen["rew"], dtype=np.float32))
+    np.testing.assert_array_equal(stored["dones"], np.array(seen["done"], dtype=np.float32))
+    np.testing.assert_array_equal(stored["dones"], [0, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(stored["timeouts"], [0, 0, 1, 0, 0, 1])  # time limit
+    batch = model.replay_buffer.sample(4)  # D0 only: the online part is empty
+    assert tuple(batch.observations["pixels"].shape) == (4, 1, 64, 64)
+
+
+class ImageEnv(gym.Env):
+    """A channel-last RGB image observation (Box), height != width so every axis is distinct."""
+
+    observation_space = spaces.Box(0, 255, (6, 5, 3), np.uint8)
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: Any = None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self._t += 1
+        return self.observation_space.sample(), 1.0, False, self._t == 3, {}
+
+
+def test_box_image_recordings_are_transposed_like_vec_transpose_image(tmp_path: Path) -> None:
+    env = RecordEpisodes(ImageEnv(), RecordingConfig(tmp_path))
+    env.observation_space.seed(0)
+    obs, _ = env.reset(seed=0)
+    frames = [obs]
+    for _ in range(3):
+        obs, *_ = env.step(np.zeros(2, dtype=np.float32))
+        frames.append(obs)
+    frames_array = np.stack(frames)
+    space = VecTransposeImage.transpose_space(env.observation_space)
+    assert space.shape == (3, 6, 5)
+    buffer = MixingReplayBuffer(100, space, env.action_space, device="cpu")
+    assert fill_offline_buffer(buffer, tmp_path) == 3
+    stored = buffer.offline.arrays()
+    expected = frames_array.transpose(0, 3, 1, 2)  # a real transpose, not a reshape:
+    assert not np.array_equal(expected, frames_array.reshape(4, 3, 6, 5))
+    np.testing.assert_array_equal(stored["observations"], expected[:-1])
+    np.testing.assert_array_equal(stored["next_observations"], expected[1:])
+    assert stored["observations"].dtype == np.uint8
+    # A buffer in the env's own layout gets the frames untouched.
+    same = MixingReplayBuffer(100, env.observation_space, env.action_space, device="cpu")
+    assert fill_offline_buffer(same, tmp_path) == 3
+    np.testing.assert_array_equal(same.offline.arrays()["observations"], frames_array[:-1])
+
+
+@pytest.mark.parametrize("pixels_shape", [(1, 8, 4), (3, 8, 8), (8, 1, 8), (1, 64, 64)])
+def test_an_image_in_neither_layout_is_refused_with_the_key_and_shapes(
+    tmp_path: Path, pixels_shape: tuple[int, ...]
+) -> None:
+    env = RecordEpisodes(DictEnv(), RecordingConfig(tmp_path))
+    env.reset(seed=0)
+    for _ in range(4):
+        *_, info = env.step(np.zeros(4, dtype=np.float32))
+    space = spaces.Dict(
+        pixels=spaces.Box(0, 255, pixels_shape, np.uint8),
+        state=DictEnv.observation_space["state"],
+    )
+    buffer = MixingReplayBuffer(100, space, env.action_space, device="cpu")
+    name = Path(info["recording"]).name
+    with pytest.raises(RecordingError) as error:
+        fill_offline_buffer(buffer, tmp_path)
+    message = str(error.value)
+    assert name in message and "observations 'pixels'" in message
+    assert "(8, 8, 1)" in message and str(pixels_shape) in message
+    assert buffer.offline_size == 0
+    # Float frames are no SB3 image: not transposed into a uint8 image space either.
+    episode = load_episode(info["recording"])
+    episode.observations["pixels"] = episode.observations["pixels"].astype(np.float32)
+    transposed = MixingReplayBuffer(
+        100,
+        spaces.Dict(
+            pixels=VecTransposeImage.transpose_space(DictEnv.observation_space["pixels"]),
+            state=DictEnv.observation_space["state"],
+        ),
+        env.action_space,
+        device="cpu",
+    )
+    with pytest.raises(RecordingError, match=r"\(8, 8, 1\) \(float32\) per step.*\(1, 8, 8\)"):
+        fill_offline_buffer(transposed, [episode])
 
 
 def test_loader_errors_name_the_file_and_problem(tmp_path: Path) -> None:

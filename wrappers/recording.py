@@ -29,7 +29,10 @@ written unless ``keep_discarded``; an episode cut short by ``close()`` is writte
 
 :func:`load_episode` reads one file back (validating it), :func:`load_episodes` a folder, and
 :func:`fill_offline_buffer` hands the transitions to
-``MixingReplayBuffer.add_offline_transitions`` (``sim2online_envs.agents``).
+``MixingReplayBuffer.add_offline_transitions`` (``sim2online_envs.agents``). Recordings keep
+the env's own image layout (the Panda's ``pixels`` are (64, 64, 1), channel-last); the buffer of
+an SB3 model holds them channel-first, as SB3's ``VecTransposeImage`` hands them to the model,
+so :func:`fill_offline_buffer` transposes image entries exactly as that wrapper does.
 """
 
 from __future__ import annotations
@@ -480,7 +483,13 @@ def fill_offline_buffer(
 
     ``buffer`` is a ``sim2online_envs.agents`` ``MixingReplayBuffer`` (anything with the same
     ``add_offline_transitions(observations, next_observations, actions, rewards, dones,
-    timeouts)`` method).
+    timeouts)`` method). Channel-last images recorded on the env go into a buffer built for an
+    SB3 model on that env (channel-first, ``VecTransposeImage``) transposed: see
+    :func:`match_image_layout`.
+
+    Raises:
+        RecordingError: an observation entry fits neither the buffer's shape nor, as a
+            channel-last image, its channel-first transpose (names the file, key and shapes).
     """
     adder = getattr(buffer, "add_offline_transitions", None)
     if not callable(adder):
@@ -495,15 +504,88 @@ def fill_offline_buffer(
     else:
         episodes = load_episodes(source, robot=robot)
     space = getattr(buffer, "action_space", None)
+    observation_space = getattr(buffer, "observation_space", None)
     total = 0
     for episode in episodes:
         if len(episode) == 0:
             continue
+        if observation_space is not None:
+            where = str(episode.path) if episode.path is not None else "episode"
+            episode = dataclasses.replace(
+                episode,
+                observations=match_image_layout(episode.observations, observation_space, where),
+            )
         transitions = episode.transitions()
         transitions["actions"] = normalize_actions(transitions["actions"], space)
         adder(**transitions)
         total += len(episode)
     return total
+
+
+def match_image_layout(
+    observations: np.ndarray | Mapping[str, np.ndarray],
+    space: gym.Space,
+    where: str = "recording",
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Observations (leading time axis) in the layout of ``space``, a buffer's observation space.
+
+    SB3 wraps an env with channel-last image observations in ``VecTransposeImage``, so a model's
+    buffer stores them channel-first, while a recording keeps the env's layout. An entry (the
+    array, or each key of a Dict) whose per-step shape differs from its Box space is transposed
+    with ``VecTransposeImage.transpose_image`` when ``space`` is exactly
+    ``VecTransposeImage.transpose_space`` of the recorded layout, i.e. the recorded frames form a
+    channel-last image space by SB3's ``is_image_space`` (uint8, 3-D; uint8 data always lies in
+    SB3's [0, 255] image bounds). Entries that already match, non-Box spaces and keys the space
+    lacks are passed on unchanged (the buffer checks those).
+
+    Raises:
+        RecordingError: a Box entry whose shape is neither the space's nor the recorded image's
+            channel-first transpose (names ``where``, the key and both shapes).
+    """
+    if isinstance(observations, Mapping):
+        if not isinstance(space, gym.spaces.Dict):
+            return dict(observations)
+        return {
+            key: (
+                _match_entry(value, space.spaces[key], f"{where}: observations {key!r}")
+                if key in space.spaces
+                else value
+            )
+            for key, value in observations.items()
+        }
+    if isinstance(space, gym.spaces.Dict):
+        return observations
+    return _match_entry(observations, space, f"{where}: observations")
+
+
+def _match_entry(array: np.ndarray, space: gym.Space, name: str) -> np.ndarray:
+    """One observation array (leading time axis) in ``space``'s layout, else a RecordingError."""
+    array = np.asarray(array)
+    if not isinstance(space, gym.spaces.Box) or array.shape[1:] == space.shape:
+        return array
+    from stable_baselines3.common.preprocessing import (
+        is_image_space,
+        is_image_space_channels_first,
+    )
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    recorded = tuple(array.shape[1:])
+    # uint8 first: SB3's image spaces are uint8 only, and a narrower dtype (int8, bool) cannot
+    # even hold the [0, 255] bounds of the Box below.
+    if array.ndim == 4 and array.dtype == np.uint8 and is_image_space(space):
+        # The space SB3 would have seen on the env: the recorded frames as an image Box.
+        source = gym.spaces.Box(0, 255, recorded, dtype=array.dtype)
+        if (
+            is_image_space(source)
+            and not is_image_space_channels_first(source)
+            and VecTransposeImage.transpose_space(source) == space
+        ):
+            return VecTransposeImage.transpose_image(array)
+    raise RecordingError(
+        f"{name} has shape {recorded} ({array.dtype}) per step, the buffer's observation space "
+        f"{space.shape} ({space.dtype}); it is neither that layout nor the channel-first "
+        "transpose of a channel-last uint8 image (was the buffer built for another env?)"
+    )
 
 
 def normalize_actions(actions: np.ndarray, space: gym.Space | None) -> np.ndarray:
