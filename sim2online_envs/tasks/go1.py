@@ -344,11 +344,12 @@ def cost_dof_pos_limits(
 
 
 @_compiled
-def reward_pose(joint_offset: np.ndarray, joint_weights: np.ndarray) -> float:
+def reward_pose(joint_pos: np.ndarray, home: np.ndarray, joint_weights: np.ndarray) -> float:
     """exp(−Σ w (q − q_home)²): stay near the standing pose (calves weighted 0.1)."""
     total = 0.0
-    for j in range(joint_offset.shape[0]):
-        total += joint_weights[j] * joint_offset[j] * joint_offset[j]
+    for j in range(joint_pos.shape[0]):
+        offset = joint_pos[j] - home[j]
+        total += joint_weights[j] * (offset * offset)
     return math.exp(-total)
 
 
@@ -359,13 +360,13 @@ def cost_termination(fallen: bool) -> float:
 
 
 @_compiled
-def cost_stand_still(command_active: bool, joint_offset: np.ndarray) -> float:
+def cost_stand_still(command_active: bool, joint_pos: np.ndarray, home: np.ndarray) -> float:
     """Σ |q − q_home| while the command is (nearly) zero: stand still when told to."""
     if command_active:
         return 0.0
     total = 0.0
-    for j in range(joint_offset.shape[0]):
-        total += abs(joint_offset[j])
+    for j in range(joint_pos.shape[0]):
+        total += abs(joint_pos[j] - home[j])
     return total
 
 
@@ -382,10 +383,10 @@ def cost_torques(torque: np.ndarray) -> float:
 
 @_compiled
 def cost_action_rate(action: np.ndarray, last_action: np.ndarray) -> float:
-    """‖a − a_prev‖²: smooth actions."""
+    """‖a − a_prev‖²: smooth actions (``action`` clipped to [−1, 1] as the robot gets it)."""
     total = 0.0
     for j in range(action.shape[0]):
-        change = action[j] - last_action[j]
+        change = min(max(action[j], -1.0), 1.0) - last_action[j]
         total += change * change
     return total
 
@@ -418,19 +419,33 @@ def cost_feet_clearance(
 
 
 @_compiled
+def touchdown(
+    air_time: np.ndarray, contact: np.ndarray, last_contact: np.ndarray, foot: int
+) -> bool:
+    """The foot lands after time in the air (Playground's bookkeeping: contact now or at the
+    last step, so that one missed contact reading does not hide a landing)."""
+    return air_time[foot] > 0.0 and (contact[foot] or last_contact[foot])
+
+
+@_compiled
 def cost_feet_height(
     swing_peak: np.ndarray,
-    first_contact: np.ndarray,
+    foot_pos: np.ndarray,
+    air_time: np.ndarray,
+    contact: np.ndarray,
+    last_contact: np.ndarray,
     command_active: bool,
     max_foot_height: float,
 ) -> float:
-    """Σ (peak/h − 1)² at touchdown: each swing should reach the swing height."""
+    """Σ (peak/h − 1)² at touchdown: each swing should reach the swing height (the peak
+    includes the foot's height now)."""
     if not command_active:
         return 0.0
     total = 0.0
-    for foot in range(swing_peak.shape[0]):
-        if first_contact[foot]:
-            error = swing_peak[foot] / max_foot_height - 1.0
+    for foot in range(contact.shape[0]):
+        if touchdown(air_time, contact, last_contact, foot):
+            peak = max(swing_peak[foot], foot_pos[foot, 2])
+            error = peak / max_foot_height - 1.0
             total += error * error
     return total
 
@@ -449,16 +464,20 @@ def cost_feet_slip(foot_vel: np.ndarray, contact: np.ndarray, command_active: bo
 
 @_compiled
 def reward_feet_air_time(
-    air_time: np.ndarray, first_contact: np.ndarray, command_active: bool
+    air_time: np.ndarray,
+    contact: np.ndarray,
+    last_contact: np.ndarray,
+    command_active: bool,
+    control_dt: float,
 ) -> float:
-    """Σ (t_air − 0.1 s) at touchdown: take steps rather than shuffle (``air_time`` includes
-    this step)."""
+    """Σ (t_air − 0.1 s) at touchdown, the air time counting this step: take steps rather
+    than shuffle."""
     if not command_active:
         return 0.0
     total = 0.0
-    for foot in range(air_time.shape[0]):
-        if first_contact[foot]:
-            total += air_time[foot] - 0.1
+    for foot in range(contact.shape[0]):
+        if touchdown(air_time, contact, last_contact, foot):
+            total += (air_time[foot] + control_dt) - 0.1
     return total
 
 
@@ -502,23 +521,9 @@ def _world_raw_terms(
     soft_upper: np.ndarray,
     pose_weights: np.ndarray,
 ) -> None:
-    """World ``b``'s raw terms into ``out[:, b]``, in Go1RewardWeights' order (``action``
-    already clipped to [−1, 1])."""
+    """World ``b``'s raw terms into ``out[:, b]``, in Go1RewardWeights' order."""
     c = command[b]
     command_active = c[0] * c[0] + c[1] * c[1] + c[2] * c[2] > 0.01**2  # ‖command‖ > 0.01
-    joint_offset = joint_pos[b] - home
-    # feet bookkeeping as in Playground: a touchdown after time in the air
-    contact = foot_contact[b]
-    num_feet = contact.shape[0]
-    first_contact = np.empty(num_feet, dtype=np.bool_)
-    peak = np.empty(num_feet)
-    air_time = np.empty(num_feet)
-    for foot in range(num_feet):
-        first_contact[foot] = feet_air_time[b, foot] > 0.0 and (
-            contact[foot] or last_contact[b, foot]
-        )
-        peak[foot] = max(swing_peak[b, foot], foot_pos[b, foot, 2])
-        air_time[foot] = feet_air_time[b, foot] + params[_P_DT]
     sigma, foot_height = params[_P_SIGMA], params[_P_FOOT_HEIGHT]
     out[0, b] = reward_tracking_lin_vel(c, local_linvel[b], sigma)
     out[1, b] = reward_tracking_ang_vel(c, gyro[b], sigma)
@@ -526,16 +531,21 @@ def _world_raw_terms(
     out[3, b] = cost_ang_vel_xy(rot[b], gyro[b])
     out[4, b] = cost_orientation(rot[b])
     out[5, b] = cost_dof_pos_limits(joint_pos[b], soft_lower, soft_upper)
-    out[6, b] = reward_pose(joint_offset, pose_weights)
+    out[6, b] = reward_pose(joint_pos[b], home, pose_weights)
     out[7, b] = cost_termination(_fallen(rot[b], trunk_contact[b], params))
-    out[8, b] = cost_stand_still(command_active, joint_offset)
+    out[8, b] = cost_stand_still(command_active, joint_pos[b], home)
     out[9, b] = cost_torques(torque[b])
     out[10, b] = cost_action_rate(action[b], last_action[b])
     out[11, b] = cost_energy(joint_vel[b], torque[b])
     out[12, b] = cost_feet_clearance(foot_pos[b], foot_vel[b], foot_height)
-    out[13, b] = cost_feet_height(peak, first_contact, command_active, foot_height)
-    out[14, b] = cost_feet_slip(foot_vel[b], contact, command_active)
-    out[15, b] = reward_feet_air_time(air_time, first_contact, command_active)
+    out[13, b] = cost_feet_height(
+        swing_peak[b], foot_pos[b], feet_air_time[b], foot_contact[b], last_contact[b],
+        command_active, foot_height,
+    )  # fmt: skip
+    out[14, b] = cost_feet_slip(foot_vel[b], foot_contact[b], command_active)
+    out[15, b] = reward_feet_air_time(
+        feet_air_time[b], foot_contact[b], last_contact[b], command_active, params[_P_DT]
+    )
 
 
 @_compiled
@@ -612,6 +622,28 @@ def _advance_kernel(action, foot_pos, foot_contact, feet_air_time, swing_peak, c
 
 
 @_compiled
+def _joint_targets(action, action_scale, home):
+    """Joint targets [rad]: home + action_scale · clip(action, −1, 1)."""
+    targets = np.empty(action.shape)
+    for b in range(action.shape[0]):
+        for j in range(action.shape[1]):
+            targets[b, j] = home[j] + action_scale * min(max(action[b, j], -1.0), 1.0)
+    return targets
+
+
+@_compiled
+def _due_worlds(step, every):
+    """Indices of the worlds whose step count is a positive multiple of ``every``."""
+    due = np.empty(step.shape[0], dtype=np.int64)
+    count = 0
+    for b in range(step.shape[0]):
+        if step[b] > 0 and step[b] % every == 0:
+            due[count] = b
+            count += 1
+    return due[:count]
+
+
+@_compiled
 def _weigh(raw, weights_dt, clip):
     """(K+1, B) weighted terms, the last row the clip at zero, and (B,) rewards: the terms
     added one by one, in order, as :func:`~sim2online_envs.core.sum_reward_rows` adds them."""
@@ -637,12 +669,11 @@ def _raw_terms_kernel(
 ):  # fmt: skip
     count = joint_pos.shape[0]
     raw = np.empty((_NUM_TERMS, count))
-    clipped = np.minimum(np.maximum(action, -1.0), 1.0)
     for b in range(count):
         _world_raw_terms(
             raw, b, local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel,
             foot_contact, trunk_contact, command, last_action, feet_air_time, last_contact,
-            swing_peak, clipped, params, home, soft_lower, soft_upper, pose_weights,
+            swing_peak, action, params, home, soft_lower, soft_upper, pose_weights,
         )  # fmt: skip
     return raw
 
@@ -761,14 +792,14 @@ class Go1JoystickTask(Task):
         """The step's random draws, in the documented order: a new command for worlds due to
         resample, then (noise on) the next observation's noise."""
         command = task_state["command"]
-        every = self.config.command_resample_steps
-        step = np.asarray(step)
-        if not (step % every).all():  # some world may be due
-            due = (step % every == 0) & (step > 0)
-            if due.any():
-                command = command.copy()
-                for world in np.flatnonzero(np.broadcast_to(due, (len(rngs),))):
-                    command[world] = self._draw_command(rngs[world])
+        step = np.asarray(step, dtype=np.int64)
+        if step.ndim == 0:
+            step = np.full(len(rngs), step)
+        due = _due_worlds(step, self.config.command_resample_steps)
+        if len(due):
+            command = command.copy()
+            for world in due.tolist():
+                command[world] = self._draw_command(rngs[world])
         noise = self._draw_noise(rngs) if self.config.obs_noise else task_state["obs_noise"]
         return command, noise
 
@@ -804,8 +835,7 @@ class Go1JoystickTask(Task):
         action = np.asarray(action, dtype=np.float64)
         if action.ndim != 2 or action.shape[1] != NUM_JOINTS:
             raise ValueError(f"action must have shape (B, {NUM_JOINTS}), got {action.shape}")
-        clipped = np.minimum(np.maximum(action, -1.0), 1.0)
-        return {"joint_targets": HOME_JOINT_POS + self.config.action_scale * clipped}
+        return {"joint_targets": _joint_targets(action, self.config.action_scale, HOME_JOINT_POS)}
 
     def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
         return _observe_kernel(
