@@ -633,3 +633,13 @@ def test_standing_survives_many_randomised_episodes(friction):
             if truncated:
                 break
     env.close()
+
+
+def test_task_and_sim_config_take_dicts_of_fields_like_every_env():
+    env = make_env(task_config={"max_episode_steps": 3}, sim_config={"reset_joint_noise": 0.0})
+    env.reset(seed=0)
+    np.testing.assert_allclose(env.state["joint_pos"][0], HOME_JOINT_POS, atol=1e-12)
+    ends = [env.step(np.zeros(12))[3] for _ in range(3)]
+    assert ends == [False, False, True]
+    with pytest.raises(TypeError, match=r"task_config has unknown fields \['episode_length'\]"):
+        make_env(task_config={"episode_length": 3})

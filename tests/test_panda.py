@@ -193,7 +193,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
         make_env(object="sphere")
     with pytest.raises(ValueError, match=r"control_dt=0\.051 must be a whole multiple"):
         make_env(control_dt=0.051)
-    with pytest.raises(ValueError, match="unknown fields"):
+    with pytest.raises(TypeError, match="unknown fields"):
         make_env(task_config={"max_tip_stepp": 0.01})
     # The task owns the control period and the image size: sim_config may not contradict it.
     with pytest.raises(ValueError, match="sim_config image_size=84 disagrees with the task's"):

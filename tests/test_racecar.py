@@ -108,7 +108,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
         RaceCarEnv(dynamics="pacejka")
     with pytest.raises(ValueError, match="physics_dt"):
         RaceCarEnv(physics_dt=0.007)
-    with pytest.raises(TypeError, match="no field"):
+    with pytest.raises(TypeError, match="unknown fields"):
         RaceCarEnv(car_params={"mas": 3.0})
     with pytest.raises(ValueError, match="friction"):
         RaceCarEnv(friction=-0.5)

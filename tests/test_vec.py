@@ -387,7 +387,7 @@ def test_make_vec_rejects_bad_arguments() -> None:
 def _go1_kwargs() -> dict[str, Any]:
     from sim2online_envs.tasks.go1 import Go1TaskConfig
 
-    return {"task_config": Go1TaskConfig(episode_length=20)}
+    return {"task_config": Go1TaskConfig(max_episode_steps=20)}
 
 
 # (env id, kwargs for both gym.make and make_vec, worlds, steps, action scale). Short episodes so

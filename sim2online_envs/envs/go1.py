@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
+from sim2online_envs.config import coerce_config
 from sim2online_envs.core import SingleWorld, TaskEnv
 from sim2online_envs.sim.go1 import Go1SimConfig, Go1VectorBackend
 from sim2online_envs.tasks.go1 import Go1JoystickTask, Go1TaskConfig
@@ -103,7 +105,8 @@ class Go1Env(TaskEnv):
 
     * Termination: a fall, i.e. the trunk's up axis tilts more than 60° from vertical
       (world z < 0.5) or the trunk touches the floor.
-    * Truncation: after 1000 steps (20 s), with ``info["truncation_reason"] = "time_limit"``.
+    * Truncation: after 1000 steps (20 s), with ``info["truncation_reason"] = "time_limit"``;
+      change it with ``task_config={"max_episode_steps": T}``.
 
     ``info["is_success"]`` is always False (velocity tracking has no success state);
     ``info["command"]`` holds the current command.
@@ -119,8 +122,9 @@ class Go1Env(TaskEnv):
     | friction               | None      | fix the floor friction (e.g. 0.3) for a mismatch   |
     | obs_noise              | False     | uniform observation noise                          |
     | render_mode            | None      | None or "rgb_array" (240×320 tracking camera)      |
-    | task_config            | None      | a Go1TaskConfig overriding every task setting      |
-    | sim_config             | None      | a Go1SimConfig: timestep, ranges, reset noise, ... |
+    | task_config            | None      | a Go1TaskConfig or a dict of fields to change      |
+    | sim_config             | None      | a Go1SimConfig (timestep, ranges, reset noise) or  |
+    |                        |           | a dict of fields to change                         |
     | num_threads            | None      | MuJoCo batch threads (single env: 1)               |
 
     ```python
@@ -145,8 +149,8 @@ class Go1Env(TaskEnv):
         friction: float | None = None,
         obs_noise: bool | None = None,
         render_mode: str | None = None,
-        task_config: Go1TaskConfig | None = None,
-        sim_config: Go1SimConfig | None = None,
+        task_config: Go1TaskConfig | Mapping[str, Any] | None = None,
+        sim_config: Go1SimConfig | Mapping[str, Any] | None = None,
         num_threads: int | None = None,
     ):
         if backend not in BACKENDS:
@@ -169,13 +173,11 @@ class Go1Env(TaskEnv):
         *,
         command_range: str | tuple[float, float, float] | None = None,
         obs_noise: bool | None = None,
-        task_config: Go1TaskConfig | None = None,
+        task_config: Go1TaskConfig | Mapping[str, Any] | None = None,
     ) -> Go1JoystickTask:
         """The task for these arguments: ``task_config`` (default: ``Go1TaskConfig()``) with
         ``command_range`` and ``obs_noise`` replaced where they are not None."""
-        base = task_config if task_config is not None else Go1TaskConfig()
-        if not isinstance(base, Go1TaskConfig):
-            raise TypeError(f"task_config must be a Go1TaskConfig, got {type(base).__name__}")
+        base = coerce_config(Go1TaskConfig, task_config, "task_config")
         overrides: dict[str, Any] = {}
         if command_range is not None:
             overrides["command_range"] = command_range
@@ -194,8 +196,8 @@ class Go1Env(TaskEnv):
         domain_randomization: bool = True,
         friction: float | None = None,
         obs_noise: bool | None = None,
-        task_config: Go1TaskConfig | None = None,
-        sim_config: Go1SimConfig | None = None,
+        task_config: Go1TaskConfig | Mapping[str, Any] | None = None,
+        sim_config: Go1SimConfig | Mapping[str, Any] | None = None,
     ) -> tuple[Go1JoystickTask, Go1VectorBackend]:
         """The task and a simulator of ``num_worlds`` worlds, as ``make_vec`` needs them.
 
@@ -213,6 +215,6 @@ class Go1Env(TaskEnv):
             domain_randomization=domain_randomization,
             friction=friction,
             num_threads=num_threads,
-            config=sim_config,
+            config=coerce_config(Go1SimConfig, sim_config, "sim_config"),
         )
         return task, vector_backend

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sim2online_envs.config import coerce_config
 from sim2online_envs.core import SingleWorld, TaskEnv
 from sim2online_envs.sim.panda import OBJECTS, PandaSimConfig, PandaVectorBackend
 from sim2online_envs.tasks.panda import PandaPickTask, PandaTaskConfig
@@ -19,23 +20,6 @@ __all__ = ["BACKENDS", "PandaEnv"]
 
 #: Values of ``backend=`` this env accepts (the real arm and its twin come with the hardware).
 BACKENDS = ("sim",)
-
-
-def _config(cls: type, value: Any, name: str) -> Any:
-    """``value`` as a ``cls`` dataclass: None -> defaults, a Mapping -> overrides."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(f"{name} has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**value)
-    raise TypeError(
-        f"{name} must be a {cls.__name__}, a mapping or None, got {type(value).__name__}"
-    )
 
 
 class PandaEnv(TaskEnv):
@@ -188,7 +172,7 @@ class PandaEnv(TaskEnv):
         task_config: PandaTaskConfig | Mapping[str, Any] | None = None,
     ) -> PandaPickTask:
         """The pick task with the ``control_dt``, ``image_size`` and T overrides applied."""
-        config = _config(PandaTaskConfig, task_config, "task_config")
+        config = coerce_config(PandaTaskConfig, task_config, "task_config")
         overrides: dict[str, Any] = {}
         if control_dt is not None:
             overrides["control_dt"] = control_dt
@@ -210,7 +194,7 @@ class PandaEnv(TaskEnv):
         """The MuJoCo simulator of ``num_worlds`` scenes, matched to the task's timing and image."""
         if object not in OBJECTS:
             raise ValueError(f"object must be one of {sorted(OBJECTS)}, got {object!r}")
-        config = _config(PandaSimConfig, sim_config, "sim_config")
+        config = coerce_config(PandaSimConfig, sim_config, "sim_config")
         # The task owns the control period and the image size (they are in its spaces); a
         # different value in sim_config would otherwise be overridden without a word.
         explicit = set(sim_config) if isinstance(sim_config, Mapping) else set()

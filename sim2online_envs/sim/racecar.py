@@ -70,6 +70,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Batch, VectorBackend
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class CarParams:
 
     def replace(self, **overrides: Any) -> CarParams:
         """A copy with some fields changed; unknown names raise a TypeError naming them."""
-        return _replace(self, overrides)
+        return replace_fields(self, overrides)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class RandomizationRanges:
 
     def replace(self, **overrides: Any) -> RandomizationRanges:
         """A copy with some ranges changed; unknown names raise a TypeError naming them."""
-        return _replace(self, overrides)
+        return replace_fields(self, overrides)
 
 
 def _check_number(name: str, value: Any, strict: bool) -> None:
@@ -238,31 +239,6 @@ def _pair(name: str, value: Any) -> tuple[float, float]:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} must be finite, got {(low, high)}")
     return low, high
-
-
-def _replace(instance: Any, overrides: Mapping[str, Any]) -> Any:
-    """``dataclasses.replace`` with a TypeError that lists the valid field names."""
-    names = {field.name for field in dataclasses.fields(instance)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise TypeError(
-            f"{type(instance).__name__} has no field(s) {unknown}; valid fields: {sorted(names)}"
-        )
-    return dataclasses.replace(instance, **overrides)
-
-
-def _coerce(cls: type, value: Any, name: str) -> Any:
-    """``value`` as an instance of dataclass ``cls``: None (defaults), an instance or a mapping."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        return _replace(cls(), value)
-    raise TypeError(
-        f"{name} must be a {cls.__name__}, a mapping of its fields or None, "
-        f"got {type(value).__name__}"
-    )
 
 
 def stable_physics_dt(params: CarParams, dynamics: str, friction_scale: float = 1.0) -> float:
@@ -389,7 +365,7 @@ class RaceCarVectorBackend(VectorBackend):
             raise TypeError(
                 f"domain_randomization must be a bool, got {type(domain_randomization).__name__}"
             )
-        params = _coerce(CarParams, params, "params")
+        params = coerce_config(CarParams, params, "params")
         if friction is not None:
             params = params.replace(friction=friction)
         start_low, start_high = _pair("start_distance_range", start_distance_range)
@@ -416,7 +392,7 @@ class RaceCarVectorBackend(VectorBackend):
         self.control_dt = float(control_dt)
         self.params = params
         self.domain_randomization = bool(domain_randomization)
-        self.randomization = _coerce(RandomizationRanges, randomization, "randomization")
+        self.randomization = coerce_config(RandomizationRanges, randomization, "randomization")
         friction_scale = self.randomization.friction_scale[1] if domain_randomization else 1.0
         if physics_dt is None:
             physics_dt = default_physics_dt(control_dt, params, dynamics, friction_scale)

@@ -137,7 +137,7 @@ class Go1TaskConfig:
     """Everything that defines the Go1 joystick task.
 
     :param control_dt: control period [s] (50 Hz).
-    :param episode_length: steps per episode before time-limit truncation.
+    :param max_episode_steps: steps per episode before time-limit truncation.
     :param action_scale: joint-target offset [rad] per unit action: targets = home + 0.5·a.
     :param command_range: "narrow" ±(0.5, 0.8, 1.2), "full" ±(1.5, 0.8, 1.2), or your own
         three half-widths (vx [m/s], vy [m/s], ωz [rad/s]).
@@ -156,7 +156,7 @@ class Go1TaskConfig:
     """
 
     control_dt: float = 0.02
-    episode_length: int = 1000
+    max_episode_steps: int = 1000
     action_scale: float = 0.5
     command_range: str | tuple[float, float, float] = "narrow"
     command_resample_steps: int = 500
@@ -175,7 +175,7 @@ class Go1TaskConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Go1TaskConfig.{name} must be a positive number, got {value!r}")
-        for name in ("episode_length", "command_resample_steps"):
+        for name in ("max_episode_steps", "command_resample_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Go1TaskConfig.{name} must be an int >= 1, got {value!r}")
@@ -732,7 +732,7 @@ class Go1JoystickTask(Task):
             raise TypeError(f"config must be a Go1TaskConfig, got {type(self.config).__name__}")
         cfg = self.config
         self.control_dt = float(cfg.control_dt)
-        self.max_episode_steps = int(cfg.episode_length)
+        self.max_episode_steps = int(cfg.max_episode_steps)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(NUM_JOINTS,), dtype=np.float32)
         self.command_half_widths = cfg.command_half_widths

@@ -27,7 +27,6 @@ reward; ``success_max_speed`` optionally also requires the car to be nearly stop
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
+from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Batch, Task
 
 __all__ = [
@@ -122,13 +122,7 @@ class RaceCarTaskConfig:
 
     def replace(self, **overrides: Any) -> RaceCarTaskConfig:
         """A copy with some fields changed; unknown names raise a TypeError naming them."""
-        names = {field.name for field in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TypeError(
-                f"RaceCarTaskConfig has no field(s) {unknown}; valid fields: {sorted(names)}"
-            )
-        return dataclasses.replace(self, **overrides)
+        return replace_fields(self, overrides)
 
 
 def _check_real(name: str, value: Any, minimum: float, strict: bool) -> None:
@@ -209,15 +203,7 @@ class RaceCarTask(Task):
     reward_term_names: ClassVar[tuple[str, ...]] = ("progress", "goal", "control", "smoothness")
 
     def __init__(self, config: RaceCarTaskConfig | Mapping[str, Any] | None = None):
-        if config is None:
-            config = RaceCarTaskConfig()
-        elif isinstance(config, Mapping):
-            config = RaceCarTaskConfig().replace(**config)
-        elif not isinstance(config, RaceCarTaskConfig):
-            raise TypeError(
-                "config must be a RaceCarTaskConfig, a mapping of its fields or None, "
-                f"got {type(config).__name__}"
-            )
+        config = coerce_config(RaceCarTaskConfig, config, "config")
         self.config = config
         self.control_dt = float(config.control_dt)
         self.max_episode_steps = int(config.max_episode_steps)
