@@ -81,12 +81,21 @@ def _cycle(pool: list[np.ndarray]) -> Callable[[], np.ndarray]:
     return next_action
 
 
-def _single_env(env_id: str, settings: Settings, scale: float) -> Measurement:
-    """One ``gym.make`` env stepped with random actions, reset when an episode ends."""
+def _single_env(
+    env_id: str, settings: Settings, scale: float, skip_physics: bool = False
+) -> Measurement:
+    """One ``gym.make`` env stepped with random actions, reset when an episode ends.
+
+    ``skip_physics``: the MuJoCo batch's ``step`` does nothing, so that the step costs only the
+    env's own work (task, state reads, Python) on a state that stays put; with warm caches,
+    unlike the real step where the physics has just evicted them.
+    """
     import gymnasium as gym
 
     env = gym.make(env_id)
     env.reset(seed=0)
+    if skip_physics:
+        env.unwrapped.backend.vector_backend.batch.step = lambda *args, **kwargs: None
     next_action = _cycle([a[0] for a in _actions(1, env.action_space.shape[0], scale)])
 
     def step() -> None:
@@ -226,6 +235,17 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
             ratio=f"overhead +{_percent(raw.rate / single.rate - 1.0)} over mj_step",
             target="≤ +25 %",
             cpu_us=single.cpu_us,
+        )
+    )
+    no_physics = _single_env("SimGo1-v0", settings, GO1_ACTION_SCALE, skip_physics=True)
+    rows.append(
+        Row(
+            section,
+            "single env, physics skipped (env's own work, warm caches)",
+            1,
+            no_physics.rate,
+            ratio=f"{_percent(raw.rate / no_physics.rate)} of mj_step",
+            cpu_us=no_physics.cpu_us,
         )
     )
     largest = max(worlds)

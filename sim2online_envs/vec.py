@@ -247,6 +247,7 @@ class TaskVecEnv(VecEnv):
         #: The task's extra info of the last step (``Task.info``), batched.
         self.last_task_info: dict[str, np.ndarray] = {}
         super().__init__(num_envs, task.observation_space, task.action_space)
+        self._action_dim = int(np.prod(task.action_space.shape))
         self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
         if seed is not None:
             self.seed(seed)
@@ -330,7 +331,7 @@ class TaskVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._check_open()
         actions = np.asarray(actions, dtype=np.float64)
-        action_dim = int(np.prod(self.action_space.shape))
+        action_dim = self._action_dim
         if actions.shape == (self.num_envs,) and action_dim == 1:
             actions = actions.reshape(self.num_envs, 1)
         if actions.shape != (self.num_envs, action_dim):
@@ -354,6 +355,7 @@ class TaskVecEnv(VecEnv):
         self._steps += 1
         rngs: list[np.random.Generator] = self._rngs  # type: ignore[assignment]  # set by reset
         outcome = task.transition(prev_state, state, actions, task_state, self._steps.copy(), rngs)
+        term_matrix = (task.reward_term_names, outcome.reward_terms)
         terms = dict(zip(task.reward_term_names, outcome.reward_terms, strict=True))
         rewards, success, terminated = outcome.reward, outcome.success, outcome.terminated
         task_state, obs, extra = outcome.task_state, outcome.observation, outcome.info
@@ -364,12 +366,12 @@ class TaskVecEnv(VecEnv):
         done_ids = np.flatnonzero(dones)
         with _gc_paused():
             if self.full_infos:
-                infos = self._make_infos(None, success, extra, terms, truncated)
+                infos = self._make_infos(None, success, extra, term_matrix, truncated)
             else:
                 infos = [{} for _ in range(self.num_envs)]
                 for i, info in zip(
                     done_ids.tolist(),
-                    self._make_infos(done_ids, success, extra, terms, truncated),
+                    self._make_infos(done_ids, success, extra, term_matrix, truncated),
                     strict=True,
                 ):
                     infos[i] = info
@@ -421,10 +423,13 @@ class TaskVecEnv(VecEnv):
         rows: np.ndarray | None,
         success: np.ndarray,
         extra: Mapping[str, np.ndarray],
-        terms: Mapping[str, np.ndarray] | None = None,
+        terms: tuple[Sequence[str], np.ndarray] | None = None,
         truncated: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
-        """Info dicts of ``rows`` (None: all) with the single env's keys, values and types."""
+        """Info dicts of ``rows`` (None: all) with the single env's keys, values and types.
+
+        ``terms``: the term names and the (K, N) float64 matrix of their values.
+        """
 
         def pick(values: np.ndarray) -> np.ndarray:
             values = np.asarray(values)
@@ -434,11 +439,11 @@ class TaskVecEnv(VecEnv):
         if terms is None:
             infos: list[dict[str, Any]] = [{"is_success": flag} for flag in success_list]
         else:
-            names = list(terms)
-            columns = [pick(terms[name]).astype(np.float64).tolist() for name in names]
+            names, matrix = terms
+            per_world = (matrix if rows is None else matrix[:, rows]).T.tolist()
             infos = [
                 {"reward_terms": dict(zip(names, values, strict=True)), "is_success": flag}
-                for flag, *values in zip(success_list, *columns, strict=True)
+                for flag, values in zip(success_list, per_world, strict=True)
             ]
         for key, value in extra.items():
             # Iterating an array yields what the single env's ``value[0]`` gives: a NumPy scalar,
