@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
+import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -202,6 +204,14 @@ def test_bad_arguments_raise_clear_errors() -> None:
         PandaEnv.build_vector(2, sim_config=PandaSimConfig(control_dt=0.1))
     with pytest.raises(TypeError, match="domain_randomization must be a bool"):
         PandaVectorBackend(1, domain_randomization="yes")
+    with pytest.raises(ValueError, match=r"pixel_supersample must be in \[1, 8\]"):
+        PandaSimConfig(pixel_supersample=0)
+    with pytest.raises(ValueError, match=r"image_size \* pixel_supersample <= 2048 px"):
+        PandaSimConfig(image_size=512, pixel_supersample=8)
+    with pytest.raises(TypeError, match="pixel_supersample must be an int"):
+        PandaSimConfig(pixel_supersample=1.5)
+    with pytest.raises(ValueError, match="pixel_shadow_size must be an int >= 0"):
+        PandaSimConfig(pixel_shadow_size=-1)
     env = make_env()
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action has 3 components"):
@@ -431,6 +441,58 @@ def test_image_scales_with_the_brightness_factor() -> None:
         backend.close()
     assert frames[1.0].mean() > 40
     np.testing.assert_allclose(frames[0.5], frames[1.0] * 0.5, atol=1.0)
+
+
+def _reference_frames(backend: PandaVectorBackend, worlds: int) -> list[np.ndarray]:
+    """benchmarks/images.py's reference: each world rendered at 256x256 with 4x MSAA, a 4096 px
+    shadow map and MuJoCo's fine tessellation, grayscale, area-averaged to 64x64."""
+    import mujoco  # here: importing sim2online_envs first has chosen MuJoCo's OpenGL platform
+
+    model = copy.deepcopy(backend.model)
+    quality = model.vis.quality
+    quality.offsamples, quality.shadowsize = 4, 4096
+    quality.numslices, quality.numstacks = 28, 16
+    model.vis.global_.offwidth = model.vis.global_.offheight = 256
+    camera = model.camera("d455").id
+    frames = []
+    with mujoco.Renderer(model, 256, 256) as renderer:
+        for world in range(worlds):
+            data = backend.batch.get_data(world)
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_camlight(model, data)
+            renderer.update_scene(data, camera=camera)
+            gray = cv2.cvtColor(renderer.render(), cv2.COLOR_RGB2GRAY)
+            frames.append(cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA).astype(int))
+    return frames
+
+
+def test_camera_image_is_within_a_gray_level_of_a_high_quality_render() -> None:
+    """The observation (rendered at 128 px without MSAA, area-averaged to 64 px, 128 px shadow
+    map) stays within about one gray level of a high-quality render of the same scene, and so
+    does the old way (64 px, 4x MSAA, 256 px shadow map, no supersampling), while the same
+    image without shadows is several gray levels off: the shadows are part of the picture."""
+    seeds = range(3)
+    errors = {}
+    for name, config in {
+        "default": PandaSimConfig(),
+        "64 px, 4x MSAA": PandaSimConfig(
+            pixel_supersample=1, pixel_samples=4, pixel_shadow_size=256
+        ),
+        "no shadows": PandaSimConfig(pixel_shadow_size=0),
+    }.items():
+        backend = PandaVectorBackend(len(seeds), domain_randomization=False, config=config)
+        state = backend.reset_worlds(
+            np.arange(len(seeds)), [np.random.default_rng(seed) for seed in seeds]
+        )
+        assert state["pixels"].shape == (len(seeds), 64, 64, 1)
+        reference = _reference_frames(backend, len(seeds))
+        errors[name] = np.mean(
+            [np.abs(state["pixels"][i, :, :, 0] - reference[i]).mean() for i in seeds]
+        )
+        backend.close()
+    assert errors["default"] < 1.2, errors
+    assert errors["64 px, 4x MSAA"] < 1.3, errors
+    assert errors["no shadows"] > 4.0, errors
 
 
 def test_domain_randomization_changes_the_image_and_can_be_switched_off() -> None:

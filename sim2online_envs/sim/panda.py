@@ -15,16 +15,20 @@ servos hold a pose without steady-state error, as the real arm's own controllers
 gripper moves at 0.1 m/s per finger from its current width and squeezes with at most 70 N (see
 ``assets/panda.xml``); ``gripper_holding`` reports that it has closed on something.
 
-Images: one ``mujoco.Renderer`` (64x64 by default) renders every world in turn: each world's
-randomised model fields and its configuration are copied into a render-only ``MjModel``/
-``MjData`` pair, kinematics run there (no dynamics), and the RGB frame becomes grayscale and is
-scaled by the world's brightness factor. See :meth:`PandaVectorBackend.render_pixels`.
+Images: one ``mujoco.Renderer`` (128x128 by default: twice ``image_size``) renders every world
+in turn: each world's randomised model fields and its configuration are copied into a
+render-only ``MjModel``/``MjData`` pair, kinematics run there (no dynamics), and the RGB frame
+becomes grayscale, is area-averaged down to 64x64 and scaled by the world's brightness factor.
+See :meth:`PandaVectorBackend.render_pixels`.
 
 Speed (2-core CPU, Mesa llvmpipe through EGL): physics alone about 1,400 control steps/s (25
-substeps each); a 64x64 frame costs most of a step, about 4 ms with shadows and 4x
-anti-aliasing, about 1.2 ms without shadows (``PandaSimConfig(pixel_shadow_size=0)``). For such
-small frames llvmpipe is faster on one thread: ``LP_NUM_THREADS=0`` in the environment before
-the first renderer is made.
+substeps each); a frame costs most of a step, about 3 ms of CPU with the default settings
+(128 px without anti-aliasing, 128 px shadow map, area-averaged to 64 px) against about 5 ms
+for 64 px with 4x anti-aliasing and a 256 px shadow map, and about 1 ms without shadows
+(``PandaSimConfig(pixel_shadow_size=0)``, which puts the image off by about 6 gray levels).
+llvmpipe spends it on vertices (every geom is drawn three times with shadows on) more than on
+pixels. For such small frames llvmpipe is cheaper on one thread: ``LP_NUM_THREADS=0`` in the
+environment before the first renderer is made (20-30 % less CPU per frame in most runs here).
 
 Randomness: :meth:`PandaVectorBackend.reset_worlds` draws, from each world's generator and in this
 order, the object's position and yaw, then the lights, the camera pose, the table and floor colours
@@ -175,13 +179,21 @@ class PandaSimConfig:
     table_rgb_jitter: float = 0.15
     floor_gray_range: tuple[float, float] = (0.15, 0.7)
     brightness_range: tuple[float, float] = (0.7, 1.3)
-    #: Observation images: anti-aliasing samples, shadow-map size (0: no shadows; on a CPU the
-    #: shadow pass costs about two thirds of a 64x64 frame) and the tessellation of capsules and
-    #: spheres (slices, stacks), coarse because a 64x64 image cannot show more.
-    pixel_samples: int = 4
-    pixel_shadow_size: int = 256
+    #: Observation images: multisampling (MSAA) samples, shadow-map size (0: no shadows, which
+    #: puts the image off by about 6 gray levels: the arm's and the object's shadows are part of
+    #: it), tessellation of capsules and spheres (slices, stacks; coarse, as 64x64 pixels cannot
+    #: show more), and supersampling: the frame is rendered at ``pixel_supersample`` times
+    #: ``image_size`` and area-averaged down. The defaults (128 px without MSAA, area-averaged,
+    #: 128 px shadow map) came out of ``benchmarks/images.py``: closer to a high-quality render
+    #: (0.9 gray levels off on average) than 64 px with 4x MSAA and a 256 px shadow map (1.0),
+    #: at about 40 % less CPU per frame on llvmpipe.
+    pixel_samples: int = 0
+    pixel_shadow_size: int = 128
     pixel_tessellation: tuple[int, int] = (12, 6)
-    #: Overview (rgb_array) frames: shadow-map size and tessellation, for people to look at.
+    pixel_supersample: int = 2
+    #: Overview (rgb_array) frames: MSAA samples, shadow-map size and tessellation, for people to
+    #: look at.
+    overview_samples: int = 4
     overview_shadow_size: int = 1024
     overview_tessellation: tuple[int, int] = (28, 16)
     #: Table colour without randomisation.
@@ -204,6 +216,18 @@ class PandaSimConfig:
             raise ValueError(f"image_size must be in [8, 512] px, got {self.image_size}")
         if len(self.render_size) != 2 or min(self.render_size) < 8:
             raise ValueError(f"render_size must be (height, width) >= 8 px, got {self.render_size}")
+        for name in ("pixel_samples", "pixel_shadow_size", "overview_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        supersample = self.pixel_supersample
+        if isinstance(supersample, bool) or not isinstance(supersample, int):
+            raise TypeError(f"pixel_supersample must be an int, got {type(supersample).__name__}")
+        if not 1 <= supersample <= 8 or self.image_size * supersample > 2048:
+            raise ValueError(
+                f"pixel_supersample must be in [1, 8] with image_size * pixel_supersample <= "
+                f"2048 px, got {supersample} (image_size={self.image_size})"
+            )
 
     @property
     def n_substeps(self) -> int:
@@ -239,8 +263,9 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
     spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
     spec.option.impratio = 10.0
     height, width = config.render_size
-    spec.visual.global_.offwidth = max(width, config.image_size)
-    spec.visual.global_.offheight = max(height, config.image_size)
+    pixel_render_size = config.image_size * config.pixel_supersample
+    spec.visual.global_.offwidth = max(width, pixel_render_size)
+    spec.visual.global_.offheight = max(height, pixel_render_size)
     spec.visual.quality.offsamples = config.pixel_samples
     spec.visual.quality.shadowsize = config.pixel_shadow_size
     spec.visual.quality.numslices, spec.visual.quality.numstacks = config.pixel_tessellation
@@ -492,6 +517,7 @@ class PandaVectorBackend(VectorBackend):
         self._render_model = copy.copy(self.model)
         self._render_data = mujoco.MjData(self._render_model)
         self._pixel_renderer: mujoco.Renderer | None = None
+        self._pixel_rgb: np.ndarray | None = None
         self._overview_renderer: mujoco.Renderer | None = None
         self._overview_option = mujoco.MjvOption()
         self._overview_option.sitegroup[5] = 1
@@ -606,13 +632,15 @@ class PandaVectorBackend(VectorBackend):
         self._check_open()
         if self._overview_renderer is None:
             height, width = self.config.render_size
-            # Shadow map and tessellation are read when the renderer's GL context is made.
+            # Samples, shadow map and tessellation are read when the renderer's context is made.
             quality = self._render_model.vis.quality
+            quality.offsamples = self.config.overview_samples
             quality.shadowsize = self.config.overview_shadow_size
             quality.numslices, quality.numstacks = self.config.overview_tessellation
             try:
                 self._overview_renderer = _renderer(self._render_model, height, width)
             finally:
+                quality.offsamples = self.config.pixel_samples
                 quality.shadowsize = self.config.pixel_shadow_size
                 quality.numslices, quality.numstacks = self.config.pixel_tessellation
         self._load_render_world(world, goal)
@@ -675,15 +703,28 @@ class PandaVectorBackend(VectorBackend):
     # ------------------------------------------------------------------ rendering
 
     def render_pixels(self, world: int) -> np.ndarray:
-        """The (S, S, 1) uint8 grayscale D455 image of world ``world`` at its current state."""
+        """The (S, S, 1) uint8 grayscale D455 image of world ``world`` at its current state.
+
+        Rendered at ``pixel_supersample`` times S, made grayscale, area-averaged down to S x S
+        (``cv2.INTER_AREA``) and scaled by the world's brightness factor. Every world is drawn
+        alone, at the same place of one renderer's buffer, so a world's image does not depend on
+        how many worlds the backend holds. (Drawing 64 worlds side by side into one buffer, read
+        back once, changed one or two pixels in 2 or 3 of the 64 frames on llvmpipe, by up to 26
+        gray levels: the viewport offset rounds differently; it saved about 10 % of the CPU
+        there. See ``benchmarks/images.py``.)
+        """
         self._check_open()
+        size = self.config.image_size
         if self._pixel_renderer is None:
-            size = self.config.image_size
-            self._pixel_renderer = _renderer(self._render_model, size, size)
+            render_size = size * self.config.pixel_supersample
+            self._pixel_renderer = _renderer(self._render_model, render_size, render_size)
+            self._pixel_rgb = np.empty((render_size, render_size, 3), np.uint8)
         self._load_render_world(world)
         self._pixel_renderer.update_scene(self._render_data, camera=self._camera)
-        rgb = self._pixel_renderer.render()
+        rgb = self._pixel_renderer.render(out=self._pixel_rgb)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if gray.shape[0] != size:
+            gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
         gray = cv2.convertScaleAbs(gray, alpha=float(self._brightness[world]))
         return gray[:, :, None]
 
