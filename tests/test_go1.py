@@ -643,3 +643,20 @@ def test_task_and_sim_config_take_dicts_of_fields_like_every_env():
     assert ends == [False, False, True]
     with pytest.raises(TypeError, match=r"task_config has unknown fields \['episode_length'\]"):
         make_env(task_config={"episode_length": 3})
+
+
+def test_a_backend_reporting_float32_gets_an_error_naming_the_key():
+    """The compiled task takes float64 states (bool contacts): a driver that reports float32
+    joint angles is told which key is wrong, not numba's "no matching definition"."""
+    task = Go1JoystickTask()
+    state = constructed_state(1)
+    task_state = constructed_task_state(task, np.zeros((1, 3)))
+    state["joint_pos"] = state["joint_pos"].astype(np.float32)
+    with pytest.raises(ValueError, match=r"state\['joint_pos'\] must be float64, got float32"):
+        task.observe(state, task_state)
+    with pytest.raises(ValueError, match=r"state\['joint_pos'\] must be float64"):
+        task.transition(state, state, np.zeros((1, 12)), task_state, np.array([1]), [None])
+    state["joint_pos"] = state["joint_pos"].astype(np.float64)
+    state["foot_contact"] = state["foot_contact"].astype(np.float64)
+    with pytest.raises(ValueError, match=r"state\['foot_contact'\] must be bool, got float64"):
+        task.reward_terms(state, state, np.zeros((1, 12)), task_state)

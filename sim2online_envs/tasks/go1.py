@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 import numba
 import numpy as np
@@ -292,6 +292,24 @@ def up_z(quat: np.ndarray) -> np.ndarray:
 # unweighted value.
 
 _compiled = numba.njit(cache=True, nogil=True)
+
+# The batched entry points are compiled for one signature each, any memory layout ("A"), so the
+# single env's contiguous one-row arrays and the batch's strided column views share one machine
+# code (compiled once, about 10 s, then loaded from numba's on-disk cache). Backends must report
+# float64 arrays and bool contacts (check_state says which key is off otherwise).
+_F8 = numba.float64
+_F8_1D, _F8_2D, _F8_3D = numba.float64[:], numba.float64[:, :], numba.float64[:, :, :]
+_B1_1D, _B1_2D = numba.boolean[:], numba.boolean[:, :]
+#: local_linvel, gyro, base_rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
+#: trunk_contact; then the task state: command, last_action, feet_air_time, last_contact,
+#: swing_peak
+_STATE_TYPES = (_F8_2D, _F8_2D, _F8_3D, _F8_2D, _F8_2D, _F8_2D, _F8_3D, _F8_3D, _B1_2D, _B1_1D)
+_TASK_STATE_TYPES = (_F8_2D, _F8_2D, _F8_2D, _B1_2D, _F8_2D)
+
+
+def _kernel(*arg_types: numba.types.Type):
+    """Compile a batched entry point for these argument types, cached on disk."""
+    return numba.njit(tuple(arg_types), cache=True, nogil=True)
 
 
 @_compiled
@@ -579,7 +597,7 @@ def _world_observation(
             row[i] = row[i] + noise[b, i]  # float32 + float64, rounded back to float32
 
 
-@_compiled
+@_kernel(*([_F8_2D] * 2), _F8_3D, *([_F8_2D] * 5), _F8_1D)
 def _observe_kernel(
     local_linvel, gyro, rot, joint_pos, joint_vel, last_action, command, noise, home
 ):
@@ -592,7 +610,7 @@ def _observe_kernel(
     return obs
 
 
-@_compiled
+@_kernel(_F8_3D, _B1_1D, _F8_1D)
 def _fallen_kernel(rot, trunk_contact, params):
     out = np.empty(rot.shape[0], dtype=np.bool_)
     for b in range(rot.shape[0]):
@@ -600,7 +618,7 @@ def _fallen_kernel(rot, trunk_contact, params):
     return out
 
 
-@_compiled
+@_kernel(_F8_2D, _F8_3D, _B1_2D, _F8_2D, _F8_2D, _F8)
 def _advance_kernel(action, foot_pos, foot_contact, feet_air_time, swing_peak, control_dt):
     """Clipped last action, air times and swing peaks after a step (a foot on the ground starts
     its next swing from zero)."""
@@ -621,7 +639,7 @@ def _advance_kernel(action, foot_pos, foot_contact, feet_air_time, swing_peak, c
     return last_action, air_time, peak
 
 
-@_compiled
+@_kernel(_F8_2D, _F8, _F8_1D)
 def _joint_targets(action, action_scale, home):
     """Joint targets [rad]: home + action_scale · clip(action, −1, 1)."""
     targets = np.empty(action.shape)
@@ -631,7 +649,7 @@ def _joint_targets(action, action_scale, home):
     return targets
 
 
-@_compiled
+@_kernel(numba.int64[:], numba.int64)
 def _due_worlds(step, every):
     """Indices of the worlds whose step count is a positive multiple of ``every``."""
     due = np.empty(step.shape[0], dtype=np.int64)
@@ -643,7 +661,7 @@ def _due_worlds(step, every):
     return due[:count]
 
 
-@_compiled
+@_kernel(_F8_2D, _F8_1D, numba.boolean)
 def _weigh(raw, weights_dt, clip):
     """(K+1, B) weighted terms, the last row the clip at zero, and (B,) rewards: the terms
     added one by one, in order, as :func:`~sim2online_envs.core.sum_reward_rows` adds them."""
@@ -661,7 +679,7 @@ def _weigh(raw, weights_dt, clip):
     return terms, reward
 
 
-@_compiled
+@_kernel(*_STATE_TYPES, *_TASK_STATE_TYPES, _F8_2D, *([_F8_1D] * 5))
 def _raw_terms_kernel(
     local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
     trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
@@ -678,7 +696,7 @@ def _raw_terms_kernel(
     return raw
 
 
-@_compiled
+@_kernel(*_STATE_TYPES, *_TASK_STATE_TYPES, *([_F8_2D] * 3), *([_F8_1D] * 6))
 def _transition_kernel(
     local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
     trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
@@ -812,14 +830,17 @@ class Go1JoystickTask(Task):
         rngs: list[np.random.Generator],
     ) -> Batch:
         command, noise = self._next_command_and_noise(task_state, step, rngs)
-        last_action, air_time, swing_peak = _advance_kernel(
-            np.asarray(action, dtype=np.float64),
-            state["foot_pos"],
-            state["foot_contact"],
-            task_state["feet_air_time"],
-            task_state["swing_peak"],
-            self.control_dt,
-        )
+        try:
+            last_action, air_time, swing_peak = _advance_kernel(
+                np.asarray(action, dtype=np.float64),
+                state["foot_pos"],
+                state["foot_contact"],
+                task_state["feet_air_time"],
+                task_state["swing_peak"],
+                self.control_dt,
+            )
+        except TypeError as error:
+            _explain_kernel_error(error, state, task_state)
         return {
             "command": command,
             "last_action": last_action,
@@ -838,22 +859,28 @@ class Go1JoystickTask(Task):
         return {"joint_targets": _joint_targets(action, self.config.action_scale, HOME_JOINT_POS)}
 
     def observe(self, state: Batch, task_state: Batch) -> np.ndarray:
-        return _observe_kernel(
-            state["local_linvel"],
-            state["gyro"],
-            state["base_rot"],
-            state["joint_pos"],
-            state["joint_vel"],
-            task_state["last_action"],
-            task_state["command"],
-            task_state["obs_noise"] if self.config.obs_noise else self._no_noise,
-            HOME_JOINT_POS,
-        )
+        try:
+            return _observe_kernel(
+                state["local_linvel"],
+                state["gyro"],
+                state["base_rot"],
+                state["joint_pos"],
+                state["joint_vel"],
+                task_state["last_action"],
+                task_state["command"],
+                task_state["obs_noise"] if self.config.obs_noise else self._no_noise,
+                HOME_JOINT_POS,
+            )
+        except TypeError as error:
+            _explain_kernel_error(error, state, task_state)
 
     # -- rewards and episode ends --------------------------------------------------------------
 
     def terminated(self, state: Batch, task_state: Batch) -> np.ndarray:
-        return _fallen_kernel(state["base_rot"], state["trunk_contact"], self._params)
+        try:
+            return _fallen_kernel(state["base_rot"], state["trunk_contact"], self._params)
+        except TypeError as error:
+            _explain_kernel_error(error, state, task_state)
 
     def success(self, state: Batch, task_state: Batch) -> np.ndarray:
         """Velocity tracking has no success state: always False."""
@@ -882,15 +909,18 @@ class Go1JoystickTask(Task):
         self, state: Batch, action: np.ndarray, task_state: Batch
     ) -> dict[str, np.ndarray]:
         """Every term's unweighted value, (B,) each, in :attr:`reward_term_names` order."""
-        raw = _raw_terms_kernel(
-            *self._state_arrays(state, task_state),
-            np.asarray(action, dtype=np.float64),
-            self._params,
-            HOME_JOINT_POS,
-            self.soft_lower,
-            self.soft_upper,
-            self._pose_weights,
-        )
+        try:
+            raw = _raw_terms_kernel(
+                *self._state_arrays(state, task_state),
+                np.asarray(action, dtype=np.float64),
+                self._params,
+                HOME_JOINT_POS,
+                self.soft_lower,
+                self.soft_upper,
+                self._pose_weights,
+            )
+        except TypeError as error:
+            _explain_kernel_error(error, state, task_state)
         return dict(zip(self.reward_term_names, raw, strict=False))
 
     def reward_terms(
@@ -913,18 +943,21 @@ class Go1JoystickTask(Task):
         """:meth:`Task.transition` as one compiled call (same results, bit for bit)."""
         del prev_state
         command, noise = self._next_command_and_noise(task_state, step, rngs)
-        terms, reward, terminated, obs, last_action, air_time, swing_peak = _transition_kernel(
-            *self._state_arrays(state, task_state),
-            np.asarray(action, dtype=np.float64),
-            command,
-            noise if self.config.obs_noise else self._no_noise,
-            self._params,
-            self._weights_dt,
-            HOME_JOINT_POS,
-            self.soft_lower,
-            self.soft_upper,
-            self._pose_weights,
-        )
+        try:
+            terms, reward, terminated, obs, last_action, air_time, swing_peak = _transition_kernel(
+                *self._state_arrays(state, task_state),
+                np.asarray(action, dtype=np.float64),
+                command,
+                noise if self.config.obs_noise else self._no_noise,
+                self._params,
+                self._weights_dt,
+                HOME_JOINT_POS,
+                self.soft_lower,
+                self.soft_upper,
+                self._pose_weights,
+            )
+        except TypeError as error:
+            _explain_kernel_error(error, state, task_state)
         next_task_state = {
             "command": command,
             "last_action": last_action,
@@ -948,10 +981,10 @@ class Go1JoystickTask(Task):
 
 
 def check_state(state: Mapping[str, np.ndarray]) -> None:
-    """Raise a ValueError naming the first missing or mis-shaped key of a Go1 state.
+    """Raise a ValueError naming the first missing, mis-shaped or mis-typed key of a Go1 state.
 
     For backends (the simulator, the real robot's driver, its twin): every key listed in this
-    module's docstring, with a leading batch axis.
+    module's docstring, with a leading batch axis, float64 (the contacts bool).
     """
     shapes = {
         "joint_pos": (NUM_JOINTS,),
@@ -975,3 +1008,22 @@ def check_state(state: Mapping[str, np.ndarray]) -> None:
                 f"Go1 state[{key!r}] must have shape (B, {', '.join(map(str, shape))}), "
                 f"got {np.shape(state[key])}"
             )
+        dtype = np.bool_ if key.endswith("_contact") else np.float64
+        if np.asarray(state[key]).dtype != dtype:
+            raise ValueError(
+                f"Go1 state[{key!r}] must be {np.dtype(dtype).name}, got "
+                f"{np.asarray(state[key]).dtype}"
+            )
+
+
+def _explain_kernel_error(error: TypeError, state: Batch, task_state: Batch) -> NoReturn:
+    """Turn numba's "no matching definition" for a bad input into an error naming the key."""
+    check_state(state)
+    for key, value in task_state.items():
+        expected = np.bool_ if key == "last_contact" else np.float64
+        if np.asarray(value).dtype != expected:
+            raise ValueError(
+                f"Go1 task_state[{key!r}] must be {np.dtype(expected).name}, got "
+                f"{np.asarray(value).dtype}"
+            ) from error
+    raise error
