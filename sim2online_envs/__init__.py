@@ -18,6 +18,10 @@ from typing import Any
 # Headless Linux (robot PCs, CI): render offscreen through EGL unless the user chose a backend.
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
+# Mesa's software rasteriser (llvmpipe, where there is no GPU) splits each frame over helper
+# threads; for the Panda's 128 px camera frames that costs ~27 % more CPU per frame than drawing
+# on the calling thread (docs/performance.md). GPU drivers ignore it; a user's value wins.
+os.environ.setdefault("LP_NUM_THREADS", "0")
 
 from gymnasium.envs.registration import register, registry
 
