@@ -29,8 +29,11 @@ Variants:
 * tiled rendering: K worlds drawn into one offscreen buffer, one viewport each, read back with
   one ``mjr_readPixels``; each tile is compared with the one-frame render of its world,
 * the grayscale conversion alone: OpenCV ``cvtColor`` against a NumPy dot product,
-* on llvmpipe, the variants again in a subprocess with ``LP_NUM_THREADS=0`` (llvmpipe
-  rasterises in the calling thread instead of handing 64 px tiles to worker threads),
+* on llvmpipe, the variants again in a subprocess with llvmpipe's own default of one
+  rasteriser thread per CPU (``LP_NUM_THREADS`` = the CPU count), against the package's
+  default ``LP_NUM_THREADS=0`` (set when ``sim2online_envs`` is imported, unless the user set
+  it: llvmpipe then rasterises on the calling thread instead of handing 64 px tiles to worker
+  threads),
 * OSMesa instead of EGL (a subprocess with ``MUJOCO_GL=osmesa``; both are Mesa's llvmpipe
   software rasteriser on a machine without a GPU).
 
@@ -555,17 +558,21 @@ def _subprocess_results(env_updates: dict[str, str], quick: bool) -> tuple[str, 
 def run_study(
     quick: bool = False, with_osmesa: bool = True, with_one_thread: bool | None = None
 ) -> list[Row]:
-    """The study as table rows: every variant through ``MUJOCO_GL`` (EGL by default), then on
-    llvmpipe the variants with ``LP_NUM_THREADS=0`` (``with_one_thread``, default: as
+    """The study as table rows: every variant through ``MUJOCO_GL`` (EGL by default) with this
+    process's ``LP_NUM_THREADS`` (the package's 0 unless set), then on llvmpipe the variants
+    with llvmpipe's own default of one thread per CPU (``with_one_thread``, default: as
     ``with_osmesa``), then the variants through OSMesa. Sections name the OpenGL renderer."""
     platform = os.environ.get("MUJOCO_GL")
     renderer = gl_info().renderer
-    rows = [_row(f"Panda camera ({platform}: {renderer})", r) for r in study(quick)]
+    threads = os.environ.get("LP_NUM_THREADS", "unset")
+    label = f", LP_NUM_THREADS={threads}" if "llvmpipe" in renderer else ""
+    rows = [_row(f"Panda camera ({platform}: {renderer}{label})", r) for r in study(quick)]
     if with_one_thread is None:
         with_one_thread = with_osmesa
-    if with_one_thread and "llvmpipe" in renderer and "LP_NUM_THREADS" not in os.environ:
-        name, results = _subprocess_results({"LP_NUM_THREADS": "0"}, quick)
-        section = f"Panda camera ({platform}: {name}, LP_NUM_THREADS=0)"
+    cpus = str(os.cpu_count() or 1)
+    if with_one_thread and "llvmpipe" in renderer and threads != cpus:
+        name, results = _subprocess_results({"LP_NUM_THREADS": cpus}, quick)
+        section = f"Panda camera ({platform}: {name}, LP_NUM_THREADS={cpus}: llvmpipe's default)"
         rows += [_row(section, r) for r in results]
     if with_osmesa and platform != "osmesa":
         env = {"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
