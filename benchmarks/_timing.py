@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
 @dataclasses.dataclass
@@ -31,6 +31,20 @@ class Measurement:
 
     rate: float
     cpu_us: float
+    #: CPU µs per item of every timed block, in order (measure_interleaved's pairs line up).
+    block_cpu_us: tuple[float, ...] = ()
+
+
+def median_ratio(numerator: Measurement, denominator: Measurement) -> float:
+    """The median over timed blocks of numerator / denominator CPU per item: blocks measured
+    in turn (:func:`measure_interleaved`) saw the same load, so each pair's ratio is fair."""
+    ratios = sorted(
+        a / b for a, b in zip(numerator.block_cpu_us, denominator.block_cpu_us, strict=True)
+    )
+    if not ratios:
+        raise ValueError("no timed blocks to compare")
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else 0.5 * (ratios[middle - 1] + ratios[middle])
 
 
 def measure(
@@ -62,6 +76,43 @@ def measure(
         best_cpu = min(best_cpu, time.process_time() - start_cpu)
     items = items_per_call * calls
     return Measurement(items / best_wall, 1e6 * best_cpu / items)
+
+
+def measure_interleaved(
+    steps: Mapping[str, Callable[[], object]],
+    items_per_call: int,
+    *,
+    seconds: float,
+    repeats: int = 3,
+    warmup_calls: int = 2,
+) -> dict[str, Measurement]:
+    """:func:`measure` for several steps whose ratio matters, their blocks taken in turn.
+
+    On a shared machine the load drifts within seconds; measuring one step's blocks after the
+    other's lets the drift into the ratio, alternating them gives both the same conditions.
+    """
+    calls: dict[str, int] = {}
+    for name, step in steps.items():
+        for _ in range(warmup_calls):
+            step()
+        start = time.perf_counter()
+        step()
+        calls[name] = max(1, math.ceil(seconds / max(time.perf_counter() - start, 1e-7)))
+    walls: dict[str, list[float]] = {name: [] for name in steps}
+    cpus: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(calls[name]):
+                step()
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - start_cpu)
+    results = {}
+    for name in steps:
+        items = items_per_call * calls[name]
+        block_cpu = tuple(1e6 * cpu / items for cpu in cpus[name])
+        results[name] = Measurement(items / min(walls[name]), min(block_cpu), block_cpu)
+    return results
 
 
 def format_rate(rate: float) -> str:

@@ -37,7 +37,14 @@ from typing import Any
 import numpy as np
 
 import sim2online_envs  # noqa: F401  (sets MUJOCO_GL before mujoco loads; registers the ids)
-from benchmarks._timing import Measurement, Row, markdown_table, measure
+from benchmarks._timing import (
+    Measurement,
+    Row,
+    markdown_table,
+    measure,
+    measure_interleaved,
+    median_ratio,
+)
 
 logger = logging.getLogger("benchmarks")
 
@@ -81,10 +88,11 @@ def _cycle(pool: list[np.ndarray]) -> Callable[[], np.ndarray]:
     return next_action
 
 
-def _single_env(
-    env_id: str, settings: Settings, scale: float, skip_physics: bool = False
-) -> Measurement:
-    """One ``gym.make`` env stepped with random actions, reset when an episode ends.
+def _single_env_stepper(
+    env_id: str, scale: float, skip_physics: bool = False
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A step of one ``gym.make`` env with random actions (reset when an episode ends), and
+    the env's ``close``.
 
     ``skip_physics``: the MuJoCo batch's ``step`` does nothing, so that the step costs only the
     env's own work (task, state reads, Python) on a state that stays put; with warm caches,
@@ -103,10 +111,18 @@ def _single_env(
         if terminated or truncated:
             env.reset()
 
+    return step, env.close
+
+
+def _single_env(
+    env_id: str, settings: Settings, scale: float, skip_physics: bool = False
+) -> Measurement:
+    """The rate of :func:`_single_env_stepper`'s step."""
+    step, close = _single_env_stepper(env_id, scale, skip_physics)
     try:
         return measure(step, 1, seconds=settings.seconds, repeats=settings.repeats)
     finally:
-        env.close()
+        close()
 
 
 def _vec(venv: Any, settings: Settings, scale: float) -> Measurement:
@@ -225,16 +241,38 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
             )
         )
 
-    single = _single_env("SimGo1-v0", settings, GO1_ACTION_SCALE)
+    # the overhead's two sides measured in turn, so that both see the same load
+    single_step, close_single = _single_env_stepper("SimGo1-v0", GO1_ACTION_SCALE)
+    try:
+        paired = measure_interleaved(
+            {"mj_step": mj_step, "single": single_step},
+            1,
+            seconds=settings.seconds,
+            repeats=2 * settings.repeats + 1,
+        )
+    finally:
+        close_single()
+    single, paired_raw = paired["single"], paired["mj_step"]
+    overhead = median_ratio(single, paired_raw) - 1.0
     rows.append(
         Row(
             section,
             "single env (gym.make)",
             1,
             single.rate,
-            ratio=f"overhead +{_percent(raw.rate / single.rate - 1.0)} over mj_step",
+            ratio=f"overhead +{_percent(overhead)} over mj_step (median of paired blocks)",
             target="≤ +25 %",
             cpu_us=single.cpu_us,
+        )
+    )
+    rows.append(
+        Row(
+            section,
+            "mj_step, timed in turn with the single env (the overhead's base)",
+            1,
+            paired_raw.rate,
+            ratio=f"best blocks: +{_percent(single.cpu_us / paired_raw.cpu_us - 1.0)}",
+            cpu_us=paired_raw.cpu_us,
         )
     )
     no_physics = _single_env("SimGo1-v0", settings, GO1_ACTION_SCALE, skip_physics=True)
