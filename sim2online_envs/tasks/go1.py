@@ -300,11 +300,15 @@ _compiled = numba.njit(cache=True, nogil=True)
 _F8 = numba.float64
 _F8_1D, _F8_2D, _F8_3D = numba.float64[:], numba.float64[:, :], numba.float64[:, :, :]
 _B1_1D, _B1_2D = numba.boolean[:], numba.boolean[:, :]
-#: local_linvel, gyro, base_rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
-#: trunk_contact; then the task state: command, last_action, feet_air_time, last_contact,
-#: swing_peak
-_STATE_TYPES = (_F8_2D, _F8_2D, _F8_3D, _F8_2D, _F8_2D, _F8_2D, _F8_3D, _F8_3D, _B1_2D, _B1_1D)
-_TASK_STATE_TYPES = (_F8_2D, _F8_2D, _F8_2D, _B1_2D, _F8_2D)
+#: The kernels take the robot state, the task state and the task's constants as three tuples
+#: (Go1JoystickTask._kernel_inputs): local_linvel, gyro, base_rot, joint_pos, joint_vel, torque,
+#: foot_pos, foot_vel, foot_contact, trunk_contact; command, last_action, feet_air_time,
+#: last_contact, swing_peak; params, weights_dt, home, soft_lower, soft_upper, pose_weights.
+_STATE = numba.types.Tuple(
+    (_F8_2D, _F8_2D, _F8_3D, _F8_2D, _F8_2D, _F8_2D, _F8_3D, _F8_3D, _B1_2D, _B1_1D)
+)
+_TASK_STATE = numba.types.Tuple((_F8_2D, _F8_2D, _F8_2D, _B1_2D, _F8_2D))
+_CONSTANTS = numba.types.Tuple((_F8_1D,) * 6)
 
 
 def _kernel(*arg_types: numba.types.Type):
@@ -515,31 +519,13 @@ def _fallen(rot: np.ndarray, trunk_contact: bool, params: np.ndarray) -> bool:
 
 @_compiled
 def _world_raw_terms(
-    out: np.ndarray,
-    b: int,
-    local_linvel: np.ndarray,
-    gyro: np.ndarray,
-    rot: np.ndarray,
-    joint_pos: np.ndarray,
-    joint_vel: np.ndarray,
-    torque: np.ndarray,
-    foot_pos: np.ndarray,
-    foot_vel: np.ndarray,
-    foot_contact: np.ndarray,
-    trunk_contact: np.ndarray,
-    command: np.ndarray,
-    last_action: np.ndarray,
-    feet_air_time: np.ndarray,
-    last_contact: np.ndarray,
-    swing_peak: np.ndarray,
-    action: np.ndarray,
-    params: np.ndarray,
-    home: np.ndarray,
-    soft_lower: np.ndarray,
-    soft_upper: np.ndarray,
-    pose_weights: np.ndarray,
+    out: np.ndarray, b: int, state: tuple, task_state: tuple, action: np.ndarray, constants: tuple
 ) -> None:
     """World ``b``'s raw terms into ``out[:, b]``, in Go1RewardWeights' order."""
+    local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel = state[:8]
+    foot_contact, trunk_contact = state[8], state[9]
+    command, last_action, feet_air_time, last_contact, swing_peak = task_state
+    params, _, home, soft_lower, soft_upper, pose_weights = constants
     c = command[b]
     command_active = c[0] * c[0] + c[1] * c[1] + c[2] * c[2] > 0.01**2  # ‖command‖ > 0.01
     sigma, foot_height = params[_P_SIGMA], params[_P_FOOT_HEIGHT]
@@ -679,37 +665,25 @@ def _weigh(raw, weights_dt, clip):
     return terms, reward
 
 
-@_kernel(*_STATE_TYPES, *_TASK_STATE_TYPES, _F8_2D, *([_F8_1D] * 5))
-def _raw_terms_kernel(
-    local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
-    trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
-    params, home, soft_lower, soft_upper, pose_weights,
-):  # fmt: skip
-    count = joint_pos.shape[0]
+@_kernel(_STATE, _TASK_STATE, _F8_2D, _CONSTANTS)
+def _raw_terms_kernel(state, task_state, action, constants):
+    count = action.shape[0]
     raw = np.empty((_NUM_TERMS, count))
     for b in range(count):
-        _world_raw_terms(
-            raw, b, local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel,
-            foot_contact, trunk_contact, command, last_action, feet_air_time, last_contact,
-            swing_peak, action, params, home, soft_lower, soft_upper, pose_weights,
-        )  # fmt: skip
+        _world_raw_terms(raw, b, state, task_state, action, constants)
     return raw
 
 
-@_kernel(*_STATE_TYPES, *_TASK_STATE_TYPES, *([_F8_2D] * 3), *([_F8_1D] * 6))
-def _transition_kernel(
-    local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
-    trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
-    next_command, noise, params, weights_dt, home, soft_lower, soft_upper, pose_weights,
-):  # fmt: skip
+@_kernel(_STATE, _TASK_STATE, _F8_2D, _F8_2D, _F8_2D, _CONSTANTS)
+def _transition_kernel(state, task_state, action, next_command, noise, constants):
     """The whole task step in one call: the terms as :meth:`Go1JoystickTask.reward_terms`, the
     fall as ``terminated``, the task state as ``advance`` and the observation as ``observe``
     compute them (the same compiled functions, so the same bits)."""
-    raw = _raw_terms_kernel(
-        local_linvel, gyro, rot, joint_pos, joint_vel, torque, foot_pos, foot_vel, foot_contact,
-        trunk_contact, command, last_action, feet_air_time, last_contact, swing_peak, action,
-        params, home, soft_lower, soft_upper, pose_weights,
-    )  # fmt: skip
+    local_linvel, gyro, rot, joint_pos, joint_vel, _, foot_pos, _, foot_contact = state[:9]
+    trunk_contact = state[9]
+    _, _, feet_air_time, _, swing_peak = task_state
+    params, weights_dt, home = constants[0], constants[1], constants[2]
+    raw = _raw_terms_kernel(state, task_state, action, constants)
     terms, reward = _weigh(raw, weights_dt, params[_P_CLIP] != 0.0)
     terminated = _fallen_kernel(rot, trunk_contact, params)
     new_last_action, air_time, peak = _advance_kernel(
@@ -774,6 +748,14 @@ class Go1JoystickTask(Task):
         params[_P_TRUNK_CONTACT] = float(cfg.terminate_on_trunk_contact)
         params[_P_CLIP] = float(cfg.clip_reward_at_zero)
         self._params = params
+        self._constants = (
+            params,
+            self._weights_dt,
+            HOME_JOINT_POS,
+            self.soft_lower,
+            self.soft_upper,
+            self._pose_weights,
+        )
         self._no_noise = np.zeros((0, OBS_DIM))
         noise = cfg.noise
         self._noise_half_widths = np.zeros(OBS_DIM)
@@ -886,23 +868,29 @@ class Go1JoystickTask(Task):
         """Velocity tracking has no success state: always False."""
         return np.zeros(state["joint_pos"].shape[0], dtype=bool)
 
-    def _state_arrays(self, state: Batch, task_state: Batch) -> tuple[np.ndarray, ...]:
+    def _kernel_inputs(self, state: Batch, task_state: Batch) -> tuple[tuple, tuple]:
+        """The state and task-state tuples the compiled kernels take (order of ``_STATE`` and
+        ``_TASK_STATE``)."""
         return (
-            state["local_linvel"],
-            state["gyro"],
-            state["base_rot"],
-            state["joint_pos"],
-            state["joint_vel"],
-            state["torque"],
-            state["foot_pos"],
-            state["foot_vel"],
-            state["foot_contact"],
-            state["trunk_contact"],
-            task_state["command"],
-            task_state["last_action"],
-            task_state["feet_air_time"],
-            task_state["last_contact"],
-            task_state["swing_peak"],
+            (
+                state["local_linvel"],
+                state["gyro"],
+                state["base_rot"],
+                state["joint_pos"],
+                state["joint_vel"],
+                state["torque"],
+                state["foot_pos"],
+                state["foot_vel"],
+                state["foot_contact"],
+                state["trunk_contact"],
+            ),
+            (
+                task_state["command"],
+                task_state["last_action"],
+                task_state["feet_air_time"],
+                task_state["last_contact"],
+                task_state["swing_peak"],
+            ),
         )
 
     def raw_reward_terms(
@@ -911,13 +899,9 @@ class Go1JoystickTask(Task):
         """Every term's unweighted value, (B,) each, in :attr:`reward_term_names` order."""
         try:
             raw = _raw_terms_kernel(
-                *self._state_arrays(state, task_state),
+                *self._kernel_inputs(state, task_state),
                 np.asarray(action, dtype=np.float64),
-                self._params,
-                HOME_JOINT_POS,
-                self.soft_lower,
-                self.soft_upper,
-                self._pose_weights,
+                self._constants,
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state)
@@ -945,16 +929,11 @@ class Go1JoystickTask(Task):
         command, noise = self._next_command_and_noise(task_state, step, rngs)
         try:
             terms, reward, terminated, obs, last_action, air_time, swing_peak = _transition_kernel(
-                *self._state_arrays(state, task_state),
+                *self._kernel_inputs(state, task_state),
                 np.asarray(action, dtype=np.float64),
                 command,
                 noise if self.config.obs_noise else self._no_noise,
-                self._params,
-                self._weights_dt,
-                HOME_JOINT_POS,
-                self.soft_lower,
-                self.soft_upper,
-                self._pose_weights,
+                self._constants,
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state)
