@@ -695,6 +695,25 @@ def _transition_kernel(state, task_state, action, next_command, noise, constants
     return terms, reward, terminated, obs, new_last_action, air_time, peak
 
 
+def _next_task_state(
+    command: np.ndarray,
+    last_action: np.ndarray,
+    air_time: np.ndarray,
+    state: Batch,
+    swing_peak: np.ndarray,
+    noise: np.ndarray,
+) -> Batch:
+    """The task state after a step (the keys of ``Go1JoystickTask.initial_task_state``)."""
+    return {
+        "command": command,
+        "last_action": last_action,
+        "feet_air_time": air_time,
+        "last_contact": state["foot_contact"],
+        "swing_peak": swing_peak,
+        "obs_noise": noise,
+    }
+
+
 class Go1JoystickTask(Task):
     """Velocity tracking for the Unitree Go1, over batched arrays.
 
@@ -823,14 +842,7 @@ class Go1JoystickTask(Task):
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state)
-        return {
-            "command": command,
-            "last_action": last_action,
-            "feet_air_time": air_time,
-            "last_contact": state["foot_contact"],
-            "swing_peak": swing_peak,
-            "obs_noise": noise,
-        }
+        return _next_task_state(command, last_action, air_time, state, swing_peak, noise)
 
     # -- action, observation -------------------------------------------------------------------
 
@@ -937,14 +949,7 @@ class Go1JoystickTask(Task):
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state)
-        next_task_state = {
-            "command": command,
-            "last_action": last_action,
-            "feet_air_time": air_time,
-            "last_contact": state["foot_contact"],
-            "swing_peak": swing_peak,
-            "obs_noise": noise,
-        }
+        next_task_state = _next_task_state(command, last_action, air_time, state, swing_peak, noise)
         return Transition(
             observation=obs,
             reward_terms=terms,
