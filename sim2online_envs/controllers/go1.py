@@ -8,15 +8,15 @@ learned policy must beat, and the controller of the package's demo.
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
+
+from sim2online_envs.controllers import ScriptedPolicy
 
 __all__ = ["Go1StandController", "make_controller"]
 
 
-class Go1StandController:
+class Go1StandController(ScriptedPolicy):
     """Hold the home pose: the zero action, for one observation (48,) or a batch (B, 48).
 
     Callable as ``policy(obs)``, and with SB3's ``predict(obs, state, episode_start,
@@ -34,17 +34,6 @@ class Go1StandController:
                 f"got {observation.shape}"
             )
         return np.zeros((*observation.shape[:-1], self.action_dim), dtype=np.float32)
-
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """SB3-style: the action for ``observation`` and the (unused) recurrent state."""
-        del episode_start, deterministic
-        return self(observation), state
 
 
 def make_controller(env: gym.Env) -> Go1StandController:

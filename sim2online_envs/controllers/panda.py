@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim2online_envs.controllers import ScriptedPolicy
 from sim2online_envs.core import TaskEnv
 
 __all__ = ["PandaScriptedController", "ScriptedPickConfig", "make_controller", "scripted_actions"]
@@ -102,7 +103,7 @@ def scripted_actions(
     return action
 
 
-class PandaScriptedController:
+class PandaScriptedController(ScriptedPolicy):
     """The scripted pick for one env: ``policy(obs) -> action`` reading the env's ground truth.
 
     Also offers SB3's ``predict(obs, state, episode_start, deterministic) -> (action, state)``.
@@ -134,17 +135,6 @@ class PandaScriptedController:
             self.config,
         )
         return action[0]
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """SB3-style: the action for the current state and the (unused) recurrent state."""
-        del episode_start, deterministic
-        return self(observation), state
 
 
 def make_controller(env: gym.Env) -> PandaScriptedController:

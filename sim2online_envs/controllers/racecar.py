@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from sim2online_envs.controllers import ScriptedPolicy
 from sim2online_envs.sim.racecar import CarParams
 
 __all__ = ["ParkingController", "make_controller"]
 
 
 @dataclass(frozen=True)
-class ParkingController:
+class ParkingController(ScriptedPolicy):
     """``controller(obs) -> action``: park the car at the goal (see the module docstring).
 
     :param params: the car's nominal parameters (geometry, steering limit, motor model).
