@@ -460,3 +460,12 @@ def test_parking_controller_success_rate_over_many_worlds() -> None:
         assert dones.all()
         final = np.array([np.hypot(*info["terminal_observation"][:2]) for info in infos])
         assert (final <= 0.3).mean() >= rate
+
+
+def test_parking_controller_stands_in_for_an_sb3_policy() -> None:
+    """``predict`` (SB3's signature) gives the controller's own actions and passes the state."""
+    controller = ParkingController()
+    obs = np.array([[1.0, 0.5, 1.0, 0.0, 0.0, 0.0, 0.0], [-2.0, 0.0, 0.0, 1.0, 0.3, 0.0, 0.1]])
+    actions, state = controller.predict(obs, state="kept", deterministic=True)
+    np.testing.assert_array_equal(actions, controller(obs))
+    assert state == "kept" and actions.shape == (2, 2)
