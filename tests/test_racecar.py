@@ -469,3 +469,33 @@ def test_parking_controller_stands_in_for_an_sb3_policy() -> None:
     actions, state = controller.predict(obs, state="kept", deterministic=True)
     np.testing.assert_array_equal(actions, controller(obs))
     assert state == "kept" and actions.shape == (2, 2)
+
+
+def test_fused_transition_equals_the_task_methods_it_replaces() -> None:
+    """The car's ``transition`` (distance, speed and clipped action computed once) gives the bits
+    of the documented methods composed by the default ``Task.transition``."""
+    from sim2online_envs.core import Task
+
+    count = 16
+    task = RaceCarTask({"success_max_speed": 0.5})
+    backend = RaceCarVectorBackend(count)
+    rngs = [np.random.default_rng(seed) for seed in range(count)]
+    state = backend.reset_worlds(np.arange(count), rngs)
+    task_state = task.initial_task_state(state, rngs)
+    actions = np.random.default_rng(3).uniform(-1.4, 1.4, size=(30, count, 2))
+    for step, action in enumerate(actions, start=1):
+        prev_state = state
+        state = backend.apply(task.command(action, state, task_state))
+        steps = np.full(count, step)
+        fused = task.transition(prev_state, state, action, task_state, steps, rngs)
+        composed = Task.transition(task, prev_state, state, action, task_state, steps, rngs)
+        for field in ("observation", "reward_terms", "reward", "terminated", "success"):
+            np.testing.assert_array_equal(
+                getattr(fused, field), getattr(composed, field), err_msg=field
+            )
+        for key in ("goal", "prev_action"):
+            np.testing.assert_array_equal(fused.task_state[key], composed.task_state[key])
+        assert fused.info.keys() == composed.info.keys()
+        for key in fused.info:
+            np.testing.assert_array_equal(fused.info[key], composed.info[key], err_msg=key)
+        task_state = fused.task_state
