@@ -184,6 +184,10 @@ def _percent(value: float) -> str:
     return f"{100.0 * value:.0f} %"
 
 
+def _signed_percent(value: float) -> str:
+    return f"{100.0 * value:+.0f} %"
+
+
 # -- Go1 -------------------------------------------------------------------------------------------
 
 
@@ -260,7 +264,7 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
             "single env (gym.make)",
             1,
             single.rate,
-            ratio=f"overhead +{_percent(overhead)} over mj_step (median of paired blocks)",
+            ratio=f"overhead {_signed_percent(overhead)} over mj_step (median of paired blocks)",
             target="≤ +25 %",
             cpu_us=single.cpu_us,
         )
@@ -271,7 +275,7 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
             "mj_step, timed in turn with the single env (the overhead's base)",
             1,
             paired_raw.rate,
-            ratio=f"best blocks: +{_percent(single.cpu_us / paired_raw.cpu_us - 1.0)}",
+            ratio=f"best blocks: {_signed_percent(single.cpu_us / paired_raw.cpu_us - 1.0)}",
             cpu_us=paired_raw.cpu_us,
         )
     )
@@ -282,7 +286,7 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
             "single env, physics skipped (env's own work, warm caches)",
             1,
             no_physics.rate,
-            ratio=f"{_percent(raw.rate / no_physics.rate)} of mj_step",
+            ratio=f"{_percent(no_physics.cpu_us / paired_raw.cpu_us)} of mj_step (CPU)",
             cpu_us=no_physics.cpu_us,
         )
     )

@@ -18,13 +18,22 @@ ConfigT = TypeVar("ConfigT")
 
 
 def replace_fields(instance: ConfigT, overrides: Mapping[str, Any], name: str = "") -> ConfigT:
-    """``dataclasses.replace`` with a TypeError that names the unknown and the valid fields."""
+    """``dataclasses.replace`` with a TypeError that names the unknown and the valid fields.
+
+    A mapping given for a field that holds a config dataclass changes that config's fields in
+    turn (``{"weights": {"pose": 0.0}}``), as a YAML or JSON run file writes it.
+    """
+    what = name or type(instance).__name__
     known = {field.name for field in dataclasses.fields(instance)}  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - known)
     if unknown:
-        what = name or type(instance).__name__
         raise TypeError(f"{what} has unknown fields {unknown}; known fields: {sorted(known)}")
-    return dataclasses.replace(instance, **overrides)  # type: ignore[type-var]
+    changes = dict(overrides)
+    for key, value in overrides.items():
+        current = getattr(instance, key)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+            changes[key] = replace_fields(current, value, f"{what}.{key}")
+    return dataclasses.replace(instance, **changes)  # type: ignore[type-var]
 
 
 def coerce_config(cls: type[ConfigT], value: Any, name: str) -> ConfigT:

@@ -43,7 +43,7 @@ class Transition(NamedTuple):
     observation: np.ndarray | Batch
     #: (K, B) float64: row k is the weighted term ``task.reward_term_names[k]``.
     reward_terms: np.ndarray
-    #: (B,) float64: the rows added one by one, in order (:func:`sum_reward_terms`).
+    #: (B,) float64: the rows added one by one, in order (:func:`sum_reward_rows`).
     reward: np.ndarray
     #: (B,) bool: true MDP ends.
     terminated: np.ndarray

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 import warnings
 
 import gymnasium as gym
@@ -660,3 +661,48 @@ def test_a_backend_reporting_float32_gets_an_error_naming_the_key():
     state["foot_contact"] = state["foot_contact"].astype(np.float64)
     with pytest.raises(ValueError, match=r"state\['foot_contact'\] must be bool, got float64"):
         task.reward_terms(state, state, np.zeros((1, 12)), task_state)
+
+
+def test_nested_config_dicts_and_read_only_inputs():
+    """A run file's nested dict reaches the nested config, a misspelt nested field is named, the
+    task takes a dict itself, and read-only actions and states (broadcast, memory-mapped) step
+    like writable ones."""
+    env = make_env(task_config={"weights": {"pose": 0.0}, "max_episode_steps": 5})
+    assert env.task.config.weights.pose == 0.0 and env.task.config.max_episode_steps == 5
+    with pytest.raises(TypeError, match=r"task_config\.weights has unknown fields \['poze'\]"):
+        make_env(task_config={"weights": {"poze": 0.0}})
+    assert Go1JoystickTask({"command_range": "full"}).config.command_range == "full"
+
+    env.reset(seed=3)
+    action = np.full(12, 0.1)
+    action.flags.writeable = False
+    _, _, _, _, info = env.step(action)
+    assert info["reward_terms"]["pose"] == 0.0
+    task = env.task
+    state = {key: value.copy() for key, value in env.state.items()}
+    for value in state.values():
+        value.flags.writeable = False
+    read_only = task.observe(state, env.task_state)
+    np.testing.assert_array_equal(read_only, task.observe(env.state, env.task_state))
+
+
+def test_numba_caches_in_the_temp_folder_where_nothing_else_is_writable(monkeypatch):
+    """A read-only install without a writable home still imports: numba is pointed at the temp
+    folder (a user's NUMBA_CACHE_DIR wins, and writable default places are left alone)."""
+    import numba
+
+    from sim2online_envs.tasks import go1 as go1_task
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setattr(go1_task, "_writable", lambda folder: False)
+    folder = go1_task.use_a_writable_numba_cache()
+    assert folder is not None and folder == numba.config.CACHE_DIR
+    assert folder.startswith(tempfile.gettempdir())
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "/somewhere/the/user/chose")
+    assert go1_task.use_a_writable_numba_cache() is None
+    assert numba.config.CACHE_DIR == "/somewhere/the/user/chose"
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setattr(go1_task, "_writable", lambda folder: True)
+    assert go1_task.use_a_writable_numba_cache() is None and numba.config.CACHE_DIR == ""

@@ -3,6 +3,7 @@ drivers, and the source of recorded demonstrations (D0)."""
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
@@ -10,12 +11,13 @@ import numpy as np
 __all__ = ["ScriptedPolicy"]
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(abc.ABC):
     """Gives a callable ``controller(observation) -> action`` SB3's ``predict``, so that it can
     stand in for a trained policy (evaluation loops, recording, warm starts)."""
 
+    @abc.abstractmethod
     def __call__(self, observation: Any) -> np.ndarray:
-        raise NotImplementedError
+        """The action for ``observation``."""
 
     def predict(
         self,

@@ -30,15 +30,22 @@ key                shape        meaning (SI units)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
+import tempfile
 from collections.abc import Mapping
-from typing import ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import numba
+import numba.misc.appdirs
 import numpy as np
 from gymnasium import spaces
 
+from sim2online_envs.config import coerce_config
 from sim2online_envs.core import Batch, Task, Transition
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "COMMAND_RANGES",
@@ -222,9 +229,8 @@ class Go1TaskConfig:
 # matrix is a sum of signed products q_i q_j, so all entries are one row-wise product of the ten
 # distinct q_i q_j with a constant coefficient matrix.
 
-#: ``_vecdot(a, b)``: Σ a_i b_i over the last axis, broadcasting the others (NumPy >= 2 has it as
-#: one gufunc call; einsum on older NumPy).
-_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("...i,...i->...", a, b))
+#: ``_vecdot(a, b)``: Σ a_i b_i over the last axis, broadcasting the others (one gufunc call).
+_vecdot = np.vecdot
 
 
 #: The ten distinct products q_i q_j of a quaternion (w, x, y, z): indices i and j of each.
@@ -291,15 +297,53 @@ def up_z(quat: np.ndarray) -> np.ndarray:
 # Each term function takes one world's arrays (1-D, or (4, 3) for the feet) and returns the raw,
 # unweighted value.
 
+
+def _writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def use_a_writable_numba_cache() -> str | None:
+    """Where numba can cache nowhere (a read-only install without a writable home), point it at
+    the temp folder rather than fail at import; returns the folder chosen, or None.
+
+    numba caches next to this file (``__pycache__``), else in the user's cache folder; a user's
+    ``NUMBA_CACHE_DIR`` wins.
+    """
+    if numba.config.CACHE_DIR:
+        return None
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    user = numba.misc.appdirs.user_cache_dir(appname="numba", appauthor=False)
+    if _writable(here) or _writable(user):
+        return None
+    folder = os.path.join(tempfile.gettempdir(), "sim2online_envs-numba-cache")
+    numba.config.CACHE_DIR = folder
+    logger.warning("numba cannot cache next to the package or in %s; caching in %s", user, folder)
+    return folder
+
+
+use_a_writable_numba_cache()
 _compiled = numba.njit(cache=True, nogil=True)
 
-# The batched entry points are compiled for one signature each, any memory layout ("A"), so the
-# single env's contiguous one-row arrays and the batch's strided column views share one machine
-# code (compiled once, about 10 s, then loaded from numba's on-disk cache). Backends must report
+# The batched entry points are compiled for one signature each, when this module is imported:
+# any memory layout ("A") and read-only allowed, so the single env's contiguous one-row arrays,
+# the batch's strided column views and read-only inputs (broadcast or memory-mapped actions)
+# share one machine code (about 7-10 s the first time, then loaded from numba's on-disk cache in
+# a fraction of a second; on a cold cache every process compiles its own). Backends must report
 # float64 arrays and bool contacts (check_state says which key is off otherwise).
 _F8 = numba.float64
-_F8_1D, _F8_2D, _F8_3D = numba.float64[:], numba.float64[:, :], numba.float64[:, :, :]
-_B1_1D, _B1_2D = numba.boolean[:], numba.boolean[:, :]
+
+
+def _array(dtype: numba.types.Type, ndim: int) -> numba.types.Array:
+    return numba.types.Array(dtype, ndim, "A", readonly=True)
+
+
+_F8_1D, _F8_2D, _F8_3D = (_array(numba.float64, ndim) for ndim in (1, 2, 3))
+_B1_1D, _B1_2D = _array(numba.boolean, 1), _array(numba.boolean, 2)
 #: The kernels take the robot state, the task state and the task's constants as three tuples
 #: (Go1JoystickTask._kernel_inputs): local_linvel, gyro, base_rot, joint_pos, joint_vel, torque,
 #: foot_pos, foot_vel, foot_contact, trunk_contact; command, last_action, feet_air_time,
@@ -737,10 +781,8 @@ class Go1JoystickTask(Task):
         "clip_at_zero",
     )
 
-    def __init__(self, config: Go1TaskConfig | None = None):
-        self.config = config if config is not None else Go1TaskConfig()
-        if not isinstance(self.config, Go1TaskConfig):
-            raise TypeError(f"config must be a Go1TaskConfig, got {type(self.config).__name__}")
+    def __init__(self, config: Go1TaskConfig | Mapping[str, Any] | None = None):
+        self.config = coerce_config(Go1TaskConfig, config, "config")
         cfg = self.config
         self.control_dt = float(cfg.control_dt)
         self.max_episode_steps = int(cfg.max_episode_steps)
@@ -917,7 +959,7 @@ class Go1JoystickTask(Task):
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state)
-        return dict(zip(self.reward_term_names, raw, strict=False))
+        return dict(zip(self.reward_term_names[:_NUM_TERMS], raw, strict=True))
 
     def reward_terms(
         self, prev_state: Batch, state: Batch, action: np.ndarray, task_state: Batch
@@ -948,7 +990,7 @@ class Go1JoystickTask(Task):
                 self._constants,
             )
         except TypeError as error:
-            _explain_kernel_error(error, state, task_state)
+            _explain_kernel_error(error, state, task_state, action)
         next_task_state = _next_task_state(command, last_action, air_time, state, swing_peak, noise)
         return Transition(
             observation=obs,
@@ -1000,14 +1042,32 @@ def check_state(state: Mapping[str, np.ndarray]) -> None:
             )
 
 
-def _explain_kernel_error(error: TypeError, state: Batch, task_state: Batch) -> NoReturn:
-    """Turn numba's "no matching definition" for a bad input into an error naming the key."""
-    check_state(state)
-    for key, value in task_state.items():
-        expected = np.bool_ if key == "last_contact" else np.float64
-        if np.asarray(value).dtype != expected:
+#: The state keys the compiled kernels read, with their number of dimensions (batch axis first).
+_KERNEL_STATE_NDIM = {
+    "local_linvel": 2, "gyro": 2, "base_rot": 3, "joint_pos": 2, "joint_vel": 2, "torque": 2,
+    "foot_pos": 3, "foot_vel": 3, "foot_contact": 2, "trunk_contact": 1,
+}  # fmt: skip
+
+
+def _explain_kernel_error(
+    error: TypeError, state: Batch, task_state: Batch, action: Any = None
+) -> NoReturn:
+    """Turn numba's "no matching definition" for a bad input into an error naming the input."""
+    inputs = [(f"state[{key!r}]", key, state.get(key), n) for key, n in _KERNEL_STATE_NDIM.items()]
+    inputs += [(f"task_state[{key!r}]", key, value, 2) for key, value in task_state.items()]
+    if action is not None:
+        inputs.append(("action", "action", action, 2))
+    for name, key, value, ndim in inputs:
+        if value is None:
+            raise ValueError(f"Go1 {name} is missing") from error
+        array = np.asarray(value)
+        expected = np.bool_ if key.endswith("_contact") else np.float64
+        if array.dtype != expected:
             raise ValueError(
-                f"Go1 task_state[{key!r}] must be {np.dtype(expected).name}, got "
-                f"{np.asarray(value).dtype}"
+                f"Go1 {name} must be {np.dtype(expected).name}, got {array.dtype}"
+            ) from error
+        if array.ndim != ndim:
+            raise ValueError(
+                f"Go1 {name} must have {ndim} dimensions (batch first), got shape {array.shape}"
             ) from error
     raise error
