@@ -25,7 +25,6 @@ import abc
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
@@ -156,46 +155,92 @@ class Task(abc.ABC):
         )
 
 
-class Backend(abc.ABC):
-    """Applies commands and reports raw robot state for one world.
+#: Reserved state keys every backend reports for every world, beside the robot's own keys.
+#: (B,) bool: the reading can be used (finite, fresh, from a healthy device or simulation).
+VALID = "valid"
+#: (B,) float64 seconds: when the reading was taken (sim time in simulators, ``time.monotonic``
+#: on hardware).
+STAMP = "stamp"
+#: (B,) str: why a reading is not valid ("" when it is), e.g. "sim_diverged", "pose_lost".
+FAULT = "fault"
+#: The reserved keys, which tasks never read.
+READING_KEYS = (VALID, STAMP, FAULT)
 
-    Sim backends advance one control period of physics in :meth:`apply`; real backends send the
-    command and return the state read at the next control tick.
+
+def valid_reading(num_worlds: int, stamp: np.ndarray | float) -> Batch:
+    """The reserved keys of ``num_worlds`` valid readings taken at ``stamp``."""
+    return {
+        VALID: np.ones(num_worlds, dtype=bool),
+        STAMP: np.broadcast_to(np.asarray(stamp, dtype=np.float64), (num_worlds,)).copy(),
+        FAULT: np.full(num_worlds, "", dtype="<U32"),
+    }
+
+
+#: ``fault`` of a simulated world whose physics went numerically unstable (MuJoCo then resets
+#: it to the model's default pose: a teleport that must not become a transition).
+SIM_DIVERGED = "sim_diverged"
+
+
+class SimReadings:
+    """The reserved keys of a simulator's worlds: simulated time, and which worlds diverged.
+
+    A simulator calls :meth:`reset` for the worlds it resets, :meth:`advance` once per control
+    period, marks unstable worlds in :attr:`diverged` (they stay invalid until their reset) and
+    adds :meth:`keys` to every state it returns.
+    """
+
+    def __init__(self, num_worlds: int, control_dt: float):
+        self.control_dt = float(control_dt)
+        self.time = np.zeros(num_worlds, dtype=np.float64)
+        self.diverged = np.zeros(num_worlds, dtype=bool)
+        self._none = np.full(num_worlds, "", dtype="<U32")
+
+    def reset(self, ids: np.ndarray) -> None:
+        self.time[ids] = 0.0
+        self.diverged[ids] = False
+
+    def advance(self) -> None:
+        self.time += self.control_dt
+
+    def keys(self) -> Batch:
+        diverged = self.diverged
+        if diverged.any():
+            fault = np.where(diverged, SIM_DIVERGED, self._none)
+        else:
+            fault = self._none.copy()
+        return {VALID: ~diverged, STAMP: self.time.copy(), FAULT: fault}
+
+
+class Backend(abc.ABC):
+    """Applies commands and reports raw robot state for ``num_worlds`` worlds.
+
+    One class for every backend. A simulator steps N worlds together (``mujoco.batch.Batch``
+    on a thread pool, or NumPy over an ``(N, ...)`` state); the single env is the same
+    simulator with one world, so ``gym.make`` and ``make_vec`` share every line of physics,
+    randomisation and state extraction. A real robot (:mod:`sim2online_envs.hardware`) is a
+    backend with one world that owns the control clock. Having one class (rather than a
+    single-world backend, a vector backend and an adapter between them) keeps one signature per
+    method, so the step loop, the limits and the tasks never ask which kind they hold.
+
+    The contract:
+
+    * :meth:`apply` sends the command now and returns the state at the end of the control
+      period: simulators integrate one period of physics; a real backend sends, waits for its
+      tick and reads. There is one clock in the stack, the backend's.
+    * Every state holds :data:`VALID`, :data:`STAMP` and :data:`FAULT` for each world. A world
+      whose reading is invalid (a diverged simulation, a stale or lost measurement) must still
+      hold finite values (the last valid ones): the step loop truncates its episode with the
+      fault as the reason before any task code runs on it.
+    * The state echoes the command as applied (after the limits) under the command's own keys
+      where the task needs it (the Panda task integrates its next target from ``tip_target``).
+    * :meth:`stop` puts every world in its safe state: fast, idempotent, callable from any
+      thread (a watchdog's or Ctrl-C's target). :meth:`home` moves to the reset pose.
     """
 
     #: "sim" for simulators, "real" for hardware drivers (and their twins).
     kind: ClassVar[str] = "sim"
-
-    @abc.abstractmethod
-    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> Batch:
-        """Start an episode; draw all randomisation from ``rng``; return the batch-1 state."""
-
-    @abc.abstractmethod
-    def apply(self, command: Batch) -> Batch:
-        """Apply a batch-1 command for one control period and return the new batch-1 state."""
-
-    def render(self) -> np.ndarray | None:
-        """An RGB frame (H, W, 3) uint8 of the current state, or None if unsupported."""
-        return None
-
-    def privileged(self) -> dict[str, np.ndarray]:
-        """Ground-truth quantities for scripted controllers and tests (never for the policy)."""
-        return {}
-
-    def close(self) -> None:
-        """Release resources; for real robots, leave the robot in a safe state."""
-
-
-class VectorBackend(abc.ABC):
-    """N simulated worlds of one robot, stepped together (``mujoco.batch.Batch`` or NumPy).
-
-    Every MuJoCo and NumPy simulator in the package is a vector backend; the single env runs it
-    with ``num_worlds=1`` through :class:`SingleWorld`, and ``make_vec`` with many worlds, so the
-    two share every line of physics, randomisation and state extraction.
-    """
-
-    kind: ClassVar[str] = "sim"
-    num_worlds: int
+    #: Worlds stepped together (1 for a real robot).
+    num_worlds: int = 1
 
     @abc.abstractmethod
     def reset_worlds(
@@ -204,15 +249,35 @@ class VectorBackend(abc.ABC):
         rngs: list[np.random.Generator],
         options: Mapping[str, Any] | None = None,
     ) -> Batch:
-        """Re-randomise and reset worlds ``ids`` (one generator each); return all worlds' state."""
+        """Reset worlds ``ids`` (one generator each, all randomisation drawn from it); return
+        every world's state."""
 
     @abc.abstractmethod
     def apply(self, command: Batch) -> Batch:
-        """Apply a command to every world for one control period; return all worlds' state."""
+        """Apply a command to every world for one control period; return every world's state."""
 
-    def render_world(self, world: int) -> np.ndarray | None:
-        """An RGB frame (H, W, 3) uint8 of one world, or None if unsupported."""
-        del world
+    def stop(self) -> None:
+        """Put every world in its safe state now (fast, idempotent, thread-safe).
+
+        Simulators have nothing to stop; real backends override this.
+        """
+
+    def home(self) -> None:
+        """Move to the reset pose (Panda home, Go1 stand up, car idle); simulators place the
+        world at reset instead, so the default does nothing."""
+
+    def telemetry(self) -> dict[str, float]:
+        """Timing of the last step (real backends: period, lateness, latency); sims: none."""
+        return {}
+
+    def render_world(
+        self, world: int, task_state: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray | None:
+        """An RGB frame (H, W, 3) uint8 of one world, or None if unsupported.
+
+        ``task_state`` holds that world's task variables (unbatched), e.g. a goal to draw.
+        """
+        del world, task_state
         return None
 
     def privileged(self) -> dict[str, np.ndarray]:
@@ -220,32 +285,7 @@ class VectorBackend(abc.ABC):
         return {}
 
     def close(self) -> None:
-        """Release threads, renderers and other resources."""
-
-
-class SingleWorld(Backend):
-    """A :class:`Backend` over a one-world :class:`VectorBackend`."""
-
-    def __init__(self, vector_backend: VectorBackend):
-        if vector_backend.num_worlds != 1:
-            raise ValueError(f"SingleWorld needs num_worlds=1, got {vector_backend.num_worlds}")
-        self.vector_backend = vector_backend
-        self.kind = vector_backend.kind
-
-    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> Batch:
-        return self.vector_backend.reset_worlds(np.zeros(1, dtype=np.int64), [rng], options)
-
-    def apply(self, command: Batch) -> Batch:
-        return self.vector_backend.apply(command)
-
-    def render(self) -> np.ndarray | None:
-        return self.vector_backend.render_world(0)
-
-    def privileged(self) -> dict[str, np.ndarray]:
-        return self.vector_backend.privileged()
-
-    def close(self) -> None:
-        self.vector_backend.close()
+        """Release resources; for real robots, leave the robot in a safe state."""
 
 
 def sum_reward_rows(matrix: np.ndarray) -> np.ndarray:
@@ -275,103 +315,11 @@ def unbatch(value: np.ndarray | Mapping[str, np.ndarray]) -> Any:
     return value[0]
 
 
-class TaskEnv(gym.Env):
-    """A Gymnasium env made of one :class:`Task` and one :class:`Backend`.
+def __getattr__(name: str) -> Any:
+    # TaskEnv lives in sim2online_envs.env (it runs the step loop, which imports this module);
+    # ``core.TaskEnv`` stays importable.
+    if name == "TaskEnv":
+        from sim2online_envs.env import TaskEnv
 
-    ``info`` on every step holds ``reward_terms`` (each term's weighted value), ``is_success``,
-    and on truncation ``truncation_reason``. Robot env classes subclass this and document their
-    spaces, rewards and arguments in their docstring.
-    """
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 30}
-
-    def __init__(self, task: Task, backend: Backend, render_mode: str | None = None):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.task = task
-        self.backend = backend
-        self.render_mode = render_mode
-        self.observation_space = task.observation_space
-        self.action_space = task.action_space
-        self.control_dt = task.control_dt
-        self.max_episode_steps = task.max_episode_steps
-        self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
-        self._state: Batch | None = None
-        self._task_state: Batch | None = None
-        self._steps = 0
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        super().reset(seed=seed)
-        self._state = self.backend.reset(self.np_random, options)
-        self._task_state = self.task.initial_task_state(self._state, [self.np_random])
-        self._steps = 0
-        obs = self.task.observe(self._state, self._task_state)
-        info = {"is_success": bool(self.task.success(self._state, self._task_state)[0])}
-        info.update(unbatch(self.task.info(self._state, self._task_state)))
-        return unbatch(obs), info
-
-    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if self._state is None or self._task_state is None:
-            raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=np.float64)
-        expected = self.action_space.shape
-        if action.shape != expected:
-            # No silent reshape: a (2, 2) array is not a 4-D action, nor a (1, A) batch one.
-            raise ValueError(
-                f"action has {action.size} components in shape {action.shape}, the action "
-                f"space {int(np.prod(expected))} in shape {expected}"
-            )
-        batched_action = action.reshape(1, -1)
-        prev_state = self._state
-        command = self.task.command(batched_action, prev_state, self._task_state)
-        self._state = self.backend.apply(command)
-        self._steps += 1
-        outcome = self.task.transition(
-            prev_state,
-            self._state,
-            batched_action,
-            self._task_state,
-            np.array([self._steps]),
-            [self.np_random],
-        )
-        self._task_state = outcome.task_state
-        terminated = bool(outcome.terminated[0])
-        truncated = not terminated and self._steps >= self.max_episode_steps
-        info: dict[str, Any] = {
-            "reward_terms": dict(
-                zip(self.task.reward_term_names, outcome.reward_terms[:, 0].tolist(), strict=True)
-            ),
-            "is_success": bool(outcome.success[0]),
-        }
-        for key, value in outcome.info.items():
-            info[key] = unbatch(value)
-        if truncated:
-            info["truncation_reason"] = TIME_LIMIT
-        obs = outcome.observation
-        reward = float(outcome.reward[0])
-        return unbatch(obs), reward, terminated, truncated, info
-
-    @property
-    def state(self) -> Batch:
-        """The backend's last raw state (batch 1), for tests and scripted controllers."""
-        if self._state is None:
-            raise RuntimeError("call reset() first")
-        return self._state
-
-    @property
-    def task_state(self) -> Batch:
-        """The task's per-episode variables (batch 1)."""
-        if self._task_state is None:
-            raise RuntimeError("call reset() first")
-        return self._task_state
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array":
-            return None
-        return self.backend.render()
-
-    def close(self) -> None:
-        self.backend.close()
-        super().close()
+        return TaskEnv
+    raise AttributeError(f"module 'sim2online_envs.core' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Many simulated worlds of one robot as one Stable-Baselines3 ``VecEnv``.
 
 :func:`make_vec` builds the robot's :class:`~sim2online_envs.core.Task` and its simulator as a
-:class:`~sim2online_envs.core.VectorBackend` with ``num_envs`` worlds (``mujoco.batch.Batch`` on a
+:class:`~sim2online_envs.core.Backend` with ``num_envs`` worlds (``mujoco.batch.Batch`` on a
 thread pool for the MuJoCo robots, NumPy over an ``(N, ...)`` state for the race car), and
 :class:`TaskVecEnv` runs every observation, reward and termination computation once over the batch
 axis. The single env (``gym.make``) runs the same task code and the same simulator with one world,
@@ -44,7 +44,9 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from sim2online_envs.core import TIME_LIMIT, Batch, Task, VectorBackend, sum_reward_terms
+from sim2online_envs.core import Backend, Batch, Task, sum_reward_terms, unbatch
+from sim2online_envs.loop import StepLoop, StepResult, take_rows
+from sim2online_envs.safety import CommandLimits, SafetyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +69,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _take(batch: Mapping[str, np.ndarray], ids: np.ndarray) -> Batch:
-    """The rows ``ids`` of every array in a batched dict."""
-    return {key: np.asarray(value)[ids] for key, value in batch.items()}
-
-
-def _put(batch: Mapping[str, np.ndarray], ids: np.ndarray, rows: Mapping[str, np.ndarray]) -> Batch:
-    """A copy of ``batch`` with rows ``ids`` replaced by ``rows`` (keys of ``batch`` only)."""
-    if rows.keys() != batch.keys():
-        raise ValueError(
-            f"initial_task_state returned keys {sorted(rows)}, the running task state has "
-            f"{sorted(batch)}"
-        )
-    out: Batch = {}
-    for key, value in batch.items():
-        merged = np.array(value, copy=True)
-        merged[ids] = rows[key]
-        out[key] = merged
-    return out
 
 
 def _same_options(first: Any, second: Any) -> bool:
@@ -143,7 +125,7 @@ class _WorldView:
 
     @property
     def elapsed_steps(self) -> int:
-        return int(self._venv._steps[self.index])
+        return int(self._venv.loop.steps[self.index])
 
     @property
     def task(self) -> Task:
@@ -190,7 +172,7 @@ class _WorldView:
 
 
 class TaskVecEnv(VecEnv):
-    """An SB3 ``VecEnv`` of ``N`` worlds: one :class:`Task` over one :class:`VectorBackend`.
+    """An SB3 ``VecEnv`` of ``N`` worlds: one :class:`Task` over one :class:`Backend`.
 
     Each step runs ``task.command`` on the (N, A) actions, one ``vector_backend.apply`` for the
     control period of every world, then ``reward_terms``, ``success``, ``terminated``,
@@ -214,11 +196,13 @@ class TaskVecEnv(VecEnv):
     def __init__(
         self,
         task: Task,
-        vector_backend: VectorBackend,
+        vector_backend: Backend,
         seed: int | None = None,
         render_mode: str | None = None,
         spec: gym.envs.registration.EnvSpec | None = None,
         full_infos: bool = True,
+        safety: SafetyConfig | Mapping[str, Any] | None = None,
+        limits_class: type[CommandLimits] | None = None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -227,18 +211,14 @@ class TaskVecEnv(VecEnv):
             raise ValueError(f"the vector backend must have at least one world, got {num_envs}")
         self.task = task
         self.vector_backend = vector_backend
+        #: The step loop shared with the single env (sanitation, limits, validity, ends).
+        self.loop = StepLoop(task, vector_backend, safety, limits_class)
         self._render_mode = render_mode
         self.spec = spec
         self._views = [_WorldView(self, i) for i in range(num_envs)]
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
-        self._steps = np.zeros(num_envs, dtype=np.int64)
-        self._state: Batch | None = None
-        self._task_state: Batch | None = None
         self._actions: np.ndarray | None = None
         self._closed = False
-        self._render_takes_goal = (
-            "goal" in inspect.signature(vector_backend.render_world).parameters
-        )
         self.full_infos = bool(full_infos)
         #: Each weighted reward term of the last step, (N,) arrays (cheap batched logging).
         self.last_reward_terms: dict[str, np.ndarray] = {}
@@ -246,6 +226,8 @@ class TaskVecEnv(VecEnv):
         self.last_is_success = np.zeros(num_envs, dtype=bool)
         #: The task's extra info of the last step (``Task.info``), batched.
         self.last_task_info: dict[str, np.ndarray] = {}
+        #: The last step's truncation reasons, (N,) str ("" where not truncated).
+        self.last_truncation_reasons = np.full(num_envs, "", dtype="<U32")
         super().__init__(num_envs, task.observation_space, task.action_space)
         self._action_dim = int(np.prod(task.action_space.shape))
         self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
@@ -267,21 +249,26 @@ class TaskVecEnv(VecEnv):
     @property
     def state(self) -> Batch:
         """The simulator's last raw state of all worlds, for tests and scripted controllers."""
-        if self._state is None:
+        if self.loop.state is None:
             raise RuntimeError("call reset() first")
-        return self._state
+        return self.loop.state
 
     @property
     def task_state(self) -> Batch:
         """The task's per-episode variables of all worlds."""
-        if self._task_state is None:
+        if self.loop.task_state is None:
             raise RuntimeError("call reset() first")
-        return self._task_state
+        return self.loop.task_state
 
     @property
     def elapsed_steps(self) -> np.ndarray:
         """Steps taken in each world's current episode, (N,) int64 (a copy)."""
-        return self._steps.copy()
+        return self.loop.steps.copy()
+
+    @property
+    def limits(self) -> CommandLimits | None:
+        """The command limits the loop applies (the same as the single env's)."""
+        return self.loop.limits
 
     def _generator(self, index: int) -> np.random.Generator:
         rng = self._rngs[index]
@@ -299,19 +286,17 @@ class TaskVecEnv(VecEnv):
             if seed is not None:
                 self._rngs[i], _ = seeding.np_random(seed)
         rngs = [self._generator(i) for i in range(self.num_envs)]
-        state: Batch | None = None
-        for options, ids in self._option_groups():
-            state = self.vector_backend.reset_worlds(ids, [rngs[i] for i in ids], options)
-        assert state is not None
-        self._state = state
-        self._task_state = self.task.initial_task_state(state, rngs)
-        self._steps[:] = 0
+        loop = self.loop
+        obs = loop.reset_all(self._option_groups(), rngs)
         self._reset_seeds()
         self._reset_options()
-        obs = self.task.observe(state, self._task_state)
-        self.last_is_success = np.asarray(self.task.success(state, self._task_state), dtype=bool)
-        self.last_task_info = self.task.info(state, self._task_state)
+        assert loop.state is not None and loop.task_state is not None
+        self.last_is_success = np.asarray(
+            self.task.success(loop.state, loop.task_state), dtype=bool
+        )
+        self.last_task_info = self.task.info(loop.state, loop.task_state)
         self.last_reward_terms = {}
+        self.last_truncation_reasons = np.full(self.num_envs, "", dtype="<U32")
         self.reset_infos = self._make_infos(None, self.last_is_success, self.last_task_info)
         return obs
 
@@ -342,52 +327,40 @@ class TaskVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
-        if self._state is None or self._task_state is None:
+        if self.loop.state is None:
             raise RuntimeError("call reset() before step()")
         if self._actions is None:
             raise RuntimeError("call step_async(actions) before step_wait()")
         task = self.task
         actions, self._actions = self._actions, None
-        prev_state, task_state = self._state, self._task_state
-
-        command = task.command(actions, prev_state, task_state)
-        state = self.vector_backend.apply(command)
-        self._steps += 1
         rngs: list[np.random.Generator] = self._rngs  # type: ignore[assignment]  # set by reset
-        outcome = task.transition(prev_state, state, actions, task_state, self._steps.copy(), rngs)
-        term_matrix = (task.reward_term_names, outcome.reward_terms)
-        terms = dict(zip(task.reward_term_names, outcome.reward_terms, strict=True))
-        rewards, success, terminated = outcome.reward, outcome.success, outcome.terminated
-        task_state, obs, extra = outcome.task_state, outcome.observation, outcome.info
-        truncated = ~terminated & (self._steps >= task.max_episode_steps)
-        dones = terminated | truncated
-        self.last_reward_terms, self.last_is_success, self.last_task_info = terms, success, extra
+        result = self.loop.step(actions, rngs)
+        terms = dict(zip(task.reward_term_names, result.reward_terms, strict=True))
+        self.last_reward_terms, self.last_is_success = terms, result.success
+        self.last_task_info = result.task_info
+        self.last_truncation_reasons = result.reasons
+        dones = result.terminated | result.truncated
 
         done_ids = np.flatnonzero(dones)
         with _gc_paused():
             if self.full_infos:
-                infos = self._make_infos(None, success, extra, term_matrix, truncated)
+                infos = self._make_infos(None, result.success, result.task_info, result)
             else:
                 infos = [{} for _ in range(self.num_envs)]
                 for i, info in zip(
                     done_ids.tolist(),
-                    self._make_infos(done_ids, success, extra, term_matrix, truncated),
+                    self._make_infos(done_ids, result.success, result.task_info, result),
                     strict=True,
                 ):
                     infos[i] = info
+        obs = result.observation
         if done_ids.size:
-            obs, state, task_state = self._auto_reset(done_ids, obs, state, task_state, infos)
-        self._state, self._task_state = state, task_state
-        return obs, rewards.astype(np.float32), dones, infos
+            obs = self._auto_reset(done_ids, obs, infos)
+        return obs, result.reward.astype(np.float32), dones, infos
 
     def _auto_reset(
-        self,
-        ids: np.ndarray,
-        obs: VecEnvObs,
-        state: Batch,
-        task_state: Batch,
-        infos: list[dict[str, Any]],
-    ) -> tuple[VecEnvObs, Batch, Batch]:
+        self, ids: np.ndarray, obs: VecEnvObs, infos: list[dict[str, Any]]
+    ) -> VecEnvObs:
         """Reset the finished worlds ``ids``; keep their last observation in their infos."""
         for i in ids.tolist():
             if isinstance(obs, dict):
@@ -395,51 +368,46 @@ class TaskVecEnv(VecEnv):
             else:
                 infos[i]["terminal_observation"] = np.array(obs[i])
         rngs = [self._generator(i) for i in ids.tolist()]
-        state = self.vector_backend.reset_worlds(ids, rngs, None)
-        new_state = _take(state, ids)
-        new_task = self.task.initial_task_state(new_state, rngs)
-        task_state = _put(task_state, ids, new_task)
-        self._steps[ids] = 0
-        new_obs = self.task.observe(new_state, _take(task_state, ids))
-        if isinstance(obs, dict):
-            obs = {key: np.array(value, copy=True) for key, value in obs.items()}
-            for key, value in obs.items():
-                value[ids] = new_obs[key]
-        else:
-            obs = np.array(obs, copy=True)
-            obs[ids] = new_obs
-        new_task_state = _take(task_state, ids)
+        loop = self.loop
+        rows = loop.reset_some(ids, rngs)
+        assert loop.task_state is not None
+        new_task_state = take_rows(loop.task_state, ids)
         reset_infos = self._make_infos(
             None,
-            self.task.success(new_state, new_task_state),
-            self.task.info(new_state, new_task_state),
+            self.task.success(rows, new_task_state),
+            self.task.info(rows, new_task_state),
+            worlds=ids,
         )
         for i, info in zip(ids.tolist(), reset_infos, strict=True):
             self.reset_infos[i] = info
-        return obs, state, task_state
+        return loop.observation  # type: ignore[return-value]
 
-    @staticmethod
     def _make_infos(
+        self,
         rows: np.ndarray | None,
         success: np.ndarray,
         extra: Mapping[str, np.ndarray],
-        terms: tuple[Sequence[str], np.ndarray] | None = None,
-        truncated: np.ndarray | None = None,
+        result: StepResult | None = None,
+        worlds: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """Info dicts of ``rows`` (None: all) with the single env's keys, values and types.
 
-        ``terms``: the term names and the (K, N) float64 matrix of their values.
+        ``worlds``: the world of each info when the arrays hold those worlds only (resets).
         """
 
         def pick(values: np.ndarray) -> np.ndarray:
             values = np.asarray(values)
             return values if rows is None else values[rows]
 
+        if worlds is not None:
+            world_ids = worlds.tolist()
+        else:
+            world_ids = list(range(self.num_envs)) if rows is None else rows.tolist()
         success_list = pick(success).astype(bool).tolist()
-        if terms is None:
+        if result is None:
             infos: list[dict[str, Any]] = [{"is_success": flag} for flag in success_list]
         else:
-            names, matrix = terms
+            names, matrix = self.task.reward_term_names, result.reward_terms
             per_world = (matrix if rows is None else matrix[:, rows]).T.tolist()
             infos = [
                 {"reward_terms": dict(zip(names, values, strict=True)), "is_success": flag}
@@ -450,11 +418,17 @@ class TaskVecEnv(VecEnv):
             # or a row of a multi-dimensional value.
             for info, item in zip(infos, pick(value), strict=True):
                 info[key] = item
-        if truncated is not None:
-            for info, flag in zip(infos, pick(truncated).tolist(), strict=True):
+        loop = self.loop
+        for info, world in zip(infos, world_ids, strict=True):
+            info["safety"] = loop.safety_info(world, result)
+            info["timing"] = {}
+        if result is not None:
+            truncated = pick(result.truncated).tolist()
+            reasons = pick(result.reasons).tolist()
+            for info, flag, reason in zip(infos, truncated, reasons, strict=True):
                 info["TimeLimit.truncated"] = flag
                 if flag:
-                    info["truncation_reason"] = TIME_LIMIT
+                    info["truncation_reason"] = reason
         return infos
 
     def close(self) -> None:
@@ -476,16 +450,10 @@ class TaskVecEnv(VecEnv):
         return [self._render_world(i) for i in range(self.num_envs)]
 
     def _render_world(self, world: int) -> np.ndarray | None:
-        """World ``world``'s frame; with its goal drawn where the simulator can draw one.
-
-        The single envs of the race car and the Panda pass their task's goal to
-        ``render_world(world, goal=...)``; so does this, for simulators that take it.
-        """
-        if self._render_takes_goal and self._task_state is not None:
-            goal = self._task_state.get("goal")
-            if goal is not None:
-                return self.vector_backend.render_world(world, goal=goal[world])  # type: ignore[call-arg]
-        return self.vector_backend.render_world(world)
+        """World ``world``'s frame, drawn with its task variables (a goal) as the single env's."""
+        task_state = self.loop.task_state
+        rows = None if task_state is None else unbatch(take_rows(task_state, np.array([world])))
+        return self.vector_backend.render_world(world, rows)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return [getattr(self._views[i], attr_name) for i in self._get_indices(indices)]
@@ -589,6 +557,7 @@ def make_vec(
         # Simulators that draw more when rendering (the race car's trail) build for it, as the
         # single env does from its render_mode.
         env_kwargs["render_mode"] = render_mode
+    safety = env_kwargs.pop("safety", None)
     task, vector_backend = build(num_worlds=int(num_envs), num_threads=num_threads, **env_kwargs)
     if max_episode_steps is not None:
         task.max_episode_steps = int(max_episode_steps)
@@ -603,4 +572,6 @@ def make_vec(
         render_mode=render_mode,
         spec=spec,
         full_infos=full_infos,
+        safety=safety,
+        limits_class=getattr(env_cls, "limits_class", None),
     )

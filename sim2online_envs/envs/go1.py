@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sim2online_envs.config import coerce_config
-from sim2online_envs.core import SingleWorld, TaskEnv
+from sim2online_envs.env import TaskEnv
+from sim2online_envs.safety import Go1Limits, SafetyConfig
 from sim2online_envs.sim.go1 import Go1SimConfig, Go1VectorBackend
 from sim2online_envs.tasks.go1 import Go1JoystickTask, Go1TaskConfig
 
@@ -140,6 +141,8 @@ class Go1Env(TaskEnv):
     * v0: first version.
     """
 
+    limits_class = Go1Limits
+
     def __init__(
         self,
         backend: str = "sim",
@@ -152,6 +155,7 @@ class Go1Env(TaskEnv):
         task_config: Go1TaskConfig | Mapping[str, Any] | None = None,
         sim_config: Go1SimConfig | Mapping[str, Any] | None = None,
         num_threads: int | None = None,
+        safety: SafetyConfig | Mapping[str, Any] | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -165,7 +169,7 @@ class Go1Env(TaskEnv):
             task_config=task_config,
             sim_config=sim_config,
         )
-        super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
+        super().__init__(task, vector_backend, render_mode=render_mode, safety=safety)
 
     @classmethod
     def build_task(

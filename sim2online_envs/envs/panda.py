@@ -7,10 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import numpy as np
-
 from sim2online_envs.config import coerce_config
-from sim2online_envs.core import SingleWorld, TaskEnv
+from sim2online_envs.env import TaskEnv
+from sim2online_envs.safety import PandaLimits, SafetyConfig
 from sim2online_envs.sim.panda import OBJECTS, PandaSimConfig, PandaVectorBackend
 from sim2online_envs.tasks.panda import PandaPickTask, PandaTaskConfig
 
@@ -137,6 +136,8 @@ class PandaEnv(TaskEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
+    limits_class = PandaLimits
+
     def __init__(
         self,
         backend: str = "sim",
@@ -148,6 +149,7 @@ class PandaEnv(TaskEnv):
         task_config: PandaTaskConfig | Mapping[str, Any] | None = None,
         sim_config: PandaSimConfig | Mapping[str, Any] | None = None,
         render_mode: str | None = None,
+        safety: SafetyConfig | Mapping[str, Any] | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(
@@ -160,7 +162,7 @@ class PandaEnv(TaskEnv):
         )
         #: The simulator (one world); ``self.backend`` is its single-world view.
         self.sim = vector_backend
-        super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
+        super().__init__(task, vector_backend, render_mode=render_mode, safety=safety)
 
     # -- construction shared with make_vec -------------------------------------------------------
 
@@ -236,12 +238,3 @@ class PandaEnv(TaskEnv):
             task, num_worlds, object, domain_randomization, sim_config, num_threads
         )
         return task, backend
-
-    # -- rendering -------------------------------------------------------------------------------
-
-    def render(self) -> np.ndarray | None:
-        """The ``rgb_array`` overview frame (240x320 colour) with the goal drawn in green."""
-        if self.render_mode != "rgb_array":
-            return None
-        goal = self._task_state["goal"][0] if self._task_state is not None else None
-        return self.sim.render_world(0, goal=goal)

@@ -6,9 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import numpy as np
-
-from sim2online_envs.core import SingleWorld, TaskEnv
+from sim2online_envs.env import TaskEnv
+from sim2online_envs.safety import RaceCarLimits, SafetyConfig
 from sim2online_envs.sim.racecar import (
     CarParams,
     RaceCarVectorBackend,
@@ -125,6 +124,8 @@ class RaceCarEnv(TaskEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 60}
 
+    limits_class = RaceCarLimits
+
     def __init__(
         self,
         backend: str = "sim",
@@ -138,6 +139,7 @@ class RaceCarEnv(TaskEnv):
         task_config: RaceCarTaskConfig | Mapping[str, Any] | None = None,
         render_mode: str | None = None,
         render_size: int = 256,
+        safety: SafetyConfig | Mapping[str, Any] | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(
@@ -158,7 +160,7 @@ class RaceCarEnv(TaskEnv):
             trail_length=_trail_length(task, render_mode),
         )
         self.sim = vector_backend
-        super().__init__(task, SingleWorld(vector_backend), render_mode=render_mode)
+        super().__init__(task, vector_backend, render_mode=render_mode, safety=safety)
 
     # -- construction shared with make_vec -------------------------------------------------------
 
@@ -241,15 +243,6 @@ class RaceCarEnv(TaskEnv):
             trail_length=_trail_length(task, render_mode),
         )
         return task, backend
-
-    # -- rendering ---------------------------------------------------------------------------------
-
-    def render(self) -> np.ndarray | None:
-        """The top-down ``rgb_array`` frame (arena, goal and success circle, car, 2 s trail)."""
-        if self.render_mode != "rgb_array":
-            return None
-        goal = self._task_state["goal"][0] if self._task_state is not None else None
-        return self.sim.render_world(0, goal=goal)
 
     @property
     def params(self) -> CarParams:
