@@ -1,7 +1,7 @@
 """The simulated Unitree Go1: N domain-randomised worlds on ``mujoco.batch.Batch``.
 
 :class:`Go1VectorBackend` is the only Go1 simulator: the single env runs it with one world
-(through :class:`~sim2online_envs.core.SingleWorld`), ``make_vec`` with many, so both share every
+``make_vec`` with many, so both share every
 line of randomisation, stepping and state extraction. ``Batch`` steps each world with the same
 ``mj_step`` as a plain ``MjData`` loop, bit for bit, and with one world it is as fast as that loop
 (measured within 1 %, and a persistent one-world batch gets the sensors after each control period
@@ -27,52 +27,129 @@ import mujoco
 import mujoco.batch
 import numpy as np
 
-from sim2online_envs.core import Batch, VectorBackend
-from sim2online_envs.tasks.go1 import (
+from sim2online_envs.core import Backend, Batch, SimReadings
+from sim2online_envs.robots import go1 as go1_robot
+from sim2online_envs.robots.go1 import (
     FOOT_NAMES,
     HOME_JOINT_POS,
     JOINT_LOWER,
     JOINT_NAMES,
     JOINT_UPPER,
-    TORQUE_LIMITS,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Go1DomainRandomization", "Go1SimConfig", "Go1VectorBackend", "load_model"]
+__all__ = [
+    "DEFAULT_TIMESTEP",
+    "Go1DomainRandomization",
+    "Go1SimConfig",
+    "Go1VectorBackend",
+    "check_model",
+    "load_model",
+]
 
 #: Size of the MjData arena; a fallen Go1 uses about 45 kB of it.
 _ARENA_BYTES = 512 * 1024
 
 
-def load_model(timestep: float = 0.004) -> mujoco.MjModel:
-    """The Go1 MJCF (``assets/go1.xml``) compiled, with the given physics timestep [s]."""
+#: Physics step [s] (MuJoCo Playground's Go1 joystick sim_dt).
+DEFAULT_TIMESTEP = 0.004
+
+
+def load_model(timestep: float = DEFAULT_TIMESTEP) -> mujoco.MjModel:
+    """The Go1 MJCF (``assets/go1.xml``) compiled, with the robot's facts written into it.
+
+    The MJCF holds the bodies, geoms, inertias, sensors and joint friction; the joint ranges
+    (the position actuators inherit them as their ctrlrange), the PD gains, the torque limits
+    and the home keyframe come from :mod:`sim2online_envs.robots.go1` (as MuJoCo Playground's
+    Go1 base writes Kp and Kd into the model), so the XML is no second source of them. The
+    compiled model is then checked against the robot module, its leg kinematics included.
+
+    :param timestep: physics step [s].
+    """
     if not (isinstance(timestep, (int, float)) and math.isfinite(timestep) and timestep > 0):
         raise ValueError(f"timestep must be a positive number of seconds, got {timestep!r}")
     xml = importlib.resources.files("sim2online_envs").joinpath("assets/go1.xml").read_text()
     spec = mujoco.MjSpec.from_string(xml)
     spec.memory = _ARENA_BYTES
     spec.option.timestep = float(timestep)
+    _write_robot_facts(spec)
     model = spec.compile()
-    _check_model(model)
+    check_model(model)
     return model
 
 
-def _check_model(model: mujoco.MjModel) -> None:
-    """The MJCF must agree with the task's contract: joint order, home pose, limits."""
+def _write_robot_facts(spec: mujoco.MjSpec) -> None:
+    """Joint ranges, PD gains, torque limits and the home keyframe, from the robot module."""
+    for index, name in enumerate(JOINT_NAMES):
+        spec.joint(name).range = [JOINT_LOWER[index], JOINT_UPPER[index]]
+        # actuator i drives joint i (the unitree_legged_sdk's motor order, checked below)
+        actuator = spec.actuator(name.removesuffix("_joint"))
+        # a position servo: force = Kp (target - q) - Kd qdot, clamped to the torque limit
+        actuator.gainprm[0] = go1_robot.KP
+        actuator.biasprm[:3] = [0.0, -go1_robot.KP, -go1_robot.KD]
+        limit = go1_robot.TORQUE_LIMITS[index]
+        actuator.forcerange = [-limit, limit]
+        actuator.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    home = spec.key("home")
+    home.qpos = [0.0, 0.0, go1_robot.HOME_TRUNK_HEIGHT, 1.0, 0.0, 0.0, 0.0, *HOME_JOINT_POS]
+    home.ctrl = list(HOME_JOINT_POS)
+
+
+def check_model(model: mujoco.MjModel) -> None:
+    """Raise a RuntimeError where the compiled model disagrees with the robot module.
+
+    Joint and actuator order, joint ranges, actuator ctrlrange (inherited from the joints), PD
+    gains, torque limits, home keyframe, and the leg kinematics the safety limits and the real
+    robot's height estimate use (hip offsets, thigh offset, thigh and calf lengths, foot radius).
+    """
     names = tuple(model.joint(i).name for i in range(1, model.njnt))
     if names != JOINT_NAMES:
-        raise RuntimeError(f"go1.xml joints {names} differ from the task's {JOINT_NAMES}")
+        raise RuntimeError(f"go1.xml joints {names} differ from the robot's {JOINT_NAMES}")
+    driven = tuple(model.joint(int(j)).name for j in model.actuator_trnid[:, 0])
+    if driven != JOINT_NAMES:
+        raise RuntimeError(f"go1.xml actuators drive {driven}, not the robot's {JOINT_NAMES}")
     home = model.key("home")
+    kp, kd = go1_robot.KP, go1_robot.KD
+    legs = [model.body(f"{leg}_hip").id for leg in FOOT_NAMES]
+    thighs = [model.body(f"{leg}_thigh").id for leg in FOOT_NAMES]
+    calves = [model.body(f"{leg}_calf").id for leg in FOOT_NAMES]
+    feet = [model.geom(f"{leg}_foot").id for leg in FOOT_NAMES]
+    thigh_y = np.sign(go1_robot.HIP_OFFSETS[:, 1]) * go1_robot.THIGH_OFFSET
     checks = {
-        "home keyframe": (home.qpos[7:], HOME_JOINT_POS),
+        "home keyframe joints": (home.qpos[7:], HOME_JOINT_POS),
+        "home keyframe trunk height": (home.qpos[2], go1_robot.HOME_TRUNK_HEIGHT),
+        "home keyframe ctrl": (home.ctrl, HOME_JOINT_POS),
         "joint lower limits": (model.jnt_range[1:, 0], JOINT_LOWER),
         "joint upper limits": (model.jnt_range[1:, 1], JOINT_UPPER),
-        "torque limits": (model.actuator_forcerange[:, 1], TORQUE_LIMITS),
+        "joint limited": (model.jnt_limited[1:], np.ones(len(JOINT_NAMES))),
+        "Kp": (model.actuator_gainprm[:, 0], np.full(len(JOINT_NAMES), kp)),
+        "Kp, Kd bias": (model.actuator_biasprm[:, :3], np.tile([0.0, -kp, -kd], (12, 1))),
+        "torque limits": (
+            model.actuator_forcerange,
+            np.stack([-go1_robot.TORQUE_LIMITS, go1_robot.TORQUE_LIMITS], 1),
+        ),
+        "hip offsets": (model.body_pos[legs], go1_robot.HIP_OFFSETS),
+        "thigh offsets": (model.body_pos[thighs], np.stack([0 * thigh_y, thigh_y, 0 * thigh_y], 1)),
+        "thigh lengths": (model.body_pos[calves, 2], np.full(4, -go1_robot.THIGH_LENGTH)),
+        "calf lengths": (model.geom_pos[feet, 2], np.full(4, -go1_robot.CALF_LENGTH)),
+        "foot radius": (model.geom_size[feet, 0], np.full(4, go1_robot.FOOT_RADIUS)),
     }
-    for what, (model_value, task_value) in checks.items():
-        if not np.allclose(model_value, task_value):
-            raise RuntimeError(f"go1.xml {what} {model_value} differ from the task's {task_value}")
+    for what, (model_value, robot_value) in checks.items():
+        if not np.array_equal(np.asarray(model_value, dtype=np.float64), robot_value):
+            raise RuntimeError(
+                f"go1.xml {what} {model_value} differ from sim2online_envs.robots.go1's "
+                f"{robot_value}"
+            )
+    # MuJoCo inherits the ctrlrange as middle -+ half-range, which may round in the last bit
+    ctrlrange = np.stack([JOINT_LOWER, JOINT_UPPER], 1)
+    if not np.allclose(model.actuator_ctrlrange, ctrlrange, rtol=0.0, atol=1e-12):
+        raise RuntimeError(
+            f"go1.xml actuator ctrlrange {model.actuator_ctrlrange} differ from the joint limits "
+            f"of sim2online_envs.robots.go1 {ctrlrange}"
+        )
+    if not (model.actuator_ctrllimited.all() and model.actuator_forcelimited.all()):
+        raise RuntimeError("go1.xml actuators must limit their ctrl and force")
 
 
 def _check_offscreen_gl() -> None:
@@ -124,7 +201,7 @@ class Go1SimConfig:
     :param render_width: rendered frame width [px].
     """
 
-    timestep: float = 0.004
+    timestep: float = DEFAULT_TIMESTEP
     randomization: Go1DomainRandomization = dataclasses.field(
         default_factory=Go1DomainRandomization
     )
@@ -145,7 +222,7 @@ class Go1SimConfig:
                 raise ValueError(f"Go1SimConfig.{name} must be an int >= 1, got {value!r}")
 
 
-class Go1VectorBackend(VectorBackend):
+class Go1VectorBackend(Backend):
     """``num_worlds`` simulated Go1s on a flat floor, stepped together on a thread pool.
 
     :param num_worlds: number of worlds.
@@ -165,7 +242,7 @@ class Go1VectorBackend(VectorBackend):
     :param config: physics, reset and rendering settings.
 
     State returned by :meth:`reset_worlds` and :meth:`apply`: the keys listed in
-    :mod:`sim2online_envs.tasks.go1` (``base_rot`` is the IMU site's ``site_xmat``), plus
+    :mod:`sim2online_envs.robots.go1` (``base_rot`` is the IMU site's ``site_xmat``), plus
     ``base_pos`` (N, 3) [m], ``qpos`` (N, 19) and ``qvel`` (N, 18), all copies.
     Commands: ``{"joint_targets": (N, 12)}`` position targets [rad] for the PD actuators.
     """
@@ -176,7 +253,7 @@ class Go1VectorBackend(VectorBackend):
         self,
         num_worlds: int = 1,
         *,
-        control_dt: float = 0.02,
+        control_dt: float = go1_robot.CONTROL_DT,
         domain_randomization: bool = True,
         friction: float | None = None,
         num_threads: int | None = None,
@@ -260,6 +337,7 @@ class Go1VectorBackend(VectorBackend):
         last = int(mujoco.mjtWarning.mjWARN_BADQACC)
         self._divergence_counts = self.batch.warning[:, first : last + 1, 1]
         self._warnings_seen = self._divergence_counts.copy()
+        self._readings = SimReadings(self.num_worlds, self.n_substeps * self.model.opt.timestep)
         self._warnings_seen_bytes = self._warnings_seen.tobytes()
 
         self._renderer: mujoco.Renderer | None = None
@@ -394,6 +472,7 @@ class Go1VectorBackend(VectorBackend):
         batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_ACC)
         self._warnings_seen[ids] = self._divergence_counts[ids]
         self._warnings_seen_bytes = self._warnings_seen.tobytes()
+        self._readings.reset(ids)
         return self._read_state()
 
     def _option_rows(self, options: Mapping[str, Any], key: str, count: int) -> np.ndarray:
@@ -428,6 +507,7 @@ class Go1VectorBackend(VectorBackend):
         self._ctrl[...] = targets
         # stage VEL: sensors and site positions describe the state after the last substep
         self.batch.step(nstep=self.n_substeps, stage=self._stage_vel)
+        self._readings.advance()
         self._check_warnings()
         return self._read_state()
 
@@ -437,9 +517,10 @@ class Go1VectorBackend(VectorBackend):
             worlds = np.flatnonzero((counts != self._warnings_seen).any(axis=1))
             logger.warning(
                 "MuJoCo reset the physics of worlds %s after a numerical instability (NaN or huge "
-                "qpos, qvel or qacc); their state jumped back to the model's default pose",
+                "qpos, qvel or qacc); their readings are invalid until they are reset",
                 worlds.tolist(),
             )
+            self._readings.diverged[worlds] = True
             self._warnings_seen = counts.copy()
             self._warnings_seen_bytes = self._warnings_seen.tobytes()
 
@@ -467,6 +548,7 @@ class Go1VectorBackend(VectorBackend):
             "foot_contact": contacts[:, :4],
             "trunk_contact": contacts[:, 4],
         }
+        state.update(self._readings.keys())
         return state
 
     # -- extras ----------------------------------------------------------------------------------
@@ -500,8 +582,11 @@ class Go1VectorBackend(VectorBackend):
             ),
         }
 
-    def render_world(self, world: int) -> np.ndarray:
+    def render_world(
+        self, world: int, task_state: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """An RGB frame (H, W, 3) uint8 of one world from the tracking camera."""
+        del task_state
         if not 0 <= world < self.num_worlds:
             raise ValueError(f"world must be in [0, {self.num_worlds}), got {world}")
         if self._renderer is None:

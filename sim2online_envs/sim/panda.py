@@ -53,7 +53,17 @@ import mujoco
 import mujoco.batch
 import numpy as np
 
-from sim2online_envs.core import Batch, VectorBackend
+from sim2online_envs.core import Backend, Batch, SimReadings
+from sim2online_envs.robots import panda as panda_robot
+from sim2online_envs.robots.panda import (
+    ARM_JOINT_NAMES,
+    CAMERA,
+    FINGER_JOINT_NAMES,
+    HOME_QPOS,
+    HOME_TIP_POS,
+    MAX_GRIPPER_OPENING,
+    TIP_DOWN_ROTATION,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,23 +76,19 @@ __all__ = [
     "PandaSimConfig",
     "PandaVectorBackend",
     "build_scene",
+    "check_model",
+    "write_robot_facts",
 ]
 
 #: The robot model (arm + hand), written from Franka's published kinematics.
 PANDA_XML = Path(__file__).resolve().parent.parent / "assets" / "panda.xml"
 
-#: Home joint posture: TCP at :data:`HOME_TIP_POS`, hand pointing down, fingers along world y
-#: (solved once by DLS IK from Franka's "ready" posture; tests check it with forward kinematics).
-HOME_QPOS = np.array([0.0, -0.25943, 0.0, -2.43148, 0.0, 2.17205, 0.78540])
-#: TCP position at the home posture, world frame (m).
-HOME_TIP_POS = np.array([0.45, 0.0, 0.30])
-#: TCP orientation the controller holds: x along world x, z straight down.
-TIP_DOWN_ROTATION = np.diag([1.0, -1.0, -1.0])
-
-ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
-FINGER_JOINTS = ("finger_left", "finger_right")
+# The arm's and the hand's facts (home posture and tip, joint names, the hand-down orientation,
+# the opening) are sim2online_envs.robots.panda's; this module re-exports the first three.
+ARM_JOINTS = ARM_JOINT_NAMES
+FINGER_JOINTS = FINGER_JOINT_NAMES
 #: Fully open gripper (m).
-GRIPPER_OPEN = 0.08
+GRIPPER_OPEN = MAX_GRIPPER_OPENING
 #: The closed gripper holds something when its width target is this far inside the measured
 #: width (m): the fingers have stopped on an object and squeeze it (25 N at the servo's gain).
 HOLD_LAG = 0.01
@@ -146,19 +152,19 @@ class PandaSimConfig:
     #: Physics step (s); ``control_dt`` must be a whole multiple of it.
     physics_dt: float = 0.002
     #: Control period (s): one :meth:`PandaVectorBackend.apply` advances this much.
-    control_dt: float = 0.05
+    control_dt: float = panda_robot.CONTROL_DT
     #: Side of the square grayscale observation image (px).
-    image_size: int = 64
+    image_size: int = CAMERA.image_size
     #: (height, width) of the colour ``rgb_array`` frames of the overview camera.
     render_size: tuple[int, int] = (240, 320)
     #: Vertical field of view of the fixed D455 camera (deg). The D455 colour sensor sees
     #: about 90 x 65 deg; a centre square crop of its image (what the real env feeds the policy,
     #: resized to ``image_size``) spans its full 65 deg height.
-    camera_fovy: float = 65.0
-    #: D455 position and the point it looks at: in front of the robot, a little to its left,
-    #: looking back and down at the workspace, about 0.6 m from the cube region.
-    camera_pos: tuple[float, float, float] = (1.05, 0.15, 0.38)
-    camera_target: tuple[float, float, float] = (0.48, 0.0, 0.14)
+    camera_fovy: float = CAMERA.fovy
+    #: D455 position and the point it looks at (the robot module's :data:`CAMERA`): in front of
+    #: the robot, a little to its left, looking back and down at the workspace.
+    camera_pos: tuple[float, float, float] = CAMERA.pos
+    camera_target: tuple[float, float, float] = CAMERA.target
     #: Region the object's centre is placed in at reset (x, y), and its yaw range (+-rad).
     object_xy_low: tuple[float, float] = (0.38, -0.15)
     object_xy_high: tuple[float, float] = (0.58, 0.15)
@@ -257,6 +263,7 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
     config = config or PandaSimConfig()
     obj = OBJECTS[object]
     spec = mujoco.MjSpec.from_file(str(PANDA_XML))  # the robot; the scene is added around it
+    write_robot_facts(spec)
     spec.modelname = f"panda_pick_{object}"
     spec.option.timestep = config.physics_dt
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
@@ -321,7 +328,7 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
         castshadow=False,
     )
     world.add_camera(
-        name="d455",
+        name=CAMERA.name,
         pos=list(config.camera_pos),
         quat=list(_look_at_quat(np.array(config.camera_pos), np.array(config.camera_target))),
         fovy=config.camera_fovy,
@@ -353,7 +360,64 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
     # The goal: a translucent marker (site group 5) that only the overview camera shows.
     goal = world.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.2])
     goal.add_site(name="goal", size=[0.02, 0.0, 0.0], rgba=[0.1, 0.8, 0.2, 0.5], group=5)
-    return spec.compile()
+    model = spec.compile()
+    check_model(model)
+    return model
+
+
+def write_robot_facts(spec: mujoco.MjSpec) -> None:
+    """Write the arm's joint and torque limits and the hand's travel, speed and force from
+    :mod:`sim2online_envs.robots.panda` into the robot's spec (``assets/panda.xml`` leaves
+    them out, so that it is no second source; the servos inherit the joint ranges as ctrlrange).
+    """
+    r = panda_robot
+    for index, name in enumerate(ARM_JOINT_NAMES):
+        spec.joint(name).range = [r.ARM_JOINT_LOWER[index], r.ARM_JOINT_UPPER[index]]
+        actuator = spec.actuator(name)
+        actuator.forcerange = [-r.ARM_TORQUE_LIMITS[index], r.ARM_TORQUE_LIMITS[index]]
+        actuator.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    for name in FINGER_JOINT_NAMES:
+        spec.joint(name).range = [0.0, r.FINGER_TRAVEL]
+    gripper = spec.actuator("gripper")
+    # ctrl: the opening's rate (both fingers: twice the finger speed); the activation is the
+    # width target; the force saturates at the hand's continuous grasp force
+    opening_speed = 2 * r.FINGER_SPEED
+    gripper.ctrlrange = [-opening_speed, opening_speed]
+    gripper.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    gripper.actrange = [0.0, MAX_GRIPPER_OPENING]
+    gripper.actlimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    gripper.forcerange = [-r.GRASP_FORCE, r.GRASP_FORCE]
+    gripper.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+
+
+def check_model(model: mujoco.MjModel) -> None:
+    """Raise a RuntimeError where the compiled scene disagrees with the robot module: joint
+    and torque limits, the hand's travel, speed, force and opening, the TCP offset. (The camera
+    is the scene's setting, :class:`PandaSimConfig`, defaulting to the robot's :data:`CAMERA`.)
+    """
+    r = panda_robot
+    arm = [model.joint(name).id for name in ARM_JOINT_NAMES]
+    fingers = [model.joint(name).id for name in FINGER_JOINT_NAMES]
+    servos = [model.actuator(name).id for name in ARM_JOINT_NAMES]
+    gripper = model.actuator("gripper").id
+    checks = {
+        "arm joint lower limits": (model.jnt_range[arm, 0], r.ARM_JOINT_LOWER),
+        "arm joint upper limits": (model.jnt_range[arm, 1], r.ARM_JOINT_UPPER),
+        "arm torque limits": (model.actuator_forcerange[servos, 1], r.ARM_TORQUE_LIMITS),
+        "finger travel": (model.jnt_range[fingers, 1], np.full(2, r.FINGER_TRAVEL)),
+        "gripper speed": (model.actuator_ctrlrange[gripper, 1], 2 * r.FINGER_SPEED),
+        "gripper opening": (model.actuator_actrange[gripper, 1], MAX_GRIPPER_OPENING),
+        "grasp force": (model.actuator_forcerange[gripper, 1], r.GRASP_FORCE),
+        "TCP offset": (model.site("tcp").pos, np.array([0.0, 0.0, r.TCP_OFFSET])),
+    }
+    if model.body("hand").id != model.site_bodyid[model.site("tcp").id]:
+        raise RuntimeError("panda.xml: the site 'tcp' must be on the body 'hand'")
+    for what, (model_value, robot_value) in checks.items():
+        if not np.array_equal(np.asarray(model_value, dtype=np.float64), robot_value):
+            raise RuntimeError(
+                f"Panda scene {what} {model_value} differ from sim2online_envs.robots.panda's "
+                f"{robot_value}"
+            )
 
 
 def _renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
@@ -390,7 +454,7 @@ def _option_rows(name: str, value: Any, count: int, width: int | None) -> np.nda
     return array
 
 
-class PandaVectorBackend(VectorBackend):
+class PandaVectorBackend(Backend):
     """``num_worlds`` Panda pick scenes stepped together on a ``mujoco.batch.Batch``.
 
     State (each array with a leading world axis ``N``):
@@ -476,7 +540,7 @@ class PandaVectorBackend(VectorBackend):
         self._gripper_speed = float(m.actuator_ctrlrange[self._gripper_act, 1])
         self._tcp = int(m.site("tcp").id)
         self._goal_mocap = int(m.body("goal").mocapid[0])
-        self._camera = int(m.camera("d455").id)
+        self._camera = int(m.camera(CAMERA.name).id)
         self._overview = int(m.camera("overview").id)
         self._light_ids = np.array([m.light("key").id, m.light("fill").id])
         self._table_geom = int(m.geom("table").id)
@@ -497,6 +561,7 @@ class PandaVectorBackend(VectorBackend):
         last = int(mujoco.mjtWarning.mjWARN_BADQACC)
         self._divergence_counts = b.warning[:, first : last + 1, 1]
         self._warnings_seen = self._divergence_counts.copy()
+        self._readings = SimReadings(num_worlds, self.config.control_dt)
         # Per-world model fields that domain randomisation writes (and rendering copies).
         self._randomized: dict[str, np.ndarray] = {}
         if self.domain_randomization:
@@ -583,6 +648,7 @@ class PandaVectorBackend(VectorBackend):
             self._randomize(int(world), rng)
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
         self._warnings_seen[ids] = self._divergence_counts[ids]
+        self._readings.reset(ids)
         self._has_state = True
         if self.render_pixels_enabled:
             for world in ids:
@@ -618,17 +684,22 @@ class PandaVectorBackend(VectorBackend):
             closed > 0.5, -self._gripper_speed, self._gripper_speed
         )
         self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self._readings.advance()
         self._check_divergence()
         if self.render_pixels_enabled:
             for world in range(n):
                 self._pixels[world] = self.render_pixels(world)
         return self._state()
 
-    def render_world(self, world: int, goal: np.ndarray | None = None) -> np.ndarray:
+    def render_world(
+        self, world: int, task_state: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """An RGB frame (H, W, 3) of world ``world`` from the overview camera.
 
-        ``goal`` (3,), if given, is drawn as a translucent green ball (only in this view).
+        ``task_state["goal"]`` (3,), if given, is drawn as a translucent green ball (only in
+        this view).
         """
+        goal = None if task_state is None else task_state.get("goal")
         self._check_open()
         if self._overview_renderer is None:
             height, width = self.config.render_size
@@ -829,6 +900,7 @@ class PandaVectorBackend(VectorBackend):
             "object_pos": qpos[:, adr : adr + 3].copy(),
             "object_quat": qpos[:, adr + 3 : adr + 7].copy(),
             "object_size": np.full(self.num_worlds, self.object_spec.size),
+            **self._readings.keys(),
         }
 
     def _holding(self) -> np.ndarray:
@@ -845,9 +917,10 @@ class PandaVectorBackend(VectorBackend):
             logger.warning(
                 "MuJoCo reset the physics of Panda worlds %s after a numerical instability (NaN "
                 "or huge qpos, qvel or qacc): their state jumped to the model's default pose; "
-                "reset those worlds",
+                "their readings are invalid until they are reset",
                 np.flatnonzero(diverged).tolist(),
             )
+            self._readings.diverged[diverged] = True
             self._warnings_seen = counts.copy()
 
     def _check_open(self) -> None:

@@ -2,7 +2,7 @@
 
 One :class:`RaceCarVectorBackend` steps ``num_worlds`` cars together, every quantity an array
 over the world axis, so the single env (one world through
-:class:`~sim2online_envs.core.SingleWorld`) and the batched env (``make_vec``) run the same lines.
+one world) and the batched env (``make_vec``) run the same lines.
 
 The car is a 1:10 F1TENTH-class car. Geometry, mass, yaw inertia, friction, cornering stiffness,
 steering limit and steering rate are the F1TENTH gym's vehicle parameters (O'Kelly et al.,
@@ -71,7 +71,9 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from sim2online_envs.config import coerce_config, replace_fields
-from sim2online_envs.core import Batch, VectorBackend
+from sim2online_envs.core import Backend, Batch, SimReadings
+from sim2online_envs.robots import racecar as car_robot
+from sim2online_envs.robots.racecar import MASS
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ _NON_NEGATIVE_PARAMS = frozenset(
 class CarParams:
     """Nominal physical parameters of the car (SI units; see the module docstring for sources).
 
-    Geometry, mass, inertia, friction, cornering stiffness and steering limits: F1TENTH gym.
+    Geometry, mass, inertia and steering limits: the robot's facts
+    (:mod:`sim2online_envs.robots.racecar`, F1TENTH gym); friction and cornering stiffness:
+    F1TENTH gym.
     Motor, resistances and Pacejka shape factors ``C``: ORCA (Liniger et al. 2015), forces scaled
     by 3.74 / 0.041. Pacejka ``B = C_S / C`` so that the small-slip stiffness ``B C mu F_z`` is
     F1TENTH's ``C_S mu F_z``. Actuator time constants and blending speeds are this package's
@@ -119,16 +123,16 @@ class CarParams:
     """
 
     #: Centre of mass to front axle, m.
-    lf: float = 0.15875
+    lf: float = car_robot.LF
     #: Centre of mass to rear axle, m.
-    lr: float = 0.17145
+    lr: float = car_robot.LR
     #: Body length and width for drawing, m.
-    length: float = 0.58
-    width: float = 0.31
+    length: float = car_robot.BODY_LENGTH
+    width: float = car_robot.BODY_WIDTH
     #: Mass, kg.
-    mass: float = 3.74
+    mass: float = MASS
     #: Yaw moment of inertia about the centre of mass, kg m^2.
-    inertia_z: float = 0.04712
+    inertia_z: float = car_robot.INERTIA_Z
     #: Tyre-road friction coefficient (peak of the Pacejka curve, traction limit).
     friction: float = 1.0489
     #: Pacejka stiffness factors B (1/rad) and shape factors C, front and rear.
@@ -137,16 +141,16 @@ class CarParams:
     tire_b_rear: float = 5.4562 / 1.2691
     tire_c_rear: float = 1.2691
     #: Motor gain C_m1 (N at full throttle) and back-EMF gain C_m2 (N s/m).
-    motor_cm1: float = 0.287 * 3.74 / 0.041
-    motor_cm2: float = 0.0545 * 3.74 / 0.041
+    motor_cm1: float = 0.287 * MASS / 0.041
+    motor_cm2: float = 0.0545 * MASS / 0.041
     #: Rolling resistance C_r0 (N) and aerodynamic drag C_r2 (N s^2/m^2).
-    rolling_resistance: float = 0.0518 * 3.74 / 0.041
-    drag: float = 0.00035 * 3.74 / 0.041
+    rolling_resistance: float = 0.0518 * MASS / 0.041
+    drag: float = 0.00035 * MASS / 0.041
     #: Speed scale of the tanh that smooths rolling resistance through standstill, m/s.
     rolling_smoothing_speed: float = 0.05
     #: Steering angle limit, rad, and servo rate limit, rad/s.
-    max_steering: float = 0.4189
-    max_steering_rate: float = 3.2
+    max_steering: float = car_robot.MAX_STEERING
+    max_steering_rate: float = car_robot.MAX_STEERING_RATE
     #: First-order lag of the steering servo and of the throttle, s (0: instantaneous).
     steering_time_constant: float = 0.05
     throttle_time_constant: float = 0.05
@@ -301,7 +305,7 @@ def _substeps(control_dt: float, physics_dt: float) -> int:
     return n_substeps
 
 
-class RaceCarVectorBackend(VectorBackend):
+class RaceCarVectorBackend(Backend):
     """``num_worlds`` RC cars stepped together in NumPy (kinematic or dynamic bicycle).
 
     State reported by :meth:`reset_worlds` and :meth:`apply` (fresh arrays, leading world axis):
@@ -343,17 +347,17 @@ class RaceCarVectorBackend(VectorBackend):
         self,
         num_worlds: int = 1,
         dynamics: str = "kinematic",
-        control_dt: float = 1.0 / 60.0,
+        control_dt: float = car_robot.CONTROL_DT,
         physics_dt: float | None = None,
         params: CarParams | Mapping[str, Any] | None = None,
         friction: float | None = None,
         domain_randomization: bool = True,
         randomization: RandomizationRanges | Mapping[str, Any] | None = None,
-        start_distance_range: Sequence[float] = (1.0, 3.0),
-        arena_half_size: float = 4.0,
+        start_distance_range: Sequence[float] = car_robot.START_DISTANCE_RANGE,
+        arena_half_size: float = car_robot.ARENA_HALF_SIZE,
         render_size: int = 256,
         trail_length: int = 0,
-        goal_radius: float = 0.3,
+        goal_radius: float = car_robot.PARKING_RADIUS,
     ):
         if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)):
             raise TypeError(f"num_worlds must be an int, got {type(num_worlds).__name__}")
@@ -398,6 +402,7 @@ class RaceCarVectorBackend(VectorBackend):
             physics_dt = default_physics_dt(control_dt, params, dynamics, friction_scale)
         self.physics_dt = float(physics_dt)
         self.n_substeps = _substeps(self.control_dt, self.physics_dt)
+        self._readings = SimReadings(num_worlds, self.control_dt)
         stable = stable_physics_dt(params, dynamics, friction_scale)
         if self.physics_dt > stable:
             logger.warning(
@@ -550,6 +555,7 @@ class RaceCarVectorBackend(VectorBackend):
         if self.trail_length:
             self._trail[:, ids] = np.nan
             self._trail[self._trail_head, ids] = pose[:2].T
+        self._readings.reset(ids)
         return self._state()
 
     # -- stepping ------------------------------------------------------------------------------
@@ -584,6 +590,14 @@ class RaceCarVectorBackend(VectorBackend):
         if self.trail_length:
             self._trail_head = (self._trail_head + 1) % self.trail_length
             self._trail[self._trail_head] = self._q[:2].T
+        self._readings.advance()
+        finite = np.isfinite(self._q).all(axis=0)
+        if not finite.all():
+            logger.warning(
+                "race car worlds %s became non-finite; their readings are invalid until reset",
+                np.flatnonzero(~finite).tolist(),
+            )
+            self._readings.diverged |= ~finite
         return self._state()
 
     def _command_row(self, command: Batch, key: str) -> np.ndarray:
@@ -770,15 +784,20 @@ class RaceCarVectorBackend(VectorBackend):
             "velocity": q[_VX:].T.copy(),
             "steering": self._act.steer.copy(),
             "throttle": self._act.throttle.copy(),
+            **self._readings.keys(),
         }
 
     # -- rendering -----------------------------------------------------------------------------
 
-    def render_world(self, world: int, goal: np.ndarray | None = None) -> np.ndarray:
+    def render_world(
+        self, world: int, task_state: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Top-down RGB frame (render_size x render_size x 3, uint8) of world ``world``.
 
-        :param goal: (3,) goal pose to draw; None draws the last ``command["goal"]`` if any.
+        :param task_state: that world's task variables; its ``"goal"`` (3,) pose is drawn (the
+            last ``command["goal"]`` if none is given).
         """
+        goal = None if task_state is None else task_state.get("goal")
         if not 0 <= world < self.num_worlds:
             raise ValueError(f"world must be in [0, {self.num_worlds}), got {world}")
         if goal is None:
@@ -913,7 +932,7 @@ def draw_topdown(
     goal: np.ndarray | None = None,
     trail: np.ndarray | None = None,
     size: int = 256,
-    goal_radius: float = 0.3,
+    goal_radius: float = car_robot.PARKING_RADIUS,
 ) -> np.ndarray:
     """A top-down RGB picture of the arena, the goal, the car and its trail (OpenCV).
 
