@@ -32,7 +32,9 @@ class KeySpec:
 
 
 def batch_shape(spec: KeySpec) -> str:
-    """The documented shape with its batch axis, e.g. ``(B, 12)``."""
+    """The documented shape with its batch axis, e.g. ``(B, 12)``, ``(B,)``."""
+    if not spec.shape:
+        return "(B,)"
     return "(" + ", ".join(["B", *map(str, spec.shape)]) + ")"
 
 
