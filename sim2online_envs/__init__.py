@@ -6,6 +6,7 @@ Importing the package registers the env ids::
     import sim2online_envs  # noqa: F401  (registers the ids)
 
     env = gym.make("SimPanda-v0")   # also SimGo1-v0, SimRaceCar-v0
+    env = gym.make("RealPanda-v0", hardware="twin")  # the real driver against its twin
 """
 
 from __future__ import annotations
@@ -27,17 +28,22 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-#: Env id -> entry point. Episode length is enforced by the env itself (so that
-#: ``info["truncation_reason"]`` is set), hence no ``max_episode_steps`` here.
-SIM_ENV_IDS = {
-    "SimPanda-v0": "sim2online_envs.envs.panda:PandaEnv",
-    "SimGo1-v0": "sim2online_envs.envs.go1:Go1Env",
-    "SimRaceCar-v0": "sim2online_envs.envs.racecar:RaceCarEnv",
+from sim2online_envs import robots as _robots
+
+#: Env id -> entry point, from the robot modules. Episode length is enforced by the env itself
+#: (so that ``info["truncation_reason"]`` is set), hence no ``max_episode_steps`` here.
+SIM_ENV_IDS = {module.SIM_ID: module.SIM_ENTRY_POINT for module in _robots.ROBOT_MODULES.values()}
+#: Real robots (``hardware="real"``, or ``"twin"`` for the driver against its twin on loopback).
+REAL_ENV_IDS = {
+    module.REAL_ID: module.REAL_ENTRY_POINT for module in _robots.ROBOT_MODULES.values()
 }
 
 for _env_id, _entry_point in SIM_ENV_IDS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point, kwargs={"backend": "sim"})
+for _env_id, _entry_point in REAL_ENV_IDS.items():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=_entry_point)
 
 # Heavier entry points load on first use, so `import sim2online_envs` stays cheap.
 _LAZY = {
@@ -52,4 +58,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sim2online_envs' has no attribute {name!r}")
 
 
-__all__ = ["SIM_ENV_IDS", "__version__", "make_env", "make_vec"]
+__all__ = ["REAL_ENV_IDS", "SIM_ENV_IDS", "__version__", "make_env", "make_vec"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from sim2online_envs.core import TIME_LIMIT, Batch, SingleWorld, Task, TaskEnv, VectorBackend
+from sim2online_envs.core import TIME_LIMIT, Backend, Batch, Task, TaskEnv
 
 
 class PointTask(Task):
@@ -46,7 +46,7 @@ class PointTask(Task):
         return np.abs(state["x"] - task_state["goal"]) < 0.05
 
 
-class PointBackend(VectorBackend):
+class PointBackend(Backend):
     def __init__(self, num_worlds: int = 1):
         self.num_worlds = num_worlds
         self.x = np.zeros(num_worlds)
@@ -61,7 +61,7 @@ class PointBackend(VectorBackend):
 
 
 def make_env(max_episode_steps: int = 5) -> TaskEnv:
-    return TaskEnv(PointTask(max_episode_steps), SingleWorld(PointBackend()))
+    return TaskEnv(PointTask(max_episode_steps), PointBackend())
 
 
 def test_time_limit_is_truncation_with_reason() -> None:
@@ -124,9 +124,9 @@ def test_step_before_reset_is_an_error() -> None:
         make_env().step(np.zeros(1))
 
 
-def test_single_world_needs_one_world() -> None:
-    with pytest.raises(ValueError, match="num_worlds=1"):
-        SingleWorld(PointBackend(num_worlds=2))
+def test_task_env_needs_one_world() -> None:
+    with pytest.raises(ValueError, match="one-world backend, got 2 worlds"):
+        TaskEnv(PointTask(), PointBackend(num_worlds=2))
 
 
 class _Unused(Task):
@@ -146,7 +146,7 @@ def test_transition_refuses_reward_terms_other_than_the_declared_names() -> None
     class Misnamed(PointTask):
         reward_term_names = ("progress", "effort", "bonus")
 
-    env = TaskEnv(Misnamed(), SingleWorld(PointBackend()))
+    env = TaskEnv(Misnamed(), PointBackend())
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"returned \['progress', 'effort'\].*'bonus'"):
         env.step(np.zeros(1))

@@ -2,17 +2,16 @@
 
 Each is a ``gymnasium.Wrapper`` with a config dataclass and reports what it did in ``info``:
 
-* :class:`SafetyWrapper` (``info["safety"]``): action sanitation, per-robot command limits,
-  safety aborts, command watchdog.
 * :class:`RewardShapingWrapper` (``info["reward_shaping"]``): progress, success and action
   penalty terms.
 * :class:`ResetPromptWrapper` (``info["operator"]``): operator prompts between episodes on
   real robots, episode labels, automatic resets.
-* :class:`ControlRateWrapper` (``info["timing"]``): a fixed control period, jitter, misses.
 * :class:`RecordEpisodes` (``info["recording"]``): atomic episode files;
   :func:`fill_offline_buffer` loads them into the agents' offline buffer.
 
-``sim2online_envs.make_env`` stacks them per robot.
+``sim2online_envs.make_env`` stacks them per robot. Safety limits and aborts are not a wrapper:
+they are part of every env's step loop (:mod:`sim2online_envs.safety`), and a real backend owns
+the control clock and the command watchdog (:mod:`sim2online_envs.hardware.base`).
 """
 
 from sim2online_envs.wrappers.recording import (
@@ -39,36 +38,17 @@ from sim2online_envs.wrappers.reset_prompt import (
     TerminalOperator,
 )
 from sim2online_envs.wrappers.rewards import RewardConfig, RewardShapingWrapper, info_progress
-from sim2online_envs.wrappers.safety import (
-    STOP_HOOK,
-    CommandLimits,
-    CommandWatchdog,
-    Go1Limits,
-    PandaLimits,
-    RaceCarLimits,
-    SafetyConfig,
-    SafetyWrapper,
-    UnsafeCommandError,
-)
-from sim2online_envs.wrappers.timing import ControlRateWrapper, TimingConfig, precise_sleep_until
 
 __all__ = [
-    "STOP_HOOK",
     "CallableOperator",
-    "CommandLimits",
-    "CommandWatchdog",
-    "ControlRateWrapper",
     "DriveBackReset",
     "Episode",
-    "Go1Limits",
     "KeyPressOperator",
     "Operator",
     "OperatorStopError",
     "OperatorTimeoutError",
     "OperatorUnavailableError",
     "PandaHomeReset",
-    "PandaLimits",
-    "RaceCarLimits",
     "RecordEpisodes",
     "RecordingConfig",
     "RecordingError",
@@ -76,15 +56,10 @@ __all__ = [
     "ResetPromptWrapper",
     "RewardConfig",
     "RewardShapingWrapper",
-    "SafetyConfig",
-    "SafetyWrapper",
     "ScriptedOperator",
     "TerminalOperator",
-    "TimingConfig",
-    "UnsafeCommandError",
     "fill_offline_buffer",
     "info_progress",
     "load_episode",
     "load_episodes",
-    "precise_sleep_until",
 ]

@@ -13,7 +13,7 @@
 * **In ``reset()``** it tells the operator what to do for this robot
   (:data:`RESET_INSTRUCTIONS`) and waits for ``ready``. Where the robot can reset itself it
   offers ``auto`` (:class:`DriveBackReset` for the car, :class:`PandaHomeReset`, and the Go1's
-  ``stand_up()`` backend hook); the operator confirms again after it ran. ``stop`` raises
+  backend's ``home()``); the operator confirms again after it ran. ``stop`` raises
   :class:`OperatorStopError`.
 * **Mid-episode**, :meth:`ResetPromptWrapper.request_abort` (thread-safe, e.g. from a key
   handler or a GUI) ends the episode at the next step as truncated (``"operator_abort"``).
@@ -44,6 +44,8 @@ from typing import IO, Any, Literal
 
 import gymnasium as gym
 import numpy as np
+
+from sim2online_envs import robots
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +88,9 @@ READY = Choice("ready", "c", "the scene is reset: start the episode")
 AUTO = Choice("auto", "a", "run the automatic reset, then confirm")
 STOP = Choice("stop", "q", "stop the session")
 
-#: What the operator does between episodes, per robot (``Task.robot``).
+#: What the operator does between episodes, per robot (``Task.robot``), from the robot modules.
 RESET_INSTRUCTIONS: dict[str, str] = {
-    "panda": (
-        "Panda: put the cube back on the table inside the marked area, clear the workspace and "
-        "the camera view. The arm must be at its home pose with the gripper open (automatic "
-        "reset, or guide it by hand). Keep the user stop in reach."
-    ),
-    "go1": (
-        "Go1: set the robot on its feet in the middle of the mat, facing +x, legs free, tether "
-        "slack (or let it stand up with the automatic reset). Keep the e-stop in hand."
-    ),
-    "racecar": (
-        "Race car: put the car back on the start marker, facing +x (or let it drive back with "
-        "the automatic reset), check that motion capture tracks it. Keep the kill switch in hand."
-    ),
+    name: module.RESET_INSTRUCTIONS for name, module in robots.ROBOT_MODULES.items()
 }
 
 
@@ -473,23 +463,26 @@ class PandaHomeReset(AutoReset):
 
 
 @dataclass(frozen=True)
-class BackendHookReset(AutoReset):
-    """Calls a backend method (e.g. the Go1 driver's ``stand_up()``), available where it exists."""
+class HomeReset(AutoReset):
+    """Runs the backend's own ``home()`` (the Go1 stands up), part of every backend's contract.
 
-    hook: str = "stand_up"
+    Available on real backends (a simulator places its world at reset instead).
+    """
+
     description = "stand up"
 
     def available(self, env: gym.Env) -> bool:
-        return callable(getattr(getattr(env.unwrapped, "backend", None), self.hook, None))
+        return getattr(getattr(env.unwrapped, "backend", None), "kind", "sim") != "sim"
 
     def run(self, env: gym.Env) -> bool:
-        return bool(getattr(env.unwrapped.backend, self.hook)())  # type: ignore[attr-defined]
+        env.unwrapped.backend.home()  # type: ignore[attr-defined]
+        return True
 
 
 #: Automatic reset per robot (``Task.robot``).
 DEFAULT_AUTO_RESETS: dict[str, Callable[[], AutoReset]] = {
     "panda": PandaHomeReset,
-    "go1": BackendHookReset,
+    "go1": HomeReset,
     "racecar": DriveBackReset,
 }
 

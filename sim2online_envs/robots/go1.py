@@ -69,6 +69,7 @@ __all__ = [
     "NAME",
     "NUM_FEET",
     "NUM_JOINTS",
+    "REAL_ENTRY_POINT",
     "REAL_ID",
     "RESET_INSTRUCTIONS",
     "SAFETY_JOINT_MARGIN",
@@ -97,6 +98,8 @@ REAL_ID = "RealGo1-v0"
 #: Where registration finds the env class and the demo its scripted controller (strings: the
 #: robot module imports neither).
 SIM_ENTRY_POINT = "sim2online_envs.envs.go1:Go1Env"
+#: The real robot's env (its driver libraries load only when it is made).
+REAL_ENTRY_POINT = "sim2online_envs.hardware.go1.env:RealGo1Env"
 CONTROLLER_MODULE = "sim2online_envs.controllers.go1"
 
 # -- joints --------------------------------------------------------------------------------------

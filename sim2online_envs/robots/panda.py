@@ -74,6 +74,7 @@ __all__ = [
     "MAX_TARGET_LEAD",
     "MAX_TIP_STEP",
     "NAME",
+    "REAL_ENTRY_POINT",
     "REAL_ID",
     "RESET_HOME_TOLERANCE",
     "RESET_INSTRUCTIONS",
@@ -101,6 +102,8 @@ SIM_ID = "SimPanda-v0"
 REAL_ID = "RealPanda-v0"
 #: Where registration finds the env class and the demo its scripted controller.
 SIM_ENTRY_POINT = "sim2online_envs.envs.panda:PandaEnv"
+#: The real robot's env (its driver libraries load only when it is made).
+REAL_ENTRY_POINT = "sim2online_envs.hardware.panda.env:RealPandaEnv"
 CONTROLLER_MODULE = "sim2online_envs.controllers.panda"
 
 # -- arm -----------------------------------------------------------------------------------------

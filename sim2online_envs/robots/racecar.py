@@ -62,6 +62,7 @@ __all__ = [
     "MAX_STEERING_RATE",
     "NAME",
     "PARKING_RADIUS",
+    "REAL_ENTRY_POINT",
     "REAL_ID",
     "RESET_HOME",
     "RESET_HOME_TOLERANCE",
@@ -89,6 +90,8 @@ SIM_ID = "SimRaceCar-v0"
 REAL_ID = "RealRaceCar-v0"
 #: Where registration finds the env class and the demo its scripted controller.
 SIM_ENTRY_POINT = "sim2online_envs.envs.racecar:RaceCarEnv"
+#: The real robot's env (its driver libraries load only when it is made).
+REAL_ENTRY_POINT = "sim2online_envs.hardware.racecar.env:RealRaceCarEnv"
 CONTROLLER_MODULE = "sim2online_envs.controllers.racecar"
 
 # -- the car (F1TENTH gym vehicle parameters) ---------------------------------------------------
