@@ -1,14 +1,16 @@
-"""What SAC and TD3 share here: warm start, actor learning rate, gradient clipping, background
-updates, whole-state save/load with RNGs, and clear errors for bad checkpoints and buffers.
+"""What SAC, TD3, TQC and CrossQ share here: warm start, actor learning rate, gradient clipping,
+the action-rate penalty, background updates, whole-state save/load with RNGs, and clear errors
+for bad checkpoints and buffers.
 
-:class:`FineTuningMixin` goes before SB3's class in the bases (``class SAC(FineTuningMixin,
-sb3.SAC)``); everything else of SB3's API stays as it is.
+:class:`FineTuningMixin` goes before the SB3 (or sb3-contrib) class in the bases (``class
+SAC(FineTuningMixin, sb3.SAC)``); everything else of SB3's API stays as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import logging
 import pathlib
@@ -16,7 +18,7 @@ import pickle
 import threading
 import zipfile
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
@@ -45,6 +47,17 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 logger = logging.getLogger(__name__)
 
 SelfFineTuning = TypeVar("SelfFineTuning", bound="FineTuningMixin")
+
+#: policy_kwargs keys of this package's policies (agents.policies), dropped when a model is saved
+#: under SB3's policy class.
+EXTRA_POLICY_KWARGS = (
+    "critic_arch",
+    "critic_width",
+    "critic_blocks",
+    "critic_layer_norm",
+    "image_augmentation",
+    "random_shift_pad",
+)
 
 #: Errors that mean "this file is not a complete checkpoint/buffer" when reading it.
 _CORRUPT_FILE_ERRORS = (
@@ -179,7 +192,13 @@ class BackgroundLearner:
 
 
 class FineTuningMixin:
-    """Sim-to-online additions shared by this package's SAC and TD3 (see their docstrings)."""
+    """Sim-to-online additions shared by this package's SAC, TD3, TQC and CrossQ (see their
+    docstrings). Each class writes its own ``train`` loop (SB3's, step for step, plus the
+    additions); everything else lives here once."""
+
+    #: SB3's policy class for each of this class's own (same networks, same state dict): a model
+    #: whose policy has no extra saves under SB3's class, so that plain SB3 loads the file.
+    _sb3_policy_classes: ClassVar[dict[type, type]] = {}
 
     # Provided by SB3's algorithm classes.
     policy: Any
@@ -201,24 +220,58 @@ class FineTuningMixin:
         warm_start_steps: int,
         async_updates: bool,
         max_grad_norm: float | None,
+        action_rate_penalty: float = 0.0,
     ) -> None:
         """Store and check the shared arguments (before SB3's constructor builds the model)."""
-        _check_fine_tuning_arguments(warm_start_steps=warm_start_steps, max_grad_norm=max_grad_norm)
+        _check_fine_tuning_arguments(
+            warm_start_steps=warm_start_steps,
+            max_grad_norm=max_grad_norm,
+            action_rate_penalty=action_rate_penalty,
+        )
         self.actor_learning_rate = actor_learning_rate
         self.warm_start_steps = warm_start_steps
         self.async_updates = bool(async_updates)
         self.max_grad_norm = max_grad_norm
+        self.action_rate_penalty = float(action_rate_penalty)
         self._n_actor_updates = 0
         self._learner: BackgroundLearner | None = None
         self._critic_only = False
 
+    def _adopt_own_policy_class(self) -> None:
+        """An SB3 policy class (a file saved by SB3 or by :meth:`save`) becomes this package's
+        own, which builds the same networks; called before SB3's _setup_model builds them.
+
+        Not where the meaning would change: SB3's shared encoder follows the actor loss, this
+        package's the critic loss, so such a policy stays SB3's."""
+        policy_kwargs = getattr(self, "policy_kwargs", None) or {}
+        if policy_kwargs.get("share_features_extractor"):
+            return
+        own = {sb3: ours for ours, sb3 in self._sb3_policy_classes.items()}
+        policy_class = getattr(self, "policy_class", None)
+        if policy_class in own:
+            self.policy_class = own[policy_class]
+
     def _setup_fine_tuning(self) -> None:
         """Schedules that depend on the (possibly loaded) arguments; called in _setup_model."""
+        # Models saved before these attributes existed (or SB3 models loaded through this class).
+        for name, default in (
+            ("_n_actor_updates", 0),
+            ("_learner", None),
+            ("_critic_only", False),
+            ("action_rate_penalty", 0.0),
+            ("actor_learning_rate", None),
+            ("warm_start_steps", 0),
+            ("async_updates", False),
+            ("max_grad_norm", None),
+        ):
+            if not hasattr(self, name):
+                setattr(self, name, default)
         # Arguments given to load() skip the constructor's checks.
         _check_fine_tuning_arguments(
             policy_delay=self.policy_delay,  # type: ignore[attr-defined]
             warm_start_steps=self.warm_start_steps,
             max_grad_norm=self.max_grad_norm,
+            action_rate_penalty=self.action_rate_penalty,
         )
         kwargs = getattr(self, "replay_buffer_kwargs", None)
         if isinstance(kwargs, dict) and "offline_data" in kwargs:
@@ -226,16 +279,16 @@ class FineTuningMixin:
             # copied into every model file and re-read by load(), which then fails once the
             # file has moved. A new dict: the user's own is left as it was.
             self.replay_buffer_kwargs = {k: v for k, v in kwargs.items() if k != "offline_data"}
-        actor_lr = self.actor_learning_rate
-        self.actor_lr_schedule = FloatSchedule(
-            self.lr_schedule if actor_lr is None else actor_lr  # type: ignore[arg-type]
-        )
         # SB3 builds every optimiser with learning_rate; show the actor's own rate from the start.
         update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1.0))
-        # Models saved before these attributes existed (or SB3 models loaded through this class).
-        for name, default in (("_n_actor_updates", 0), ("_learner", None), ("_critic_only", False)):
-            if not hasattr(self, name):
-                setattr(self, name, default)
+
+    @property
+    def actor_lr_schedule(self) -> Schedule:
+        """The actor's rate: ``actor_learning_rate``, else ``lr_schedule`` as it is now (a
+        replaced ``model.lr_schedule``, SB3's way to change the rate mid-run, reaches it)."""
+        if self.actor_learning_rate is None:
+            return self.lr_schedule
+        return FloatSchedule(self.actor_learning_rate)
 
     # -- properties users read -----------------------------------------------------------------
 
@@ -245,8 +298,9 @@ class FineTuningMixin:
         return self._n_actor_updates
 
     def _actor_update_due(self) -> bool:
-        """After a critic update: is this one of the every-``policy_delay``-th actor updates?"""
-        return self._n_updates % self.policy_delay == 0 and not self._critic_only  # type: ignore[attr-defined]
+        """Before the next critic update: will it be one of the every-``policy_delay``-th, which
+        the actor follows? (False in :meth:`train_critic`.)"""
+        return (self._n_updates + 1) % self.policy_delay == 0 and not self._critic_only  # type: ignore[attr-defined]
 
     @property
     def in_warm_start(self) -> bool:
@@ -281,6 +335,21 @@ class FineTuningMixin:
                 "train/online_fraction", self.replay_buffer.current_online_fraction()
             )
 
+    def _action_rate_loss(self, observations: Any, next_observations: Any) -> th.Tensor | None:
+        """``action_rate_penalty`` · mean ‖μ(s′) − μ(s)‖² over the batch, μ the deterministic
+        action in [-1, 1] (CAPS' temporal smoothness term): the actor is pulled towards actions
+        that change little from one control step to the next. None when the penalty is 0."""
+        if not self.action_rate_penalty:
+            return None
+        actions = self._deterministic_actions(observations)
+        next_actions = self._deterministic_actions(next_observations)
+        rate = (next_actions - actions).pow(2).sum(dim=1).mean()
+        return self.action_rate_penalty * rate
+
+    def _deterministic_actions(self, observations: Any) -> th.Tensor:
+        """The actor's deterministic (squashed) actions; TD3 overrides (its actor has no flag)."""
+        return self.actor(observations, deterministic=True)
+
     def _augment(self, observations: Any) -> Any:
         augment = getattr(self.policy, "augment", None)
         return observations if augment is None else augment(observations)
@@ -313,11 +382,16 @@ class FineTuningMixin:
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 4,
-        tb_log_name: str = "run",
+        tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfFineTuning:
-        """SB3's ``learn`` plus warm start and, with ``async_updates``, background updates."""
+        """SB3's ``learn`` plus warm start and, with ``async_updates``, background updates.
+
+        ``tb_log_name`` defaults to SB3's for the algorithm (``"SAC"``, ``"TD3"``, ``"TQC"``,
+        ``"CrossQ"``), so TensorBoard runs land in ``SAC_1`` etc. as with SB3."""
+        if tb_log_name is None:
+            tb_log_name = self._sb3_tb_log_name()
         total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
@@ -368,6 +442,16 @@ class FineTuningMixin:
         callback.on_training_end()
         return self
 
+    def _sb3_tb_log_name(self) -> str:
+        """The ``tb_log_name`` default of the SB3 class this one extends."""
+        for cls in type(self).__mro__:
+            if issubclass(cls, FineTuningMixin) or "learn" not in cls.__dict__:
+                continue
+            default = inspect.signature(cls.learn).parameters["tb_log_name"].default
+            if isinstance(default, str):
+                return default
+        return "run"
+
     # -- hand-off choices -------------------------------------------------------------------------
 
     def train_critic(self, gradient_steps: int, batch_size: int | None = None) -> None:
@@ -390,13 +474,13 @@ class FineTuningMixin:
     def reset_critic(self) -> None:
         """Re-initialise the Q-networks (not a shared image encoder), their targets and the
         critic optimiser's state: SGFT's hand-off, keeping the prior's actor."""
-        for q_net, q_target in zip(
-            self.critic.q_networks, self.critic_target.q_networks, strict=True
-        ):
+        target = getattr(self, "critic_target", None)  # CrossQ has none
+        targets = target.q_networks if target is not None else [None] * len(self.critic.q_networks)
+        for q_net, q_target in zip(self.critic.q_networks, targets, strict=True):
             for module in q_net.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-            q_target.load_state_dict(q_net.state_dict())
+                _reset_module(module)
+            if q_target is not None:
+                q_target.load_state_dict(q_net.state_dict())
         self.critic.optimizer.state.clear()
 
     # -- the background learner's copy ---------------------------------------------------------
@@ -450,7 +534,26 @@ class FineTuningMixin:
     # -- save / load ----------------------------------------------------------------------------
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_learner", "actor_lr_schedule"]  # type: ignore[misc]
+        return [*super()._excluded_save_params(), "_learner"]  # type: ignore[misc]
+
+    def _sb3_policy_for_saving(self) -> tuple[type, dict[str, Any]] | None:
+        """SB3's policy class and the policy_kwargs without this package's keys, where the
+        policy is SB3's own network for network (no extra in use); else None."""
+        sb3_class = self._sb3_policy_classes.get(self.policy_class)  # type: ignore[attr-defined]
+        if sb3_class is None:
+            return None
+        kwargs = dict(self.policy_kwargs or {})  # type: ignore[attr-defined]
+        policy = self.policy
+        if (
+            getattr(policy, "critic_arch", "mlp") != "mlp"
+            or getattr(policy, "image_augmentation", None) is not None
+            or getattr(policy, "critic_layer_norm", False)
+            or kwargs.get("share_features_extractor", False)
+        ):
+            return None
+        for key in EXTRA_POLICY_KWARGS:
+            kwargs.pop(key, None)
+        return sb3_class, kwargs
 
     def save(
         self,
@@ -460,10 +563,19 @@ class FineTuningMixin:
     ) -> None:
         """SB3's ``save`` plus the RNG states, written atomically (temp file, fsync, rename).
 
+        A policy with none of this package's extras in use is saved under SB3's own policy
+        class, so that plain SB3 (``stable_baselines3.SAC.load``) reads the file without this
+        package installed; a BRO/LayerNorm critic, a critic-trained shared encoder, DrQ, a
+        ``MixingReplayBuffer`` or an encoder class of this package need the package to load.
+
         In ``async_updates`` mode during ``learn`` the saved state is the one published at the
         last rollout boundary.
         """
         self._rng_state = capture_rng_state(self.action_space)
+        saved_policy = self.policy_class, self.policy_kwargs  # type: ignore[attr-defined]
+        as_sb3 = self._sb3_policy_for_saving()
+        if as_sb3 is not None:
+            self.policy_class, self.policy_kwargs = as_sb3
         try:
             if isinstance(path, (str, pathlib.Path)):
                 target = with_suffix_if_missing(path, "zip")
@@ -475,6 +587,7 @@ class FineTuningMixin:
                 super().save(path, exclude, include)  # type: ignore[misc]
         finally:
             del self._rng_state
+            self.policy_class, self.policy_kwargs = saved_policy
 
     @classmethod
     def load(
@@ -557,7 +670,8 @@ class FineTuningMixin:
         buffer, which would silently drop D0 and the mixing: put such a buffer into D0 with
         ``model.replay_buffer.load_offline(path)`` instead.
         """
-        previous = self.replay_buffer
+        # SB3 allows loading after ``del model.replay_buffer``.
+        previous = getattr(self, "replay_buffer", None)
         try:
             super().load_replay_buffer(path, truncate_last_traj)  # type: ignore[misc]
         except FileNotFoundError:
@@ -597,6 +711,9 @@ def _check_fine_tuning_arguments(**arguments: Any) -> None:
     norm = arguments.get("max_grad_norm")
     if norm is not None and not norm > 0:
         raise ValueError(f"max_grad_norm must be > 0 or None, got {norm!r}")
+    penalty = arguments.get("action_rate_penalty", 0.0)
+    if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or not penalty >= 0:
+        raise ValueError(f"action_rate_penalty must be a float >= 0, got {penalty!r}")
 
 
 def check_buffer_spaces(
@@ -641,6 +758,22 @@ def frozen(module: th.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(parameters, flags, strict=True):
             p.requires_grad_(flag)
+
+
+def _reset_module(module: th.nn.Module) -> None:
+    """Re-initialise one layer: parameters, and the running statistics of a (re)norm layer
+    (torch's BatchNorm, sb3-contrib's BatchRenorm of CrossQ)."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    if hasattr(module, "reset_running_stats"):
+        module.reset_running_stats()
+    if hasattr(module, "ra_mean"):  # BatchRenorm: buffers ra_mean, ra_var, steps; scale, bias
+        with th.no_grad():
+            module.ra_mean.zero_()
+            module.ra_var.fill_(1.0)
+            module.steps.zero_()
+            module.scale.fill_(1.0)
+            module.bias.zero_()
 
 
 def _getattr_path(obj: Any, path: str) -> Any:

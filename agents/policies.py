@@ -10,6 +10,9 @@ critic_arch           ``"mlp"`` (SB3's critic, sized by ``net_arch``) or ``"bro"
                       Default ``"mlp"``.
 critic_width          BRO hidden width (default 512, the study's value).
 critic_blocks         BRO residual blocks (default 2).
+critic_layer_norm     With ``critic_arch="mlp"``: LayerNorm after every hidden Linear of
+                      each Q-network (Linear → LayerNorm → ReLU, as DroQ and REDQ-style
+                      ensembles use); SB3's plain MLP otherwise. Default ``False``.
 share_features_extractor
                       With ``True`` the actor and critic share one encoder which is trained
                       by the **critic loss only**; the actor reads detached features (DrQ,
@@ -192,6 +195,52 @@ def bro_network(
     return nn.Sequential(*layers)
 
 
+def layer_norm_mlp(
+    input_dim: int, net_arch: Sequence[int], activation_fn: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """SB3's critic MLP with a LayerNorm after every hidden Linear, then a linear head."""
+    layers: list[nn.Module] = []
+    width = input_dim
+    for hidden in net_arch:
+        layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), activation_fn()]
+        width = hidden
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+class LayerNormCritic(ContinuousCritic):
+    """SB3's ``ContinuousCritic`` (``n_critics`` Q-networks sized by ``net_arch``) with LayerNorm
+    in each hidden layer: the critic of a REDQ-style ensemble."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        n_critics: int = 2,
+        share_features_extractor: bool = True,
+    ):
+        BaseModel.__init__(
+            self,
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+        )
+        action_dim = get_action_dim(self.action_space)
+        self.share_features_extractor = share_features_extractor
+        self.n_critics = n_critics
+        self.q_networks: list[nn.Module] = []
+        for idx in range(n_critics):
+            q_net = layer_norm_mlp(features_dim + action_dim, net_arch, activation_fn)
+            self.add_module(f"qf{idx}", q_net)
+            self.q_networks.append(q_net)
+
+
 class BROCritic(ContinuousCritic):
     """SB3's ``ContinuousCritic`` with BRO Q-networks (same forward, ``q1_forward``, n_critics)."""
 
@@ -270,6 +319,7 @@ class _PolicyExtrasMixin:
         critic_arch: str = "mlp",
         critic_width: int = 512,
         critic_blocks: int = 2,
+        critic_layer_norm: bool = False,
         image_augmentation: str | None = None,
         random_shift_pad: int = 4,
         **kwargs: Any,
@@ -278,6 +328,7 @@ class _PolicyExtrasMixin:
             critic_arch,
             critic_width,
             critic_blocks,
+            critic_layer_norm,
             image_augmentation,
             random_shift_pad,
         )
@@ -290,6 +341,7 @@ class _PolicyExtrasMixin:
         critic_arch: str,
         critic_width: int,
         critic_blocks: int,
+        critic_layer_norm: bool,
         image_augmentation: str | None,
         random_shift_pad: int,
     ) -> None:
@@ -305,6 +357,7 @@ class _PolicyExtrasMixin:
         self.critic_arch = critic_arch
         self.critic_width = int(critic_width)
         self.critic_blocks = int(critic_blocks)
+        self.critic_layer_norm = bool(critic_layer_norm)
         self.image_augmentation = image_augmentation
         self.random_shift_pad = int(random_shift_pad)
         # Which observation entries are images, and their layout, for the augmentation.
@@ -327,6 +380,8 @@ class _PolicyExtrasMixin:
         if self.critic_arch == "bro":
             kwargs.update(width=self.critic_width, num_blocks=self.critic_blocks)
             return BROCritic, kwargs
+        if self.critic_layer_norm:
+            return LayerNormCritic, kwargs
         return ContinuousCritic, kwargs
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> Any:
@@ -355,6 +410,7 @@ class _PolicyExtrasMixin:
             critic_arch=self.critic_arch,
             critic_width=self.critic_width,
             critic_blocks=self.critic_blocks,
+            critic_layer_norm=self.critic_layer_norm,
             image_augmentation=self.image_augmentation,
             random_shift_pad=self.random_shift_pad,
             share_features_extractor=self.share_features_extractor,
@@ -485,6 +541,7 @@ __all__ = [
     "BROBlock",
     "BROCritic",
     "ImageEncoder",
+    "LayerNormCritic",
     "MultiInputEncoder",
     "SACCnnPolicy",
     "SACMultiInputPolicy",
@@ -493,5 +550,6 @@ __all__ = [
     "TD3MultiInputPolicy",
     "TD3Policy",
     "bro_network",
+    "layer_norm_mlp",
     "random_shift",
 ]

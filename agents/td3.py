@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any, ClassVar
 
 import numpy as np
+import stable_baselines3.td3.policies as sb3_td3_policies
 import torch as th
 from sim2online_envs.agents.common import FineTuningMixin, frozen
 from sim2online_envs.agents.policies import TD3CnnPolicy, TD3MultiInputPolicy, TD3Policy
@@ -37,13 +38,26 @@ class TD3(FineTuningMixin, SB3TD3):
     async_updates            Background learner, weights published at rollout boundaries
                              (see :class:`~sim2online_envs.agents.SAC`). Default False.
     max_grad_norm            Clip actor and critic gradients to this global norm; default None.
+    action_rate_penalty      λ ≥ 0: the actor loss gains λ · mean ‖π(s′) − π(s)‖² (actions in
+                             [-1, 1]); see :class:`~sim2online_envs.agents.SAC`. Default 0.
     ======================== ================================================================
+
+    With the added arguments at their defaults the run is SB3's ``TD3``'s bit for bit. One
+    difference with ``share_features_extractor=True`` only: the shared encoder is trained by the
+    critic (see :mod:`sim2online_envs.agents.policies`) and the target critic has an encoder of
+    its own, Polyak-averaged from the critic's; SB3 shares the actor target's encoder with the
+    target critic (which then moves at 2τ).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": TD3Policy,
         "CnnPolicy": TD3CnnPolicy,
         "MultiInputPolicy": TD3MultiInputPolicy,
+    }
+    _sb3_policy_classes: ClassVar[dict[type, type]] = {
+        TD3Policy: sb3_td3_policies.TD3Policy,
+        TD3CnnPolicy: sb3_td3_policies.CnnPolicy,
+        TD3MultiInputPolicy: sb3_td3_policies.MultiInputPolicy,
     }
 
     def __init__(
@@ -78,10 +92,13 @@ class TD3(FineTuningMixin, SB3TD3):
         warm_start_steps: int = 0,
         async_updates: bool = False,
         max_grad_norm: float | None = None,
+        action_rate_penalty: float = 0.0,
     ):
         if not isinstance(policy_delay, int) or policy_delay < 1:
             raise ValueError(f"policy_delay must be an int >= 1, got {policy_delay!r}")
-        self._init_fine_tuning(actor_learning_rate, warm_start_steps, async_updates, max_grad_norm)
+        self._init_fine_tuning(
+            actor_learning_rate, warm_start_steps, async_updates, max_grad_norm, action_rate_penalty
+        )
         super().__init__(
             policy,
             env,
@@ -111,8 +128,12 @@ class TD3(FineTuningMixin, SB3TD3):
         )
 
     def _setup_model(self) -> None:
+        self._adopt_own_policy_class()
         super()._setup_model()
         self._setup_fine_tuning()
+
+    def _deterministic_actions(self, observations: Any) -> th.Tensor:
+        return self.actor(observations)
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
@@ -160,12 +181,16 @@ class TD3(FineTuningMixin, SB3TD3):
                     with frozen(self.critic):
                         q = self.critic.q1_forward(observations, self.actor(observations))
                     actor_loss = -q.mean()
+                    metrics["actor_loss"].append(actor_loss.item())
+                    rate_loss = self._action_rate_loss(observations, next_observations)
+                    if rate_loss is not None:
+                        metrics["action_rate_loss"].append(rate_loss.item())
+                        actor_loss = actor_loss + rate_loss
                     self.actor.optimizer.zero_grad()
                     actor_loss.backward()
                     self._clip_gradients(self.actor.optimizer)
                     self.actor.optimizer.step()
                     self._n_actor_updates += 1
-                    metrics["actor_loss"].append(actor_loss.item())
                     polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
                     polyak_update(
                         self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0

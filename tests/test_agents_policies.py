@@ -210,7 +210,15 @@ def test_shared_encoder_is_trained_by_the_critic_loss_only() -> None:
     before_mu = model.actor.mu.weight.detach().clone()
     model.actor.optimizer.zero_grad()
     model.critic.optimizer.zero_grad()  # clears the encoder's gradients from the last update
-    model._actor_and_temperature_step(observations, model._ent_coef(), defaultdict(list))
+    actions_pi, log_prob = model.actor.action_log_prob(observations)
+    model._actor_step(
+        observations,
+        observations,
+        actions_pi,
+        log_prob.reshape(-1, 1),
+        model._ent_coef(),
+        defaultdict(list),
+    )
     # The actor step moved the actor's head but neither wrote gradients to nor moved the encoder.
     assert not th.equal(before_mu, model.actor.mu.weight)
     assert all(p.grad is None for p in model.critic.parameters())
