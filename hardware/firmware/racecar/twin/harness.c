@@ -5,7 +5,8 @@
  * UART_FD (a stream socket or pipe pair end): bytes read from it enter the AVR's USART0 receiver
  * (at the configured baud rate, simavr's model), bytes the AVR transmits are written to it.
  * CTL_FD (a stream socket): the side channel, one line per message.
- *   harness -> twin:  {"t": SIM_S, "steer_us": US, "throttle_us": US, "lag": S, "boots": N}
+ *   harness -> twin:  {"t": SIM_S, "steer_us": US, "throttle_us": US, "lag": S, "boots": N,
+ *                      "frame_t": SIM_S of the last frame delimiter fed to the UART}
  *                     every 5 ms of AVR time and whenever a pulse width changes. A pulse width is
  *                     Timer1's OCR1x / (F_CPU / prescaler), or 0 when the pin is not driven by
  *                     the timer (output compare off, pin not an output, timer stopped).
@@ -47,6 +48,7 @@ static size_t pending_len;
 static uint8_t tx_buf[4096];
 static size_t tx_len;
 static unsigned boots = 1;
+static avr_cycle_count_t cycle0, last_frame_cycle;
 
 static double wall_now(void)
 {
@@ -121,7 +123,10 @@ static void feed_uart(void)
 {
     avr_irq_t *in = avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_INPUT);
     size_t i = 0;
-    while (i < pending_len && xon) avr_raise_irq(in, pending[i++]);
+    while (i < pending_len && xon) {
+        if (pending[i] == 0) last_frame_cycle = avr->cycle - cycle0;
+        avr_raise_irq(in, pending[i++]);
+    }
     memmove(pending, pending + i, pending_len - i);
     pending_len -= i;
 }
@@ -190,7 +195,7 @@ int main(int argc, char **argv)
     if (argc > 4) set_supply((unsigned)atoi(argv[4]));
 
     const avr_cycle_count_t slice = F_CPU_HZ / 2000; /* 0.5 ms of AVR time per slice */
-    avr_cycle_count_t cycle0 = avr->cycle;
+    cycle0 = avr->cycle;
     double wall0 = wall_now(), last_report = -1.0, lag = 0.0;
     double last_steer = -1.0, last_throttle = -1.0;
     char ctl_line[256];
@@ -217,8 +222,9 @@ int main(int argc, char **argv)
             char msg[160];
             int n = snprintf(msg, sizeof msg,
                              "{\"t\": %.6f, \"steer_us\": %.1f, \"throttle_us\": %.1f, "
-                             "\"lag\": %.6f, \"boots\": %u}\n",
-                             sim_t, steer, throttle, lag, boots);
+                             "\"lag\": %.6f, \"boots\": %u, \"frame_t\": %.6f}\n",
+                             sim_t, steer, throttle, lag, boots,
+                             (double)last_frame_cycle / F_CPU_HZ);
             write_all(ctl_fd, msg, (size_t)n);
             last_report = sim_t;
             last_steer = steer;
