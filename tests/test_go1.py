@@ -172,7 +172,7 @@ def test_a_tipped_go1_terminates_at_once():
 def test_a_pushed_go1_falls_and_terminates():
     env = make_env()
     env.reset(seed=1)
-    backend = env.backend.vector_backend
+    backend = env.backend
     backend.set_trunk_wrench([0.0, 0.0, 0.0, 60.0, 0.0, 0.0])  # a hard roll torque [N m]
     for _ in range(100):
         _, _, terminated, truncated, _ = env.step(np.zeros(12))

@@ -69,7 +69,7 @@ def test_spaces_timing_and_info_keys() -> None:
     assert env.metadata["render_fps"] == 60
     obs, info = env.reset(seed=0)
     assert obs.shape == (7,) and obs.dtype == np.float32
-    assert set(info) == {"is_success", "distance", "speed", "out_of_arena"}
+    assert set(info) == {"is_success", "distance", "speed", "out_of_arena", "safety", "timing"}
     _, _, _, _, info = env.step(env.action_space.sample())
     assert set(info["reward_terms"]) == {"progress", "goal", "control", "smoothness"}
 
@@ -118,7 +118,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
         RaceCarEnv().reset(options={"goal": (0.0, 0.0, 0.0)})
     env = RaceCarEnv()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="action contains NaN or inf"):
         env.step(np.array([np.nan, 0.0]))
 
 

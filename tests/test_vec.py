@@ -19,11 +19,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 import sim2online_envs
 from sim2online_envs.core import (
     TIME_LIMIT,
+    Backend,
     Batch,
-    SingleWorld,
     Task,
     TaskEnv,
-    VectorBackend,
     sum_reward_terms,
 )
 from sim2online_envs.vec import TaskVecEnv, make_vec
@@ -80,7 +79,7 @@ class DriftTask(Task):
         return {"distance": np.abs(state["x"] - task_state["goal"])}
 
 
-class DriftBackend(VectorBackend):
+class DriftBackend(Backend):
     """N points; each reset draws a per-world gain (domain randomisation) and a start."""
 
     def __init__(self, num_worlds: int = 1):
@@ -102,7 +101,7 @@ class DriftBackend(VectorBackend):
         self.x = self.x + self.gain * command["velocity"]
         return {"x": self.x.copy()}
 
-    def render_world(self, world: int) -> np.ndarray:
+    def render_world(self, world: int, task_state=None) -> np.ndarray:
         frame = np.zeros((4, 4, 3), dtype=np.uint8)
         frame[..., 0] = world
         return frame
@@ -112,7 +111,7 @@ class DriftBackend(VectorBackend):
 
 
 def drift_single(max_episode_steps: int = 6) -> TaskEnv:
-    return TaskEnv(DriftTask(max_episode_steps), SingleWorld(DriftBackend(1)))
+    return TaskEnv(DriftTask(max_episode_steps), DriftBackend(1))
 
 
 def drift_vec(num_envs: int, seed: int | None = 0, max_episode_steps: int = 6) -> TaskVecEnv:

@@ -22,7 +22,6 @@ from sim2online_envs.wrappers.recording import (
     load_episode,
     load_episodes,
 )
-from sim2online_envs.wrappers.safety import SafetyWrapper
 from stable_baselines3.common.vec_env import VecTransposeImage
 
 import sim2online_envs
@@ -51,7 +50,7 @@ def rollout(env: gym.Env, episodes: int, seed: int) -> dict[str, list]:
 
 def test_racecar_recordings_load_into_the_mixing_buffer_identically(tmp_path: Path) -> None:
     env = gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 40})
-    env = RecordEpisodes(SafetyWrapper(env), RecordingConfig(tmp_path, policy_version="prior-v1"))
+    env = RecordEpisodes(env, RecordingConfig(tmp_path, policy_version="prior-v1"))
     expected = rollout(env, episodes=3, seed=10)
     assert len(env.written) == 3 and not list(tmp_path.glob(".*"))  # no temporary files left
 
@@ -68,7 +67,7 @@ def test_racecar_recordings_load_into_the_mixing_buffer_identically(tmp_path: Pa
 
 def test_file_contents_and_provenance(tmp_path: Path) -> None:
     env = gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 5})
-    env = RecordEpisodes(SafetyWrapper(env), RecordingConfig(tmp_path, policy_version="v1"))
+    env = RecordEpisodes(env, RecordingConfig(tmp_path, policy_version="v1"))
     env.reset(seed=7)
     for _ in range(5):
         *_, info = env.step(np.array([0.2, 0.5], dtype=np.float32))

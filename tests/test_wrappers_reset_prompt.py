@@ -34,9 +34,11 @@ from sim2online_envs.wrappers.reset_prompt import (
     ScriptedOperator,
     TerminalOperator,
 )
-from sim2online_envs.wrappers.safety import SafetyWrapper
 
 import sim2online_envs  # noqa: F401  (registers the ids)
+from sim2online_envs.env import TaskEnv
+from sim2online_envs.sim.go1 import Go1VectorBackend
+from sim2online_envs.tasks.go1 import Go1JoystickTask
 
 
 def car(answers: Sequence[str], **config: object) -> tuple[ResetPromptWrapper, ScriptedOperator]:
@@ -328,15 +330,30 @@ def test_panda_home_reset_opens_the_gripper_and_returns_home_in_sim() -> None:
     assert state["gripper_closed"][0] == 0.0 and state["gripper_opening"][0] > 0.07
 
 
-def test_go1_stand_up_hook_is_offered_through_the_safety_guard() -> None:
-    env = SafetyWrapper(gym.make("SimGo1-v0"))
-    calls: list[int] = []
-    backend = env.unwrapped.backend.backend  # below the guard: the "driver"
-    backend.stand_up = lambda: calls.append(1) or True
-    wrapped = ResetPromptWrapper(
-        env, ScriptedOperator(["auto", "ready"]), ResetPromptConfig(enabled=True)
+class _HomingGo1(Go1VectorBackend):
+    """The simulated Go1 presented as a real backend whose home() (stand up) is recorded."""
+
+    kind = "real"
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.home_calls = 0
+
+    def home(self) -> None:
+        self.home_calls += 1
+
+
+def test_go1_home_is_offered_on_real_backends_only() -> None:
+    sim = ResetPromptWrapper(
+        gym.make("SimGo1-v0"), ScriptedOperator(["ready"]), ResetPromptConfig(enabled=True)
     )
+    sim.reset(seed=0)
+    assert sim.operator.asked[0][1] == ("ready", "stop")  # a simulator places its world itself
+    sim.close()
+    backend = _HomingGo1()
+    env = TaskEnv(Go1JoystickTask(), backend)
+    wrapped = ResetPromptWrapper(env, ScriptedOperator(["auto", "ready"]), ResetPromptConfig())
     wrapped.reset(seed=0)
     assert wrapped.operator.asked[0][1] == ("ready", "auto", "stop")
-    assert calls == [1]
-    env.close()
+    assert backend.home_calls == 1
+    wrapped.close()

@@ -14,7 +14,6 @@ from sim2online_envs.wrappers.rewards import (
     info_progress,
     progress_reward,
 )
-from sim2online_envs.wrappers.safety import SafetyConfig, SafetyWrapper
 
 import sim2online_envs  # noqa: F401  (registers the ids)
 
@@ -106,8 +105,8 @@ def test_action_penalties_and_scale_with_terms_in_info() -> None:
     assert info["reward_shaping"]["action_rate"] == 0.0
 
 
-def test_penalties_use_the_action_the_safety_wrapper_applied() -> None:
-    safe = SafetyWrapper(gym.make("SimRaceCar-v0"), SafetyConfig(limits=None))
+def test_penalties_use_the_action_the_step_loop_applied() -> None:
+    safe = gym.make("SimRaceCar-v0", safety={"limits": None})
     env = RewardShapingWrapper(safe, RewardConfig(env_weight=0.0, action_magnitude_weight=1.0))
     env.reset(seed=0)
     *_, info = env.step(np.array([30.0, -40.0]))  # clipped to (1, -1)
