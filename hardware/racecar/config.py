@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from sim2online_envs.robots import racecar as robot
 
@@ -101,20 +102,30 @@ class RaceCarConfig:
                 raise ValueError(f"RaceCarConfig.{name} must be a positive number, got {value!r}")
         if not 20 <= self.failsafe_timeout_ms <= 5000:
             raise ValueError(
-                f"RaceCarConfig.failsafe_timeout_ms must be 20..5000, got {self.failsafe_timeout_ms}"
+                "RaceCarConfig.failsafe_timeout_ms must be 20..5000, got "
+                f"{self.failsafe_timeout_ms}"
             )
         if not 1 <= self.bad_frame_limit <= 255:
-            raise ValueError(f"RaceCarConfig.bad_frame_limit must be 1..255, got {self.bad_frame_limit}")
+            raise ValueError(
+                f"RaceCarConfig.bad_frame_limit must be 1..255, got {self.bad_frame_limit}"
+            )
         if self.mocap_system not in MOCAP_SYSTEMS:
             raise ValueError(
-                f"RaceCarConfig.mocap_system must be one of {MOCAP_SYSTEMS}, got {self.mocap_system!r}"
+                f"RaceCarConfig.mocap_system must be one of {MOCAP_SYSTEMS}, "
+                f"got {self.mocap_system!r}"
             )
         if not (isinstance(self.velocity_window, int) and self.velocity_window >= 2):
-            raise ValueError(f"RaceCarConfig.velocity_window must be an int >= 2, got {self.velocity_window}")
+            raise ValueError(
+                f"RaceCarConfig.velocity_window must be an int >= 2, got {self.velocity_window}"
+            )
         if not (isinstance(self.lost_frames, int) and self.lost_frames >= 1):
-            raise ValueError(f"RaceCarConfig.lost_frames must be an int >= 1, got {self.lost_frames}")
+            raise ValueError(
+                f"RaceCarConfig.lost_frames must be an int >= 1, got {self.lost_frames}"
+            )
         if not 0 <= self.twin_latency < 1:
-            raise ValueError(f"RaceCarConfig.twin_latency must be in [0, 1) s, got {self.twin_latency}")
+            raise ValueError(
+                f"RaceCarConfig.twin_latency must be in [0, 1) s, got {self.twin_latency}"
+            )
 
 
 def _convert(field: dataclasses.Field, text: str) -> Any:
@@ -214,13 +225,13 @@ class Calibration:
 
     def steering_pulse(self, angle: float) -> int:
         """Servo pulse (µs, rounded) for a steering angle (rad)."""
-        return int(round(self.steering_center_us + angle * self.steering_us_per_rad))
+        return round(self.steering_center_us + angle * self.steering_us_per_rad)
 
     def throttle_pulse(self, duty: float) -> int:
         """ESC pulse (µs, rounded) for a duty cycle in [-1, 1]."""
         duty = max(-1.0, min(1.0, float(duty)))
         span = self.throttle_forward_us if duty >= 0 else self.throttle_reverse_us
-        return int(round(self.throttle_neutral_us + duty * span))
+        return round(self.throttle_neutral_us + duty * span)
 
     def steering_angle(self, pulse_us: float) -> float:
         """Steering angle (rad) a servo pulse gives (the inverse of :meth:`steering_pulse`)."""

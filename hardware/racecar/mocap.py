@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 from sim2online_envs.hardware.base import ConnectionTimeoutError, Reading, StaleReadingError
 from sim2online_envs.hardware.racecar.config import Calibration, RaceCarConfig
 
@@ -87,7 +86,9 @@ class ArenaTransform:
         psi = heading + c.yaw_offset - c.yaw
         return x, y, math.atan2(math.sin(psi), math.cos(psi))
 
-    def to_mocap(self, pose: tuple[float, float, float]) -> tuple[tuple[float, float, float], float]:
+    def to_mocap(
+        self, pose: tuple[float, float, float]
+    ) -> tuple[tuple[float, float, float], float]:
         """The inverse (for the twin): mocap position and the body's floor heading."""
         c = self.calibration
         x, y, psi = pose
@@ -224,9 +225,7 @@ class NatNetMocap:
         while self._last_seen is None:
             if time.monotonic() > deadline:
                 self.close()
-                raise ConnectionTimeoutError(
-                    self.name, f"no frame within {timeout:.1f} s"
-                )
+                raise ConnectionTimeoutError(self.name, f"no frame within {timeout:.1f} s")
             time.sleep(0.01)
 
     def _body_names(self) -> list[str]:

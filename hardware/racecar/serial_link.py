@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 from sim2online_envs.hardware.base import ConnectionTimeoutError, HardwareError, Reading
 from sim2online_envs.hardware.racecar import protocol
 from sim2online_envs.hardware.racecar.config import Calibration, RaceCarConfig
@@ -115,7 +114,10 @@ class SerialLink:
                 )
                 return
             if time.monotonic() >= deadline:
-                detail = self._port_error or "no status frame (is the firmware flashed and the baud rate right?)"
+                detail = (
+                    self._port_error
+                    or "no status frame (is the firmware flashed and the baud rate right?)"
+                )
                 self.close()
                 raise ConnectionTimeoutError(
                     self.name, f"the firmware did not answer within {timeout:.1f} s: {detail}"
@@ -214,7 +216,9 @@ class SerialLink:
     def stop(self) -> None:
         """Throttle neutral, steering held: a stop frame now (fast, idempotent, any thread)."""
         steer = min(max(self._last_steer_us, protocol.PULSE_MIN_US), protocol.PULSE_MAX_US)
-        self._write(protocol.Command(self._next_seq(), steer, protocol.NEUTRAL_US, arm=False).encode())
+        self._write(
+            protocol.Command(self._next_seq(), steer, protocol.NEUTRAL_US, arm=False).encode()
+        )
 
     # -- readings ---------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The race car's twin: the firmware in simavr on a pty, a dynamic car, NatNet on loopback.
 
-``RaceCarTwin`` (in the caller's process) starts ``python -m sim2online_envs.hardware.racecar.twin``,
-a separate process, like the car is a separate machine. That process:
+``RaceCarTwin`` (in the caller's process) starts
+``python -m sim2online_envs.hardware.racecar.twin``, a separate process, like the car is a separate machine. That process:
 
 1. builds (once, cached: :mod:`~sim2online_envs.hardware.racecar.firmware`) and runs the
    firmware's own ELF in simavr through the ``racecar-twin`` harness;
@@ -22,6 +22,7 @@ The parent talks to it over its stdin/stdout, one JSON object per line (no pickl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,11 +39,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 from sim2online_envs.hardware.racecar import firmware
 from sim2online_envs.hardware.racecar.config import RaceCarConfig, load_calibration
 from sim2online_envs.hardware.racecar.mocap import ArenaTransform
 from sim2online_envs.hardware.racecar.natnet_server import NatNetServer, quaternion_about
+
 from sim2online_envs.robots import racecar as robot
 
 __all__ = ["FAULTS", "REALITY", "RaceCarTwin", "TwinError"]
@@ -221,6 +222,9 @@ class _Twin:
                 sample = self._delayed(now)
             if sample is not None and not self.silent:
                 stamp, pose = sample
+                # The stamp says what the cameras' pipeline delays, not this thread's hiccups
+                # on a loaded machine (those show as gaps between frames, as on a real network).
+                stamp = max(stamp, now - self.latency - dt)
                 position, heading = self.transform.to_mocap(tuple(pose))
                 self.server.send_frame(
                     position,
@@ -309,10 +313,8 @@ class _Twin:
         for thread in self._threads:
             thread.join(timeout=1.0)
         self.server.close()
-        try:
+        with contextlib.suppress(OSError):
             self._ctl.sendall(b"quit\n")
-        except OSError:
-            pass
         try:
             self.harness.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
@@ -333,7 +335,9 @@ def _serve(settings: Mapping[str, Any]) -> int:
         out.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
         out.flush()
         return 1
-    out.write(json.dumps({"ready": True, "port": twin.port, "natnet_port": twin.server.port}) + "\n")
+    out.write(
+        json.dumps({"ready": True, "port": twin.port, "natnet_port": twin.server.port}) + "\n"
+    )
     out.flush()
     try:
         for line in sys.stdin:
@@ -363,7 +367,9 @@ class RaceCarTwin:
     :param start_timeout: seconds to build and start before a :class:`TwinError`.
     """
 
-    def __init__(self, config: RaceCarConfig, seed: int | None = None, start_timeout: float = 120.0):
+    def __init__(
+        self, config: RaceCarConfig, seed: int | None = None, start_timeout: float = 120.0
+    ):
         firmware.build(twin=True)  # build errors surface here, with the compiler's output
         settings = {
             "mocap_rate": config.mocap_rate,
