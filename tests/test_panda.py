@@ -23,6 +23,7 @@ from sim2online_envs.sim.panda import (
     TIP_DOWN_ROTATION,
     PandaSimConfig,
     PandaVectorBackend,
+    write_robot_facts,
 )
 from sim2online_envs.tasks.panda import (
     REWARD_TERM_NAMES,
@@ -57,7 +58,11 @@ def tip_angle_from_down(env: PandaEnv) -> float:
 def test_model_follows_frankas_published_kinematics_limits_and_masses() -> None:
     import mujoco  # after sim2online_envs, which picks the headless OpenGL platform
 
-    model = mujoco.MjModel.from_xml_path(str(PANDA_XML))
+    # the arm as loaded: panda.xml with the robot module's limits written in (Franka's published
+    # numbers are repeated below on purpose, as an independent check of the robot module)
+    spec = mujoco.MjSpec.from_file(str(PANDA_XML))
+    write_robot_facts(spec)
+    model = spec.compile()
     data = mujoco.MjData(model)
     # Franka's "ready" posture: the flange is known to sit at (0.3069, 0, 0.5903) m.
     data.qpos[:7] = [0, -np.pi / 4, 0, -3 * np.pi / 4, 0, np.pi / 2, np.pi / 4]

@@ -12,6 +12,8 @@ import gymnasium as gym
 import numpy as np
 
 from sim2online_envs.controllers import ScriptedPolicy
+from sim2online_envs.robots.go1 import NUM_JOINTS
+from sim2online_envs.tasks.go1 import OBS_DIM
 
 __all__ = ["Go1StandController", "make_controller"]
 
@@ -23,8 +25,8 @@ class Go1StandController(ScriptedPolicy):
     deterministic) -> (action, state)`` so that it can stand in for a policy.
     """
 
-    action_dim = 12
-    obs_dim = 48
+    action_dim = NUM_JOINTS
+    obs_dim = OBS_DIM
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
         observation = np.asarray(observation)
@@ -40,5 +42,5 @@ def make_controller(env: gym.Env) -> Go1StandController:
     """The Go1's scripted controller for ``env`` (a SimGo1 env, possibly wrapped)."""
     space = env.action_space
     if getattr(space, "shape", None) != (Go1StandController.action_dim,):
-        raise ValueError(f"expected a Go1 env with a (12,) action space, got {space}")
+        raise ValueError(f"expected a Go1 env with a ({NUM_JOINTS},) action space, got {space}")
     return Go1StandController()

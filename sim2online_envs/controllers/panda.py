@@ -32,6 +32,7 @@ import numpy as np
 
 from sim2online_envs.controllers import ScriptedPolicy
 from sim2online_envs.core import TaskEnv
+from sim2online_envs.robots.panda import MAX_TIP_STEP
 
 __all__ = ["PandaScriptedController", "ScriptedPickConfig", "make_controller", "scripted_actions"]
 
@@ -49,7 +50,7 @@ class ScriptedPickConfig:
     #: Tip-object distance under which the squeezed object counts as held.
     hold_radius: float = 0.025
     #: Metres of tip displacement per step at full action (the task's ``max_tip_step``).
-    max_tip_step: float = 0.02
+    max_tip_step: float = MAX_TIP_STEP
     #: Proportional gain: action = gain * error / max_tip_step, clipped to [-1, 1].
     gain: float = 1.0
 

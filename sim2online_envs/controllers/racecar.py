@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from sim2online_envs.controllers import ScriptedPolicy
+from sim2online_envs.robots.racecar import MAX_STEERING
 from sim2online_envs.sim.racecar import CarParams
 
 __all__ = ["ParkingController", "make_controller"]
@@ -46,7 +47,7 @@ class ParkingController(ScriptedPolicy):
     """
 
     params: CarParams = field(default_factory=CarParams)
-    max_steering: float = 0.4189
+    max_steering: float = MAX_STEERING
     cruise_speed: float = 1.8
     distance_gain: float = 2.0
     speed_gain: float = 0.6

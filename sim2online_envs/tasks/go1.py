@@ -5,26 +5,10 @@ one small function per reward term with its weight, each weighted term reported 
 ``info["reward_terms"]``. Every function takes arrays with a leading batch axis, so the single
 env, the batched vector env and the real robot share every line of it.
 
-The robot's raw state (a dict of batched arrays) is what every Go1 backend reports:
-
-=================  ===========  ==========================================================
-key                shape        meaning (SI units)
-=================  ===========  ==========================================================
-``joint_pos``      (B, 12)      joint angles [rad], order FR, FL, RR, RL × hip, thigh, calf
-``joint_vel``      (B, 12)      joint velocities [rad/s]
-``torque``         (B, 12)      motor torques of the last physics step [N·m]
-``base_quat``      (B, 4)       trunk orientation (w, x, y, z), IMU frame in world frame
-``base_rot``       (B, 3, 3)    the same orientation as a rotation matrix, body to world
-                                (:func:`rotation_matrix` of ``base_quat`` where the robot
-                                reports only the quaternion; the simulator reads MuJoCo's)
-``gyro``           (B, 3)       trunk angular velocity, body frame [rad/s]
-``local_linvel``   (B, 3)       trunk linear velocity, body frame [m/s]
-``accelerometer``  (B, 3)       specific force at the IMU, body frame [m/s²] (unused)
-``foot_pos``       (B, 4, 3)    foot centres, world frame [m] (the z of each is used)
-``foot_vel``       (B, 4, 3)    foot velocities, world frame [m/s]
-``foot_contact``   (B, 4)       bool, foot touches the ground
-``trunk_contact``  (B,)         bool, trunk touches the ground
-=================  ===========  ==========================================================
+The robot's raw state (a dict of batched arrays: ``joint_pos``, ``base_rot``, ``gyro``, the feet,
+...) and the command (``joint_targets``) are the robot's facts, listed with their shapes, units and
+frames in :mod:`sim2online_envs.robots.go1` (``STATE_KEYS``, ``COMMAND_KEYS``), with the joint
+names, limits, home pose, PD gains and torque limits this module re-exports.
 """
 
 from __future__ import annotations
@@ -44,6 +28,17 @@ from gymnasium import spaces
 
 from sim2online_envs.config import coerce_config
 from sim2online_envs.core import Batch, Task, Transition
+from sim2online_envs.robots import go1 as go1_robot
+from sim2online_envs.robots.go1 import (
+    FOOT_NAMES,
+    HOME_JOINT_POS,
+    JOINT_LOWER,
+    JOINT_NAMES,
+    JOINT_UPPER,
+    NUM_FEET,
+    NUM_JOINTS,
+    TORQUE_LIMITS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +62,6 @@ __all__ = [
     "up_z",
 ]
 
-#: Legs in the unitree_legged_sdk's motor order; each leg has a hip, thigh and calf joint.
-FOOT_NAMES = ("FR", "FL", "RR", "RL")
-JOINT_NAMES = tuple(
-    f"{leg}_{part}_joint" for leg in FOOT_NAMES for part in ("hip", "thigh", "calf")
-)
-#: Standing pose [rad] (Menagerie's "home" keyframe): actions are offsets from it.
-HOME_JOINT_POS = np.array([0.0, 0.9, -1.8] * 4)
-#: Joint limits [rad] (unitree_legged_sdk / Menagerie go1.xml).
-JOINT_LOWER = np.array([-0.863, -0.686, -2.818] * 4)
-JOINT_UPPER = np.array([0.863, 4.501, -0.888] * 4)
-#: Motor torque limits [N·m].
-TORQUE_LIMITS = np.array([23.7, 23.7, 35.55] * 4)
-
 #: Half-widths of the uniform command distribution (vx [m/s], vy [m/s], ωz [rad/s]).
 COMMAND_RANGES: dict[str, tuple[float, float, float]] = {
     "narrow": (0.5, 0.8, 1.2),  # the study's prior (pretraining) range
@@ -97,8 +79,6 @@ OBS_SLICES: dict[str, slice] = {
     "command": slice(45, 48),
 }
 OBS_DIM = 48
-NUM_JOINTS = 12
-NUM_FEET = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +142,7 @@ class Go1TaskConfig:
     :param weights: the reward weights.
     """
 
-    control_dt: float = 0.02
+    control_dt: float = go1_robot.CONTROL_DT
     max_episode_steps: int = 1000
     action_scale: float = 0.5
     command_range: str | tuple[float, float, float] = "narrow"
@@ -775,7 +755,7 @@ class Go1JoystickTask(Task):
     then with noise on the next observation's noise.
     """
 
-    robot: ClassVar[str] = "go1"
+    robot: ClassVar[str] = go1_robot.NAME
     reward_term_names: ClassVar[tuple[str, ...]] = (
         *(field.name for field in dataclasses.fields(Go1RewardWeights)),
         "clip_at_zero",
@@ -1009,23 +989,11 @@ class Go1JoystickTask(Task):
 def check_state(state: Mapping[str, np.ndarray]) -> None:
     """Raise a ValueError naming the first missing, mis-shaped or mis-typed key of a Go1 state.
 
-    For backends (the simulator, the real robot's driver, its twin): every key listed in this
-    module's docstring, with a leading batch axis, float64 (the contacts bool).
+    For backends (the simulator, the real robot's driver, its twin): every key of
+    :data:`sim2online_envs.robots.go1.STATE_KEYS`, with a leading batch axis, float64 (the
+    contacts bool).
     """
-    shapes = {
-        "joint_pos": (NUM_JOINTS,),
-        "joint_vel": (NUM_JOINTS,),
-        "torque": (NUM_JOINTS,),
-        "base_quat": (4,),
-        "base_rot": (3, 3),
-        "gyro": (3,),
-        "local_linvel": (3,),
-        "accelerometer": (3,),
-        "foot_pos": (NUM_FEET, 3),
-        "foot_vel": (NUM_FEET, 3),
-        "foot_contact": (NUM_FEET,),
-        "trunk_contact": (),
-    }
+    shapes = {key: spec.shape for key, spec in go1_robot.STATE_KEYS.items()}
     for key, shape in shapes.items():
         if key not in state:
             raise ValueError(f"Go1 state lacks {key!r}")
@@ -1034,7 +1002,7 @@ def check_state(state: Mapping[str, np.ndarray]) -> None:
                 f"Go1 state[{key!r}] must have shape (B, {', '.join(map(str, shape))}), "
                 f"got {np.shape(state[key])}"
             )
-        dtype = np.bool_ if key.endswith("_contact") else np.float64
+        dtype = np.dtype(go1_robot.STATE_KEYS[key].dtype)
         if np.asarray(state[key]).dtype != dtype:
             raise ValueError(
                 f"Go1 state[{key!r}] must be {np.dtype(dtype).name}, got "

@@ -38,6 +38,8 @@ import numpy as np
 from gymnasium import spaces
 
 from sim2online_envs.core import Batch, Task
+from sim2online_envs.robots import panda as panda_robot
+from sim2online_envs.robots.panda import MAX_GRIPPER_OPENING
 
 __all__ = [
     "REWARD_TERM_NAMES",
@@ -54,8 +56,6 @@ __all__ = [
 
 REWARD_TERM_NAMES = ("approach", "grasp", "lift", "carry", "success")
 
-#: Gripper opening of the Franka Hand (m).
-MAX_GRIPPER_OPENING = 0.08
 #: Bounds of the proprioceptive observation (tip x, y, z in m; opening in m): the Panda's reach
 #: (0.855 m from the shoulder, plus the hand) around its base on the table.
 STATE_LOW = np.array([-1.0, -1.0, -0.2, 0.0], dtype=np.float32)
@@ -67,20 +67,20 @@ class PandaTaskConfig:
     """Timing, action scaling, workspace, goal sampling and reward weights of the task."""
 
     #: Control period (s); 20 Hz.
-    control_dt: float = 0.05
+    control_dt: float = panda_robot.CONTROL_DT
     #: Episode length in control steps (time-limit truncation).
     max_episode_steps: int = 250
     #: Side of the square grayscale image (px).
-    image_size: int = 64
+    image_size: int = panda_robot.CAMERA.image_size
     #: Tip displacement per step at |a_i| = 1 (m), per axis: 2 cm per 50 ms step = 0.4 m/s.
-    max_tip_step: float = 0.02
+    max_tip_step: float = panda_robot.MAX_TIP_STEP
     #: The tip target never leads the measured tip by more than this per axis (m): pressing
     #: against the table or an object does not wind the target up.
-    max_target_lead: float = 0.04
-    #: Box the tip target is clamped to (m): all of it reachable with the hand pointing down
-    #: (the far top corners within 3 mm); the lower z keeps the fingertips above the table.
-    workspace_low: tuple[float, float, float] = (0.30, -0.30, 0.015)
-    workspace_high: tuple[float, float, float] = (0.68, 0.30, 0.35)
+    max_target_lead: float = panda_robot.MAX_TARGET_LEAD
+    #: Box the tip target is clamped to (m): the robot's workspace (reachable with the hand
+    #: pointing down; sim2online_envs.robots.panda).
+    workspace_low: tuple[float, float, float] = panda_robot.WORKSPACE_LOW
+    workspace_high: tuple[float, float, float] = panda_robot.WORKSPACE_HIGH
     #: The episode ends (terminated) when the object's centre leaves this box (m): pushed off
     #: the reachable table region or fallen.
     object_workspace_low: tuple[float, float, float] = (0.15, -0.45, -0.05)
@@ -214,7 +214,7 @@ class PandaPickTask(Task):
     to the workspace box); g > 0 closes the gripper, g <= 0 opens it.
     """
 
-    robot: ClassVar[str] = "panda"
+    robot: ClassVar[str] = panda_robot.NAME
     reward_term_names: ClassVar[tuple[str, ...]] = REWARD_TERM_NAMES
 
     def __init__(self, config: PandaTaskConfig | None = None):

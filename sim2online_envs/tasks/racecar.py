@@ -2,7 +2,8 @@
 
 Everything here is a function over arrays with a leading batch axis, shared by the single env,
 the batched env and the real car. The robot state comes from a backend (the NumPy simulator in
-:mod:`sim2online_envs.sim.racecar`, or motion capture on the real car) as:
+:mod:`sim2online_envs.sim.racecar`, or motion capture on the real car) as (the keys, units and
+frames are :mod:`sim2online_envs.robots.racecar`'s ``STATE_KEYS``):
 
 - ``pose`` (B, 3): x, y (m) of the car's centre of mass in the arena frame, heading psi (rad);
 - ``velocity`` (B, 3): vx, vy (m/s) in the car's body frame (forward, left), yaw rate (rad/s).
@@ -38,6 +39,7 @@ from gymnasium import spaces
 
 from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Batch, Task, Transition, sum_reward_rows
+from sim2online_envs.robots import racecar as car_robot
 
 __all__ = [
     "OBSERVATION_NAMES",
@@ -66,11 +68,11 @@ class RaceCarTaskConfig:
     """
 
     #: Seconds per control step (the paper's 60 Hz; the study's code ran at 30 Hz).
-    control_dt: float = 1.0 / 60.0
+    control_dt: float = car_robot.CONTROL_DT
     #: Steps per episode (T).
     max_episode_steps: int = 250
     #: Radius of the goal region, m: the bonus and success threshold.
-    success_radius: float = 0.3
+    success_radius: float = car_robot.PARKING_RADIUS
     #: If set, success also needs the planar speed below this (m/s); None: distance only.
     success_max_speed: float | None = None
     #: Weight of the progress term d_{t-1} - d_t (per metre).
@@ -81,12 +83,12 @@ class RaceCarTaskConfig:
     control_weight: float = 0.005
     #: lambda_l, weight of the squared action change ||a_t - a_{t-1}||^2.
     smoothness_weight: float = 0.01
-    #: Steering angle (rad) that action[0] = +1 asks for (the car's limit, F1TENTH: 0.4189).
-    max_steering: float = 0.4189
+    #: Steering angle (rad) that action[0] = +1 asks for (the car's limit).
+    max_steering: float = car_robot.MAX_STEERING
     #: Half the side of the square arena around the origin, m.
-    arena_half_size: float = 4.0
+    arena_half_size: float = car_robot.ARENA_HALF_SIZE
     #: Distance of the start from the arena centre, m (drawn by the simulator).
-    start_distance_range: tuple[float, float] = (1.0, 3.0)
+    start_distance_range: tuple[float, float] = car_robot.START_DISTANCE_RANGE
     #: Half-width of the uniform goal offset from the arena centre, m, per axis.
     goal_position_range: float = 0.0
     #: Range of the goal heading, rad.
@@ -205,7 +207,7 @@ class RaceCarTask(Task):
     (B, 2) the last action applied (zeros at reset), for the smoothness term.
     """
 
-    robot: ClassVar[str] = "racecar"
+    robot: ClassVar[str] = car_robot.NAME
     reward_term_names: ClassVar[tuple[str, ...]] = ("progress", "goal", "control", "smoothness")
 
     def __init__(self, config: RaceCarTaskConfig | Mapping[str, Any] | None = None):
@@ -300,11 +302,10 @@ class RaceCarTask(Task):
         return self._info(pose, goal_distance(pose, task_state["goal"]), planar_speed(state))
 
     def _info(self, pose: np.ndarray, distance: np.ndarray, speed: np.ndarray) -> Batch:
-        half = self.config.arena_half_size
         return {
             "distance": distance,
             "speed": speed,
-            "out_of_arena": (np.abs(pose[:, 0]) > half) | (np.abs(pose[:, 1]) > half),
+            "out_of_arena": car_robot.out_of_arena(pose, self.config.arena_half_size),
         }
 
     def transition(
