@@ -138,8 +138,11 @@ class RealRaceCarBackend(RealBackend):
                     f"the firmware does not answer after {self.config.reconnect_attempts} "
                     "reconnects; check the cable and the board's power",
                 )
-        if status is not None and status.timeout_ms != self.config.failsafe_timeout_ms:
+        if status is not None and (
+            not status.configured or status.timeout_ms != self.config.failsafe_timeout_ms
+        ):
             # The board rebooted since the connect and lost its settings: connect again.
+            logger.warning("%s: the firmware was reset; configuring it again", self.serial.name)
             self.serial.close()
             self.serial.connect(self.config.connect_timeout)
 

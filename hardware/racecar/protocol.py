@@ -180,6 +180,8 @@ class Status:
     bad_frames: int
     timeout_ms: int
     version: tuple[int, int, int]
+    #: A CONFIG frame came since the firmware booted (it arms only then).
+    configured: bool = True
 
     @classmethod
     def decode(cls, payload: bytes) -> Status:
@@ -198,13 +200,14 @@ class Status:
             seq=seq,
             steer_us=steer,
             throttle_us=throttle,
-            failsafe=bool(state),
+            failsafe=bool(state & 0x01),
             reason=reason,
             supply_mv=None if supply == 0xFFFF else supply,
             uptime_ms=uptime,
             bad_frames=bad,
             timeout_ms=timeout,
             version=tuple(version),
+            configured=bool(state & 0x02),
         )
 
     def encode(self) -> bytes:
@@ -215,7 +218,7 @@ class Status:
                 self.seq & 0xFFFF,
                 self.steer_us,
                 self.throttle_us,
-                int(self.failsafe),
+                int(self.failsafe) | (0x02 if self.configured else 0),
                 int(self.reason),
                 0xFFFF if self.supply_mv is None else self.supply_mv,
                 self.uptime_ms & 0xFFFFFFFF,

@@ -79,6 +79,7 @@ class SerialLink:
         self._seq = 0
         self._episode_seq: int | None = None
         self._episode_boots = 0
+        self._latched = ""
         self._last_steer_us = protocol.NEUTRAL_US
         self.statuses = 0
 
@@ -104,7 +105,11 @@ class SerialLink:
         while True:
             self._write(config.encode())
             status = self._wait_status(seq, min(0.2, max(0.0, deadline - time.monotonic())))
-            if status is not None and status.timeout_ms == self.config.failsafe_timeout_ms:
+            if (
+                status is not None
+                and status.configured
+                and status.timeout_ms == self.config.failsafe_timeout_ms
+            ):
                 logger.info(
                     "%s: firmware %s answers (failsafe %s, %s)",
                     self.name,
@@ -168,6 +173,20 @@ class SerialLink:
                     self._status = status
                     self._status_time = now
                     self.statuses += 1
+                    first = self._episode_seq
+                    if (
+                        not self._latched
+                        and first is not None
+                        and status.failsafe
+                        and status.reason != FailsafeReason.HOST_STOP
+                        and _after(status.seq, first)
+                    ):
+                        # Latched: the next armed command would clear the firmware's failsafe,
+                        # and the episode must still end on it.
+                        self._latched = _REASON_FAULTS.get(status.reason, FAULT_FAILSAFE)
+                        logger.warning(
+                            "%s: firmware failsafe (%s)", self.name, status.reason.name.lower()
+                        )
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -195,6 +214,7 @@ class SerialLink:
             self._episode_seq = None
             self._episode_boots = self._boots
             self._bad_streak = 0
+            self._latched = ""
 
     def send(self, command: Mapping[str, np.ndarray]) -> None:
         """One armed command: steering (rad) and throttle (duty) as pulse widths."""
@@ -227,10 +247,6 @@ class SerialLink:
         with self._state_lock:
             return self._status
 
-    def healthy(self) -> bool:
-        """The port is open and status frames arrive."""
-        return self.fault() == "" or self.fault() == FAULT_FAILSAFE
-
     def fault(self, now: float | None = None) -> str:
         """The link's fault name now ("" when healthy)."""
         now = time.monotonic() if now is None else now
@@ -243,12 +259,7 @@ class SerialLink:
                 return FAULT_REBOOT
             if self._bad_streak >= self.config.bad_frame_limit:
                 return FAULT_BAD_FRAMES
-            status, first = self._status, self._episode_seq
-            if first is not None and status.failsafe and _after(status.seq, first):
-                if status.reason == FailsafeReason.HOST_STOP:
-                    return ""
-                return _REASON_FAULTS.get(status.reason, FAULT_FAILSAFE)
-            return ""
+            return self._latched
 
     def sample(self) -> Reading:
         """What the firmware applies, as the task's ``steering`` and ``throttle``; or a fault."""

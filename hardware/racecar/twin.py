@@ -1,7 +1,8 @@
 """The race car's twin: the firmware in simavr on a pty, a dynamic car, NatNet on loopback.
 
 ``RaceCarTwin`` (in the caller's process) starts
-``python -m sim2online_envs.hardware.racecar.twin``, a separate process, like the car is a separate machine. That process:
+``python -m sim2online_envs.hardware.racecar.twin``, a separate process, as the car is a
+separate machine. That process:
 
 1. builds (once, cached: :mod:`~sim2online_envs.hardware.racecar.firmware`) and runs the
    firmware's own ELF in simavr through the ``racecar-twin`` harness;

@@ -43,6 +43,7 @@ void car_init(car_t *car, uint32_t now_ms)
     car->bad_streak = 0;
     car->bad_frames = 0;
     car->status_due = 1; /* announce the boot */
+    car->configured = 0;
 }
 
 void car_on_bad_frame(car_t *car, uint32_t now_ms)
@@ -77,12 +78,14 @@ void car_on_frame(car_t *car, const uint8_t *frame, size_t n, uint32_t now_ms)
     car->status_due = 1;
     if (type == CAR_MSG_COMMAND) {
         uint8_t flags = frame[7];
-        if (flags & CAR_FLAG_ARM) {
+        if ((flags & CAR_FLAG_ARM) && car->configured) {
             car->steer_us = clamp_pulse(get_u16(frame + 3));
             car->throttle_us = clamp_pulse(get_u16(frame + 5));
             car->state = CAR_DRIVING;
             car->reason = CAR_REASON_NONE;
             car->last_command_ms = now_ms;
+        } else if (flags & CAR_FLAG_ARM) {
+            failsafe(car, CAR_REASON_BOOT); /* not configured since boot: stay stopped */
         } else {
             car->steer_us = clamp_pulse(get_u16(frame + 3));
             failsafe(car, CAR_REASON_HOST_STOP);
@@ -93,6 +96,7 @@ void car_on_frame(car_t *car, const uint8_t *frame, size_t n, uint32_t now_ms)
         if (timeout >= CAR_MIN_TIMEOUT_MS && timeout <= CAR_MAX_TIMEOUT_MS && limit >= 1) {
             car->timeout_ms = timeout;
             car->bad_frame_limit = limit;
+            car->configured = 1;
         }
     }
 }
@@ -116,7 +120,7 @@ size_t car_status_wire(car_t *car, uint16_t supply_mv, uint32_t now_ms, uint8_t 
     put_u16(p + 1, car->seq);
     put_u16(p + 3, car->steer_us);
     put_u16(p + 5, car->throttle_us);
-    p[7] = car->state;
+    p[7] = (uint8_t)(car->state | (car->configured ? CAR_STATE_CONFIGURED : 0));
     p[8] = car->reason;
     put_u16(p + 9, supply_mv);
     put_u16(p + 11, (uint16_t)now_ms);

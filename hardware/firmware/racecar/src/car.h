@@ -7,7 +7,9 @@
  * multi-byte fields are little-endian. The car drives only while valid, armed commands keep
  * arriving; it goes to failsafe (throttle neutral, steering held where it was) at boot, when
  * no valid command came for timeout_ms, after bad_frame_limit bad frames in a row, and when
- * the host sends a command without the ARM flag.
+ * the host sends a command without the ARM flag. After a boot it arms only once a CONFIG frame
+ * has come (the host's handshake), so a board that reset mid-run stays stopped until the host
+ * has noticed and connected again.
  */
 #ifndef RACECAR_CAR_H
 #define RACECAR_CAR_H
@@ -60,6 +62,8 @@ enum {
 #define CAR_STATUS_WIRE_MAX (CAR_STATUS_LEN + 2 + 2 + 1)
 
 enum { CAR_DRIVING = 0, CAR_FAILSAFE = 1 };
+/* Status byte 7: bit 0 failsafe, bit 1 configured. */
+#define CAR_STATE_CONFIGURED 0x02
 enum {
     CAR_REASON_NONE = 0,
     CAR_REASON_BOOT = 1,
@@ -82,6 +86,7 @@ typedef struct {
     uint8_t bad_streak;
     uint16_t bad_frames;   /* bad frames since boot (wraps) */
     uint8_t status_due;    /* a status frame answers the last valid frame */
+    uint8_t configured;    /* a CONFIG frame came since boot: only then do commands arm */
 } car_t;
 
 void car_init(car_t *car, uint32_t now_ms);

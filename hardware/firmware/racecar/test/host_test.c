@@ -46,6 +46,15 @@ int main(void)
     CHECK(car.state == CAR_FAILSAFE && car.reason == CAR_REASON_BOOT);
     CHECK(car.throttle_us == CAR_NEUTRAL_US && car.steer_us == CAR_NEUTRAL_US);
 
+    n = command(frame, 6, 1800, 1900, CAR_FLAG_ARM);
+    car_on_frame(&car, frame, n, 5);
+    CHECK(car.state == CAR_FAILSAFE && car.reason == CAR_REASON_BOOT); /* no CONFIG yet */
+    uint8_t cfg[CAR_CONFIG_LEN + 2] = {CAR_MSG_CONFIG, 1, 0, 100, 0, 3};
+    uint16_t crc = crc16_ccitt_false(cfg, CAR_CONFIG_LEN);
+    cfg[CAR_CONFIG_LEN] = (uint8_t)crc;
+    cfg[CAR_CONFIG_LEN + 1] = (uint8_t)(crc >> 8);
+    car_on_frame(&car, cfg, sizeof cfg, 6);
+    CHECK(car.configured && car.timeout_ms == 100);
     n = command(frame, 7, 1800, 1900, CAR_FLAG_ARM);
     car_on_frame(&car, frame, n, 10);
     CHECK(car.state == CAR_DRIVING && car.seq == 7 && car.steer_us == 1800 && car.throttle_us == 1900);

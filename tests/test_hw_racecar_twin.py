@@ -1,0 +1,204 @@
+"""RealRaceCar-v0 against its twin: the firmware's ELF in simavr on a pty, NatNet on loopback.
+
+Whole episodes of the parking controller, the firmware's failsafe measured in the twin, and
+every injected fault: each ends in a safe stop (the twin's car at rest with no further
+commands), a truncation with the fault's name, in bounded time, no NaN, the recording kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("serial")
+pytest.importorskip("natnet")
+pytest.importorskip("cobs")
+pytest.importorskip("crc")
+
+from sim2online_envs.hardware.racecar import firmware
+
+if firmware.missing_tools(twin=True):
+    pytest.skip(
+        f"the twin needs the Debian packages {firmware.missing_tools(twin=True)}",
+        allow_module_level=True,
+    )
+
+from sim2online_envs.hardware.racecar.env import RealRaceCarEnv
+from sim2online_envs.wrappers.recording import (
+    RecordEpisodes,
+    RecordingConfig,
+    load_episodes,
+)
+
+from sim2online_envs.controllers.racecar import make_controller
+
+#: Tolerances for a shared CI machine (the real car's defaults are tighter, see the docs).
+TWIN_SETTINGS = {"mocap_max_age": 0.1, "mocap_max_latency": 0.05, "status_timeout": 0.2}
+#: No test step loop runs longer than this many steps after a fault (a hang fails, not waits).
+MAX_STEPS_AFTER_FAULT = 120
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[RealRaceCarEnv]:
+    env = RealRaceCarEnv(hardware="twin", seed=3, **TWIN_SETTINGS)
+    yield env
+    env.close()
+
+
+def _at_rest(env: RealRaceCarEnv, timeout: float = 4.0) -> dict[str, Any]:
+    """Wait (bounded) until the twin's car has stopped with no command sent; its state."""
+    end = time.monotonic() + timeout
+    while True:
+        truth = env.twin.state()
+        if truth["speed"] < 0.01 and abs(truth["velocity"][2]) < 0.01:
+            return truth
+        assert time.monotonic() < end, f"the car did not come to rest: {truth}"
+        time.sleep(0.05)
+
+
+def _check_transition(obs: np.ndarray, reward: float, env: RealRaceCarEnv) -> None:
+    assert env.observation_space.contains(obs), obs
+    assert np.isfinite(obs).all() and np.isfinite(reward)
+
+
+def test_real_and_sim_share_spaces_timing_and_info_keys(env: RealRaceCarEnv) -> None:
+    from sim2online_envs.envs.racecar import RaceCarEnv
+
+    sim = RaceCarEnv()
+    assert env.observation_space == sim.observation_space
+    assert env.action_space == sim.action_space
+    assert env.control_dt == sim.control_dt == pytest.approx(1 / 60)
+    assert env.max_episode_steps == sim.max_episode_steps
+    _, real_reset = env.reset(seed=0)
+    _, sim_reset = sim.reset(seed=0)
+    assert set(real_reset) == set(sim_reset)
+    action = np.zeros(2, dtype=np.float32)
+    real_step = env.step(action)[4]
+    sim_step = sim.step(action)[4]
+    assert set(real_step) == set(sim_step)
+    assert set(real_step["reward_terms"]) == set(sim_step["reward_terms"])
+    sim.close()
+
+
+def test_parking_controller_whole_episodes_recorded(env: RealRaceCarEnv, tmp_path) -> None:
+    recorder = RecordEpisodes(env, RecordingConfig(tmp_path))
+    controller = make_controller(env)
+    starts, finals = [], []
+    for episode in range(2):
+        obs, info = recorder.reset(seed=10 + episode)
+        starts.append(info["distance"])
+        for _ in range(env.max_episode_steps + 1):
+            obs, reward, terminated, truncated, info = recorder.step(controller(obs))
+            _check_transition(obs, reward, env)
+            if terminated or truncated:
+                break
+        assert truncated and info["truncation_reason"] == "time_limit", info
+        finals.append(info["distance"])
+    # The prior's controller parks the "reality" car: every episode ends nearer the goal, and
+    # at least one inside the goal radius.
+    assert all(f < s for s, f in zip(starts, finals, strict=True)), (starts, finals)
+    assert min(finals) <= 0.3, finals
+    episodes = load_episodes(tmp_path)
+    assert [len(e) for e in episodes] == [env.max_episode_steps] * 2
+    assert all(e.provenance["backend"] == "real" for e in episodes)
+
+
+def test_firmware_failsafe_when_commands_stop(env: RealRaceCarEnv) -> None:
+    """The host dies without a stop frame: the firmware goes neutral within its timeout plus
+    one control period of the last frame (AVR time, in the twin), and the car comes to rest."""
+    backend = env.unwrapped.backend
+    obs, _ = env.reset(seed=1, options={"start_pose": [-2.0, 0.0, 0.0]})
+    for _ in range(40):
+        obs, *_ = env.step(np.array([0.0, 0.6], dtype=np.float32))
+    assert env.twin.state()["speed"] > 0.3
+    # As if the process were killed: neither the backend's stop nor its watchdog gets a frame out.
+    original_stop = backend.serial.stop
+    backend.serial.stop = lambda: None
+    try:
+        time.sleep(0.5)
+        truth = _at_rest(env)
+    finally:
+        backend.serial.stop = original_stop
+    event = truth["neutral_events"][-1]
+    delay = event["t"] - event["frame_t"]
+    assert 0 < delay <= 0.100 + env.control_dt, event
+    assert truth["pwm"]["throttle_us"] == 1500
+    assert backend.serial.status.failsafe
+    assert backend.serial.status.reason.name == "TIMEOUT"
+
+
+FAULTS = {
+    # fault: (inject, undo, expected truncation reason)
+    "serial_cut": (("serial_cut", True), ("serial_cut", False), "serial_lost"),
+    "garbage": (
+        ("garbage", b"\x13\x37\x00\x42\x00\xff\xfe\x00\x11\x00"),
+        None,
+        "serial_bad_frames",
+    ),
+    "bad_checksums": (("corrupt", 4), ("corrupt", 0), "serial_bad_frames"),
+    "firmware_reboot": (("reboot", True), None, "firmware_reboot"),
+    "mocap_silent": (("mocap_silent", True), ("mocap_silent", False), "mocap_stale"),
+    "body_lost": (("body_lost", True), ("body_lost", False), "body_lost"),
+    "frames_late": (("latency", 0.2), ("latency", 0.004), "mocap_late"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_stops_the_car_and_truncates_with_its_name(
+    env: RealRaceCarEnv, fault: str, tmp_path
+) -> None:
+    inject, undo, reason = FAULTS[fault]
+    recorder = RecordEpisodes(env, RecordingConfig(tmp_path))
+    obs, _ = recorder.reset(seed=2, options={"start_pose": [-2.0, 0.5, 0.2]})
+    for _ in range(25):
+        obs, reward, terminated, truncated, info = recorder.step(np.array([0.2, 0.6], np.float32))
+        assert not truncated, info
+    assert env.twin.state()["speed"] > 0.2
+    started = time.monotonic()
+    env.twin.fault(*inject)
+    try:
+        for step in range(MAX_STEPS_AFTER_FAULT):
+            obs, reward, terminated, truncated, info = recorder.step(
+                np.array([0.2, 0.6], np.float32)
+            )
+            _check_transition(obs, reward, env)
+            if truncated or terminated:
+                break
+        assert truncated, f"no truncation {step + 1} steps after {fault}"
+        assert info["truncation_reason"] == reason, info
+        assert time.monotonic() - started < 3.0
+        truth = _at_rest(env)  # no command since the truncation
+        assert truth["pwm"]["throttle_us"] == 1500 or fault == "serial_cut"
+    finally:
+        if undo is not None:
+            env.twin.fault(*undo)
+    (episode,) = load_episodes(tmp_path)
+    assert episode.infos["truncation_reason"][-1] == reason
+    assert np.isfinite(episode.rewards).all() and np.isfinite(episode.observations).all()
+    # The env recovers: the next episode starts and drives.
+    obs, _ = env.reset(seed=5)
+    obs, reward, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+    assert not truncated, info
+
+
+def test_preflight_check_against_the_twin() -> None:
+    from sim2online_envs.hardware.racecar.check import run_checks
+
+    results = run_checks(hardware="twin", **TWIN_SETTINGS)
+    failed = [r for r in results if not r[1]]
+    assert not failed, results
+    names = [name for name, _, _ in results]
+    assert {"serial port", "firmware", "mocap rate", "pose in arena", "failsafe"} <= set(names)
+
+
+def test_unreachable_devices_fail_fast_naming_them(tmp_path) -> None:
+    from sim2online_envs.hardware.base import ConnectionTimeoutError
+
+    started = time.monotonic()
+    with pytest.raises(ConnectionTimeoutError, match="race car serial"):
+        RealRaceCarEnv(hardware="real", port=str(tmp_path / "ttyACM9"), connect_timeout=0.5)
+    assert time.monotonic() - started < 5.0
