@@ -442,8 +442,6 @@ PENDING: dict[str, set[str]] = {
     "wrappers/safety.py": {"go1 joint limits", "go1 hip offsets", "panda workspace"},
     "sim2online_envs/safety.py": {"go1 joint limits", "go1 hip offsets", "panda workspace"},
     "wrappers/reset_prompt.py": {"panda home tip"},
-    "sim2online_envs/__init__.py": {"panda ids", "go1 ids", "racecar ids"},
-    "sim2online_envs/make.py": {"panda ids", "go1 ids", "racecar ids"},
     "sim2online_envs/cli.py": {"panda ids", "go1 ids", "racecar ids"},
 }
 #: Where the package's source lives (the repository's folders that install as subpackages).
