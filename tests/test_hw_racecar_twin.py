@@ -111,9 +111,9 @@ def test_firmware_failsafe_when_commands_stop(env: RealRaceCarEnv) -> None:
     """The host dies without a stop frame: the firmware goes neutral within its timeout plus
     one control period of the last frame (AVR time, in the twin), and the car comes to rest."""
     backend = env.unwrapped.backend
-    obs, _ = env.reset(seed=1, options={"start_pose": [-2.0, 0.0, 0.0]})
+    env.reset(seed=1, options={"start_pose": [-2.0, 0.0, 0.0]})
     for _ in range(40):
-        obs, *_ = env.step(np.array([0.0, 0.6], dtype=np.float32))
+        env.step(np.array([0.0, 0.6], dtype=np.float32))
     assert env.twin.state()["speed"] > 0.3
     # As if the process were killed: neither the backend's stop nor its watchdog gets a frame out.
     original_stop = backend.serial.stop
@@ -161,14 +161,14 @@ def test_fault_stops_the_car_and_truncates_with_its_name(
     started = time.monotonic()
     env.twin.fault(*inject)
     try:
-        for step in range(MAX_STEPS_AFTER_FAULT):
+        for _ in range(MAX_STEPS_AFTER_FAULT):
             obs, reward, terminated, truncated, info = recorder.step(
                 np.array([0.2, 0.6], np.float32)
             )
             _check_transition(obs, reward, env)
             if truncated or terminated:
                 break
-        assert truncated, f"no truncation {step + 1} steps after {fault}"
+        assert truncated, f"no truncation {MAX_STEPS_AFTER_FAULT} steps after {fault}"
         assert info["truncation_reason"] == reason, info
         assert time.monotonic() - started < 3.0
         truth = _at_rest(env)  # no command since the truncation
