@@ -311,18 +311,8 @@ class StepLoop:
         self.steps += 1
 
         valid = np.asarray(new_state[VALID], dtype=bool) if VALID in new_state else np.ones(n, bool)
-        all_valid = bool(valid.all())
-        if not all_valid:
-            bad = ~valid
-            kept = {}
-            for key, value in new_state.items():
-                if key in READING_KEYS or key not in state:
-                    kept[key] = value
-                else:
-                    merged = np.array(value, copy=True)
-                    merged[bad] = state[key][bad]
-                    kept[key] = merged
-            new_state = kept
+        if not valid.all():
+            new_state = self._keep_last_valid(new_state, state, ~valid)
 
         outcome = task.transition(state, new_state, actions, task_state, self.steps.copy(), rngs)
         reward, observation = outcome.reward, outcome.observation
@@ -344,6 +334,7 @@ class StepLoop:
                     "reading marked valid; truncated",
                     np.flatnonzero(broken).tolist(),
                 )
+                new_state = self._keep_last_valid(new_state, state, broken)
             observation = self._replace_rows(observation, self.observation, bad_ids)
             reward = np.array(reward, copy=True)
             reward[bad_ids] = 0.0
@@ -357,8 +348,7 @@ class StepLoop:
 
         if self.limits is not None:
             aborts = self.limits.abort_reasons(new_state)
-            if not all_valid:
-                aborts[~valid] = ""
+            aborts[invalid] = ""
         else:
             aborts = np.full(n, "", dtype="<U32")
         aborted = aborts != ""
@@ -394,6 +384,20 @@ class StepLoop:
             interventions=interventions,
             applied_action=actions,
         )
+
+    @staticmethod
+    def _keep_last_valid(new_state: Batch, state: Batch, bad: np.ndarray) -> Batch:
+        """``new_state`` with the rows ``bad`` of every robot key taken from ``state`` (the last
+        valid reading); the reading keys keep the new values (the fault)."""
+        kept: Batch = {}
+        for key, value in new_state.items():
+            if key in READING_KEYS or key not in state:
+                kept[key] = value
+            else:
+                merged = np.array(value, copy=True)
+                merged[bad] = state[key][bad]
+                kept[key] = merged
+        return kept
 
     @staticmethod
     def _replace_rows(
