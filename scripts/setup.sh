@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System libraries: EGL/OSMesa for offscreen MuJoCo rendering, libusb for pyrealsense2.
+# System libraries: EGL/OSMesa for offscreen MuJoCo rendering, libusb for pyrealsense2; the race
+# car's firmware toolchain (avr-gcc, avr-libc) and its twin (simavr's library and headers).
 need_apt=()
-for pkg in libegl1 libgl1 libosmesa6 libusb-1.0-0; do
+for pkg in libegl1 libgl1 libosmesa6 libusb-1.0-0 \
+    make gcc gcc-avr avr-libc binutils-avr simavr libsimavr-dev libelf-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
