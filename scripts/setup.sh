@@ -32,5 +32,8 @@ PYTHON="${PYTHON:-python3}"
 quiet .venv/bin/python -m pip install --upgrade pip
 # The CPU wheel first: a bare torch requirement would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || quiet .venv/bin/python -m pip install "torch==2.13.0"
-quiet .venv/bin/python -m pip install -e ".[hardware,test]"
+quiet .venv/bin/python -m pip install -e ".[test]"
+# The hardware extra (driver libraries, twins) installs on its own: its tests skip with a reason
+# where it is absent, and CI runs them because this script installs it.
+quiet .venv/bin/python -m pip install -e ".[hardware]"
 echo "sim2online-envs is set up in .venv"
