@@ -1,0 +1,150 @@
+"""Connection and safety settings of the real Panda: keyword arguments > environment > TOML.
+
+Each field resolves, first found wins, from: the keyword argument to :func:`resolve_config` (or
+``gym.make("RealPanda-v0", ...)``), the environment variable ``SIM2ONLINE_PANDA_<FIELD>``
+(upper case), the table ``[panda]`` of the TOML file named by ``SIM2ONLINE_CONFIG`` (default
+``~/.config/sim2online/hardware.toml``), the default below. An unknown key in any of them is an
+error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+__all__ = ["DRIVERS", "PandaHardwareConfig", "config_path", "resolve_config"]
+
+#: Arm drivers: franky (libfranka 0.21, Franka Research 3) and panda-py (libfranka 0.9.2, the
+#: older Panda / FER). See docs/hardware/panda.md for which arm takes which.
+DRIVERS = ("franky", "panda_py")
+
+ENV_PREFIX = "SIM2ONLINE_PANDA_"
+TABLE = "panda"
+
+
+@dataclass(frozen=True)
+class PandaHardwareConfig:
+    """Everything that says how to reach and guard the real arm, hand, camera and cube."""
+
+    #: FCI address of the arm (the robot's, not Desk's, network).
+    robot_ip: str = "172.16.0.2"
+    #: "franky" (FR3, libfranka 0.21) or "panda_py" (Panda/FER, libfranka 0.9.2).
+    driver: str = "franky"
+    #: Serial number of the D455 ("" takes the only RealSense connected).
+    camera_serial: str = ""
+    #: Calibration file (JSON) written by ``sim2online calibrate panda-camera``.
+    calibration: str = "~/.config/sim2online/panda_calibration.json"
+    #: Seconds to wait for the arm, the hand or the camera to answer when connecting.
+    connect_timeout: float = 5.0
+    #: Colour stream of the D455 (px, px, Hz); RGB8.
+    camera_width: int = 640
+    camera_height: int = 480
+    camera_fps: int = 30
+    #: A camera frame older than this at a tick is stale (s): ``camera_stale``.
+    camera_max_age: float = 0.2
+    #: ArUco dictionary of the cube's markers, the black square's side (m), the cube's edge (m).
+    marker_dictionary: str = "DICT_4X4_50"
+    marker_length: float = 0.04
+    cube_size: float = 0.05
+    #: The cube pose may be this old (s) before the reading becomes ``marker_lost``.
+    marker_lost_grace: float = 0.25
+    #: Collision reflex thresholds of the arm: joint torques (Nm) and Cartesian forces (N).
+    collision_torque: float = 20.0
+    collision_force: float = 30.0
+    #: Global speed scale of the arm's motions (libfranka's dynamics limits times this).
+    relative_dynamics_factor: float = 0.3
+    #: Gripper: speed (m/s), grasp force (N), the width it closes to (m) and the tolerances of
+    #: a grasp (m): success when the fingers stop within [width - inner, width + outer].
+    gripper_speed: float = 0.1
+    grasp_force: float = 40.0
+    grasp_width: float = 0.04
+    grasp_epsilon_inner: float = 0.01
+    grasp_epsilon_outer: float = 0.02
+    #: The tip counts as stalled (fault ``ik_stall``) when it is farther than this from its
+    #: target (m) and has not come closer by 1 mm for ``stall_time`` seconds.
+    stall_distance: float = 0.01
+    stall_time: float = 1.5
+    #: Largest joint error after the reset motion (rad).
+    home_tolerance: float = 0.01
+    #: Seconds the joint motion to the reset pose may take.
+    home_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.driver not in DRIVERS:
+            raise ValueError(f"driver must be one of {DRIVERS}, got {self.driver!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not value > 0:
+                raise ValueError(f"{f.name} must be positive, got {value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+                raise ValueError(f"{f.name} must be positive, got {value!r}")
+        if self.marker_length >= self.cube_size:
+            raise ValueError(
+                f"marker_length {self.marker_length} must be smaller than the cube's edge "
+                f"{self.cube_size} (the marker needs a white border)"
+            )
+
+    @property
+    def calibration_path(self) -> Path:
+        return Path(os.path.expanduser(self.calibration))
+
+
+def config_path() -> Path:
+    """The TOML file the settings are read from (it may not exist)."""
+    raw = os.environ.get("SIM2ONLINE_CONFIG", "~/.config/sim2online/hardware.toml")
+    return Path(os.path.expanduser(raw))
+
+
+def _known() -> dict[str, Any]:
+    hints = typing.get_type_hints(PandaHardwareConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(PandaHardwareConfig)}
+
+
+def _check_keys(keys: Any, where: str, known: Mapping[str, Any]) -> None:
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise TypeError(f"{where}: unknown Panda settings {unknown}; known: {sorted(known)}")
+
+
+def _coerce(name: str, kind: Any, value: Any, where: str) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {name}={value!r} is not a {kind.__name__}") from None
+
+
+def resolve_config(**kwargs: Any) -> PandaHardwareConfig:
+    """The settings from keyword arguments > environment > TOML > defaults."""
+    known = _known()
+    _check_keys(kwargs, "keyword arguments", known)
+    values: dict[str, Any] = {}
+    path = config_path()
+    if path.is_file():
+        with path.open("rb") as handle:
+            table = tomllib.load(handle).get(TABLE, {})
+        if not isinstance(table, Mapping):
+            raise TypeError(f"{path}: [{TABLE}] must be a table")
+        _check_keys(table, f"{path} [{TABLE}]", known)
+        values.update({k: _coerce(k, known[k], v, str(path)) for k, v in table.items()})
+    env_keys = [key for key in os.environ if key.startswith(ENV_PREFIX)]
+    env_names = {key[len(ENV_PREFIX) :].lower(): key for key in env_keys}
+    _check_keys(env_names, "environment", known)
+    for name, key in env_names.items():
+        values[name] = _coerce(name, known[name], os.environ[key], key)
+    values.update({k: _coerce(k, known[k], v, "keyword") for k, v in kwargs.items()})
+    return PandaHardwareConfig(**values)
