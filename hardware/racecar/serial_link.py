@@ -144,7 +144,11 @@ class SerialLink:
         port = self._serial
         while not self._closing.is_set():
             try:
-                data = port.read(256)
+                # One byte (waiting up to the port timeout), then whatever else has arrived:
+                # read(n) would wait for n bytes, up to the whole timeout.
+                data = port.read(1)
+                if data and port.in_waiting:
+                    data += port.read(port.in_waiting)
             except (serial.SerialException, OSError, TypeError, AttributeError) as error:
                 if not self._closing.is_set():
                     with self._state_lock:
