@@ -20,14 +20,13 @@ import gymnasium as gym
 import numpy as np
 
 import sim2online_envs  # noqa: F401  (registers the ids)
+from sim2online_envs import robots
 
 logger = logging.getLogger("sim2online_envs.demo")
 
-#: robot -> (env id, module of its scripted controller)
+#: robot -> (env id, module of its scripted controller), from the robot modules
 DEMO_ROBOTS = {
-    "panda": ("SimPanda-v0", "sim2online_envs.controllers.panda"),
-    "go1": ("SimGo1-v0", "sim2online_envs.controllers.go1"),
-    "racecar": ("SimRaceCar-v0", "sim2online_envs.controllers.racecar"),
+    name: (module.SIM_ID, module.CONTROLLER_MODULE) for name, module in robots.ROBOT_MODULES.items()
 }
 
 

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from sim2online_envs.core import Batch
+from sim2online_envs.robots import go1, panda, racecar
 
 #: ``info["truncation_reason"]`` values of the limits.
 SAFETY_TILT = "safety_tilt"
@@ -136,10 +137,10 @@ class PandaLimits(CommandLimits):
     hardware.
     """
 
-    workspace_low: tuple[float, float, float] = (0.30, -0.30, 0.015)
-    workspace_high: tuple[float, float, float] = (0.68, 0.30, 0.35)
-    max_step: float = 0.04 * math.sqrt(3.0) + 1e-9
-    max_gripper_force: float = 40.0
+    workspace_low: tuple[float, float, float] = panda.SAFETY_WORKSPACE_LOW
+    workspace_high: tuple[float, float, float] = panda.SAFETY_WORKSPACE_HIGH
+    max_step: float = panda.SAFETY_MAX_STEP
+    max_gripper_force: float = panda.SAFETY_MAX_GRIPPER_FORCE
     tip_key: str = "tip_pos"
     target_key: str = "tip_target"
     gripper_key: str = "gripper_closed"
@@ -201,7 +202,7 @@ class PandaLimits(CommandLimits):
         config = getattr(task, "config", None)
         if config is None:
             return cls()
-        lead = float(getattr(config, "max_target_lead", 0.04))
+        lead = float(getattr(config, "max_target_lead", panda.MAX_TARGET_LEAD))
         return cls(
             workspace_low=tuple(getattr(config, "workspace_low", cls.workspace_low)),
             workspace_high=tuple(getattr(config, "workspace_high", cls.workspace_high)),
@@ -209,51 +210,9 @@ class PandaLimits(CommandLimits):
         )
 
 
-#: Go1 joint limits (rad) per leg: hip abduction, thigh, calf (Unitree Go1 URDF), FR FL RR RL.
-GO1_JOINT_LOWER = (-0.863, -0.686, -2.818) * 4
-GO1_JOINT_UPPER = (0.863, 4.501, -0.888) * 4
-#: Go1 leg geometry (m): hip joints in the trunk frame (FR, FL, RR, RL), thigh offset along y,
-#: thigh and calf lengths, foot sphere radius.
-GO1_HIP_OFFSETS = np.array(
-    [
-        [0.1881, -0.04675, 0.0],
-        [0.1881, 0.04675, 0.0],
-        [-0.1881, -0.04675, 0.0],
-        [-0.1881, 0.04675, 0.0],
-    ]
-)
-GO1_THIGH_OFFSET = 0.08
-GO1_THIGH_LENGTH = 0.213
-GO1_CALF_LENGTH = 0.213
-GO1_FOOT_RADIUS = 0.02
-
-
-def go1_feet_in_trunk(joint_pos: np.ndarray) -> np.ndarray:
-    """Foot centres (B, 4, 3) in the trunk frame from joint angles (B, 12), by leg kinematics."""
-    q = np.asarray(joint_pos, dtype=np.float64).reshape(-1, 4, 3)
-    abduction, thigh, knee = q[..., 0], q[..., 1], q[..., 2]
-    # In the hip frame, after the thigh and knee pitch joints (rotations about y):
-    x = -GO1_THIGH_LENGTH * np.sin(thigh) - GO1_CALF_LENGTH * np.sin(thigh + knee)
-    z = -GO1_THIGH_LENGTH * np.cos(thigh) - GO1_CALF_LENGTH * np.cos(thigh + knee)
-    y = np.sign(GO1_HIP_OFFSETS[:, 1]) * GO1_THIGH_OFFSET
-    # The abduction joint rotates about x.
-    y_rot = y * np.cos(abduction) - z * np.sin(abduction)
-    z_rot = y * np.sin(abduction) + z * np.cos(abduction)
-    return GO1_HIP_OFFSETS + np.stack([x, y_rot, z_rot], axis=-1)
-
-
-def go1_trunk_height(joint_pos: np.ndarray, base_quat: np.ndarray) -> np.ndarray:
-    """Trunk height (B,) above flat ground, from joint angles and the IMU orientation only.
-
-    The lowest foot is taken to touch the ground. This needs no motion capture, so it holds the
-    same on the real robot as in sim.
-    """
-    feet = go1_feet_in_trunk(joint_pos)
-    w, x, y, z = np.moveaxis(np.asarray(base_quat, dtype=np.float64).reshape(-1, 4), -1, 0)
-    # Third row of the rotation matrix: the world z of a trunk-frame vector.
-    row = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
-    foot_z = np.einsum("bk,bfk->bf", row, feet)
-    return -foot_z.min(axis=1) + GO1_FOOT_RADIUS
+#: The Go1's leg kinematics (trunk height from joint angles and the IMU) are robot facts.
+go1_feet_in_trunk = go1.feet_in_trunk
+go1_trunk_height = go1.trunk_height
 
 
 def roll_pitch(quat_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,12 +240,12 @@ class Go1Limits(CommandLimits):
     bootstraps through it).
     """
 
-    joint_lower: tuple[float, ...] = GO1_JOINT_LOWER
-    joint_upper: tuple[float, ...] = GO1_JOINT_UPPER
-    margin: float = 0.05
-    max_target_change: float = 0.25
-    max_tilt: float = 1.1
-    min_height: float = 0.12
+    joint_lower: tuple[float, ...] = tuple(go1.JOINT_LOWER.tolist())
+    joint_upper: tuple[float, ...] = tuple(go1.JOINT_UPPER.tolist())
+    margin: float = go1.SAFETY_JOINT_MARGIN
+    max_target_change: float = go1.SAFETY_MAX_TARGET_CHANGE
+    max_tilt: float = go1.SAFETY_MAX_TILT
+    min_height: float = go1.SAFETY_MIN_HEIGHT
     joint_key: str = "joint_pos"
     quat_key: str = "base_quat"
     target_key: str = "joint_targets"
@@ -359,10 +318,10 @@ class RaceCarLimits(CommandLimits):
     and the cap drops to ``outside_max_speed`` so that an automatic reset can still crawl back.
     """
 
-    arena_low: tuple[float, float] = (-4.0, -4.0)
-    arena_high: tuple[float, float] = (4.0, 4.0)
-    max_speed: float = 3.0
-    outside_max_speed: float = 0.5
+    arena_low: tuple[float, float] = racecar.SAFETY_ARENA_LOW
+    arena_high: tuple[float, float] = racecar.SAFETY_ARENA_HIGH
+    max_speed: float = racecar.SAFETY_MAX_SPEED
+    outside_max_speed: float = racecar.SAFETY_OUTSIDE_MAX_SPEED
     pose_key: str = "pose"
     velocity_key: str = "velocity"
     throttle_key: str = "throttle"
@@ -416,7 +375,9 @@ class RaceCarLimits(CommandLimits):
     @classmethod
     def for_task(cls, task: Any) -> RaceCarLimits:
         """The car's limits with the arena of its task (``config.arena_half_size``)."""
-        half = float(getattr(getattr(task, "config", None), "arena_half_size", 4.0))
+        half = float(
+            getattr(getattr(task, "config", None), "arena_half_size", racecar.ARENA_HALF_SIZE)
+        )
         return cls(arena_low=(-half, -half), arena_high=(half, half))
 
 

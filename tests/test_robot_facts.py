@@ -438,12 +438,7 @@ FACT_STRINGS: dict[str, str] = {
 }
 #: Files the lead is moving onto the robot modules, and the facts each still writes. An entry
 #: that no longer matches fails too: delete it once the file imports its facts.
-PENDING: dict[str, set[str]] = {
-    "wrappers/safety.py": {"go1 joint limits", "go1 hip offsets", "panda workspace"},
-    "sim2online_envs/safety.py": {"go1 joint limits", "go1 hip offsets", "panda workspace"},
-    "wrappers/reset_prompt.py": {"panda home tip"},
-    "sim2online_envs/cli.py": {"panda ids", "go1 ids", "racecar ids"},
-}
+PENDING: dict[str, set[str]] = {}
 #: Where the package's source lives (the repository's folders that install as subpackages).
 SOURCE_DIRS = ("sim2online_envs", "wrappers", "hardware", "agents")
 

@@ -371,8 +371,8 @@ class DriveBackReset(AutoReset):
     (steering, throttle), steering positive to the left (ψ increasing).
     """
 
-    home: tuple[float, float] = (-2.0, 0.0)
-    tolerance: float = 0.3
+    home: tuple[float, float] = robots.racecar.RESET_HOME
+    tolerance: float = robots.racecar.RESET_HOME_TOLERANCE
     max_speed: float = 1.0
     steering_gain: float = 2.0
     distance_gain: float = 1.0
@@ -383,7 +383,7 @@ class DriveBackReset(AutoReset):
     #: Radius of the tightest turn, m (1:10 car at full lock, with margin): a home inside a
     #: full-lock circle cannot be reached by turning; the car first backs off in a straight line
     #: until home lies ``1 + hysteresis`` radii from the circle's centre.
-    turning_radius: float = 0.8
+    turning_radius: float = robots.racecar.RESET_TURNING_RADIUS
     hysteresis: float = 0.4
 
     def control(
@@ -440,15 +440,17 @@ class PandaHomeReset(AutoReset):
     home is the sim's home posture's tip (0.45, 0, 0.30) m, above the table's centre.
     """
 
-    home: tuple[float, float, float] = (0.45, 0.0, 0.30)
-    tolerance: float = 0.01
+    home: tuple[float, float, float] = tuple(robots.panda.HOME_TIP_POS.tolist())
+    tolerance: float = robots.panda.RESET_HOME_TOLERANCE
     max_steps: int = 200
 
     description = "open the gripper and move the arm home"
 
     def run(self, env: gym.Env) -> bool:
         base = env.unwrapped
-        step = float(getattr(getattr(base.task, "config", None), "max_tip_step", 0.02))  # type: ignore[attr-defined]
+        step = float(
+            getattr(getattr(base.task, "config", None), "max_tip_step", robots.panda.MAX_TIP_STEP)
+        )  # type: ignore[attr-defined]
         for _ in range(self.max_steps):
             tip = np.asarray(base.state["tip_pos"][0], dtype=np.float64)  # type: ignore[attr-defined]
             error = np.asarray(self.home) - tip

@@ -51,7 +51,6 @@ from sim2online_envs.robots.spec import KeySpec
 
 __all__ = [
     "ALIASES",
-    "AUTO_RESET_HOOK",
     "CALF_LENGTH",
     "COMMAND_KEYS",
     "CONTROLLER_MODULE",
@@ -220,4 +219,4 @@ RESET_INSTRUCTIONS = (
     "slack (or let it stand up with the automatic reset). Keep the e-stop in hand."
 )
 #: The backend method that stands the robot up (the automatic reset).
-AUTO_RESET_HOOK = "stand_up"
+
