@@ -218,5 +218,3 @@ RESET_INSTRUCTIONS = (
     "Go1: set the robot on its feet in the middle of the mat, facing +x, legs free, tether "
     "slack (or let it stand up with the automatic reset). Keep the e-stop in hand."
 )
-#: The backend method that stands the robot up (the automatic reset).
-
