@@ -103,7 +103,7 @@ def _single_env_stepper(
     env = gym.make(env_id)
     env.reset(seed=0)
     if skip_physics:
-        env.unwrapped.backend.vector_backend.batch.step = lambda *args, **kwargs: None
+        env.unwrapped.backend.batch.step = lambda *args, **kwargs: None
     next_action = _cycle([a[0] for a in _actions(1, env.action_space.shape[0], scale)])
 
     def step() -> None:

@@ -1,4 +1,5 @@
-"""Command line: ``sim2online demo`` runs every sim robot with its scripted controller.
+"""Command line: ``sim2online demo`` runs every sim robot with its scripted controller;
+``sim2online check <robot>`` runs a real robot's (or its twin's) pre-flight checks.
 
 The demo is the package's main job on its embedded default (no hardware attached): for each
 robot it runs one seeded episode with the privileged scripted controller and writes a PNG strip
@@ -22,7 +23,7 @@ import numpy as np
 import sim2online_envs  # noqa: F401  (registers the ids)
 from sim2online_envs import robots
 
-logger = logging.getLogger("sim2online_envs.demo")
+logger = logging.getLogger("sim2online")
 
 #: robot -> (env id, module of its scripted controller), from the robot modules
 DEMO_ROBOTS = {
@@ -94,6 +95,37 @@ def run_demo(
         env.close()
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as a keyword argument (numbers and booleans parsed, the rest strings)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set needs KEY=VALUE, got {text!r}")
+    for parse in (int, float):
+        try:
+            return key, parse(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    return key, value
+
+
+def run_check(robot: str, hardware: str, settings: Sequence[str]) -> int:
+    """Run ``robot``'s pre-flight checks and report each; exit status 0 only if all pass."""
+    name = robots.resolve(robot)
+    module = importlib.import_module(f"sim2online_envs.hardware.{name}.check")
+    results = module.run_checks(hardware=hardware, **dict(_setting(item) for item in settings))
+    width = max((len(check_name) for check_name, _, _ in results), default=0)
+    for check_name, ok, detail in results:
+        logger.info("%s  %-*s  %s", "ok  " if ok else "FAIL", width, check_name, detail)
+    failed = [check_name for check_name, ok, _ in results if not ok]
+    if failed:
+        logger.error("%s: %d of %d checks failed: %s", name, len(failed), len(results), failed)
+        return 1
+    logger.info("%s: all %d checks passed", name, len(results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sim2online`` and ``python -m sim2online_envs``."""
     parser = argparse.ArgumentParser(prog="sim2online", description=__doc__.splitlines()[0])
@@ -103,8 +135,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--robots", nargs="+", choices=sorted(DEMO_ROBOTS), default=None)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--max-steps", type=int, default=None, help="cap steps per episode")
+    check = sub.add_parser("check", help="pre-flight checks of a real robot (or its twin)")
+    check.add_argument("robot", help="panda, go1 or racecar")
+    check.add_argument("--twin", action="store_true", help="check the twin on loopback instead")
+    check.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a connection setting (port=/dev/ttyACM0, robot_ip=...); repeatable",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return run_check(args.robot, "twin" if args.twin else "real", args.settings)
 
     args.out.mkdir(parents=True, exist_ok=True)
     summaries = []
