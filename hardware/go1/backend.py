@@ -93,11 +93,11 @@ class Go1RealBackend(RealBackend):
         if self.twin is not None and twin_reset:
             self.twin.set_faults(reset=True)
             self.twin.reset()  # the operator puts the robot back on its feet
+        # a fresh reading proves the link before anything moves
+        self.driver.wait_fresh(self.config.connect_timeout)
         previous = self.driver.clear_fault()
         if previous:
             logger.info("%s: the last episode ended with %s", self.name, previous)
-        # a fresh reading proves the link before anything moves
-        self.driver.latest(4 * self.config.state_timeout / self.config.time_scale)
         if stand:
             self.driver.stand_up(wait=True)
         else:
@@ -105,6 +105,8 @@ class Go1RealBackend(RealBackend):
 
     def _check_standing(self) -> None:
         reading = self.driver.latest(4 * self.config.state_timeout / self.config.time_scale)
+        if not reading.valid:
+            raise HardwareError(self.name, f"cannot start an episode: {reading.fault}")
         quat = reading.state["base_quat"]
         up_z = 1.0 - 2.0 * (quat[1] ** 2 + quat[2] ** 2)
         if up_z < self.config.fall_up_z:

@@ -66,6 +66,8 @@ DAMPING, POSITION, STAND_UP, LIE_DOWN = "damping", "position", "stand_up", "lie_
 #: How fast the robot-clock offset's floor may rise [s/s] (clock drift, a slow twin), so that
 #: only a sudden delay trips ``udp_delay``.
 _OFFSET_DRIFT = 0.005
+#: Consecutive late LowStates that make ``udp_delay``.
+_DELAY_STREAK = 10
 #: Motor mode "servo" of the Go1's motors.
 _SERVO = 0x0A
 #: Wireless remote: L2 (byte 2, bit 5) with B (byte 3, bit 1) is the e-stop chord, as on
@@ -142,6 +144,7 @@ class Go1Driver:
         self._last_tick: int | None = None
         self._offset_floor: float | None = None
         self._offset_time = 0.0
+        self._delay_streak = 0
         self._q = HOME_JOINT_POS.copy()
         self._rtt: collections.deque[float] = collections.deque(maxlen=20000)
         self._periods: collections.deque[float] = collections.deque(maxlen=20000)
@@ -273,6 +276,7 @@ class Go1Driver:
                 window.ring[:] = 0
                 window.total = window.filled = 0
             self._offset_floor = None
+            self._delay_streak = 0
         if fault:
             logger.warning("%s: clearing the fault %r for a new episode", self.name, fault)
         return fault
@@ -280,20 +284,36 @@ class Go1Driver:
     # -- readings ------------------------------------------------------------------------------
 
     def latest(self, max_age: float) -> Reading:
-        """The newest state; invalid with the fault's name while one is latched; raises
-        StaleReadingError if older than ``max_age`` wall-clock seconds."""
+        """The newest state; invalid with the fault's name while one is latched, or with
+        ``udp_timeout`` (latched, damping) when older than ``max_age`` wall-clock seconds;
+        raises StaleReadingError only before the first LowState."""
         with self._lock:
             reading, fault = self._reading, self._fault
-        if fault:
-            if reading is None:
-                raise StaleReadingError(self.name, f"no LowState yet ({fault})")
-            return Reading(reading.state, reading.stamp, valid=False, fault=fault)
         if reading is None:
-            raise StaleReadingError(self.name, "no LowState yet")
-        age = reading.age()
-        if age > max_age:
-            raise StaleReadingError(self.name, f"newest LowState is {age * 1e3:.0f} ms old")
+            raise StaleReadingError(self.name, f"no LowState yet{f' ({fault})' if fault else ''}")
+        if not fault and reading.age() > max_age:
+            self.trip("udp_timeout", f"newest LowState is {reading.age() * 1e3:.0f} ms old")
+            fault = self._fault
+        if fault:
+            return Reading(reading.state, reading.stamp, valid=False, fault=fault)
         return reading
+
+    def wait_fresh(self, timeout: float) -> Reading:
+        """Wait (bounded) for a LowState that arrives after this call, fault or not; raise
+        ConnectionTimeoutError naming the address when none comes within ``timeout`` s."""
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            with self._lock:
+                reading = self._reading
+            if reading is not None and reading.stamp > start:
+                return reading
+            if time.monotonic() >= deadline:
+                raise ConnectionTimeoutError(
+                    self.name,
+                    f"no fresh LowState within {timeout:.1f} s: the robot stopped answering",
+                )
+            time.sleep(0.005)
 
     def timing(self) -> dict[str, float]:
         """Loop statistics: SDK period mean/std/max, round trip median/99th percentile [s]."""
@@ -374,7 +394,7 @@ class Go1Driver:
         tick = int(state.tick)
         if self._last_tick is not None and tick < self._last_tick:
             return False
-        dt = 0.0 if self._last_tick is None else (tick - self._last_tick) / 1000.0 * cfg.time_scale
+        dt = 0.0 if self._last_tick is None else (tick - self._last_tick) / 1000.0
         self._last_tick = tick
         # the robot's clock against ours: a sudden rise of the offset is a delayed link
         offset = stamp * cfg.time_scale - tick / 1000.0
@@ -448,8 +468,11 @@ class Go1Driver:
         cfg = self.config
         if cfg.remote_estop and extra["remote_estop"]:
             self.trip("remote_estop", "L2+B on the wireless remote")
-        if extra["delay"] > cfg.max_delay:
-            self.trip("udp_delay", f"LowState {extra['delay'] * 1e3:.0f} ms late")
+        # one late LowState is this PC's scheduler (the thread ran late); a link that delays
+        # keeps doing so
+        self._delay_streak = self._delay_streak + 1 if extra["delay"] > cfg.max_delay else 0
+        if self._delay_streak >= _DELAY_STREAK:
+            self.trip("udp_delay", f"LowStates {extra['delay'] * 1e3:.0f} ms late")
         if self._mode == DAMPING:
             return
         quat = state["base_quat"]

@@ -52,7 +52,7 @@ class TwinFaults:
 
     :param drop: probability of not answering a LowCmd.
     :param delay: seconds every answer is held back.
-    :param reorder: send answers in swapped pairs (the second one first).
+    :param reorder: every other answer arrives after the next one.
     :param corrupt: number of coming answers sent with a wrong checksum.
     :param silent: answer nothing at all (the robot stopped).
     """
@@ -102,9 +102,12 @@ class Go1Twin:
         self._truth: dict[str, np.ndarray] = {}
         self._peer: tuple[str, int] | None = None
         self._pending: list[tuple[float, int, bytes, tuple[str, int]]] = []
-        self._held: tuple[bytes, tuple[str, int]] | None = None
+        self._odd = False
         self._sequence = 0
+        self._flush = False
         self._feedforward = np.zeros(NUM_JOINTS)
+        #: The last valid LowCmd, decoded (what the motors are doing now), or None.
+        self.last_command: dict[str, np.ndarray] | None = None
         self.stats = {"commands": 0, "bad_commands": 0, "answers": 0, "steps": 0, "overruns": 0}
         self.reset()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -170,6 +173,7 @@ class Go1Twin:
         with self._lock:
             if changes.pop("reset", False):
                 self.faults = TwinFaults()
+                self._flush = True  # held and delayed answers are lost with the fault
             self.faults = dataclasses.replace(self.faults, **changes)
 
     def push(self, force: np.ndarray, duration: float, torque: np.ndarray | None = None) -> None:
@@ -200,6 +204,9 @@ class Go1Twin:
         next_step = time.perf_counter() + period
         try:
             while self._running:
+                if self._flush:
+                    self._flush = False
+                    self._pending.clear()
                 now = time.perf_counter()
                 timeout = max(0.0, min(next_step - now, self._next_release(now) - now))
                 readable, _, _ = select.select([self._socket], [], [], timeout)
@@ -245,6 +252,7 @@ class Go1Twin:
         model.actuator_biasprm[:, 2] = -kd
         data.ctrl[:] = command["q"]
         self._feedforward = command["tau"] + kd * command["dq"]
+        self.last_command = command
 
     def _answer(self, datagram: bytes, address: tuple[str, int]) -> None:
         faults = self.faults
@@ -255,13 +263,12 @@ class Go1Twin:
                 self.faults.corrupt -= 1
             datagram = datagram[:-4] + bytes(b ^ 0xFF for b in datagram[-4:])
         if faults.reorder:
-            if self._held is None:
-                self._held = (datagram, address)
+            # every other answer overtaken by the next one: it arrives alone, after it
+            self._odd = not self._odd
+            if self._odd:
+                period = self.config.sdk_dt / self.config.time_scale
+                self._send(datagram, address, faults.delay + 1.5 * period)
                 return
-            held, self._held = self._held, None
-            self._send(datagram, address, faults.delay)
-            self._send(*held, faults.delay)
-            return
         self._send(datagram, address, faults.delay)
 
     def _send(self, datagram: bytes, address: tuple[str, int], delay: float) -> None:
@@ -358,7 +365,9 @@ class Go1Twin:
         )
         record["footForce"] = np.clip(np.round(truth["foot_force"]), -32768, 32767)
         record["footForceEst"] = record["footForce"]
-        record["tick"] = int((time.monotonic() - self._t0) * 1000.0) & 0xFFFFFFFF
+        # the controller's clock in milliseconds of robot time (slowed with the physics)
+        elapsed = (time.monotonic() - self._t0) * self.config.time_scale
+        record["tick"] = int(elapsed * 1000.0) & 0xFFFFFFFF
         return protocol.encode_lowstate(record)
 
     # -- life cycle ----------------------------------------------------------------------------
