@@ -36,4 +36,10 @@ quiet .venv/bin/python -m pip install -e ".[test]"
 # The hardware extra (driver libraries, twins) installs on its own: its tests skip with a reason
 # where it is absent, and CI runs them because this script installs it.
 quiet .venv/bin/python -m pip install -e ".[hardware]"
+# The Go1's unitree_legged_sdk declares its own build and upload tools as dependencies (twine,
+# auditwheel, pybind11, setuptools, wheel: 36 packages with keyring and cryptography, and newer
+# setuptools and packaging than the venv's); its wheel needs none of them to run, and pip cannot
+# skip one requirement's dependencies inside an extra, so it installs here, alone, --no-deps.
+.venv/bin/python -c "import unitree_legged_sdk.robot_interface" 2>/dev/null \
+    || quiet .venv/bin/python -m pip install --no-deps "unitree-legged-sdk==3.8.20231105"
 echo "sim2online-envs is set up in .venv"

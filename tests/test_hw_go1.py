@@ -201,3 +201,17 @@ def test_robot_not_answering_is_a_clear_error() -> None:
         gym.make("RealGo1-v0", robot_ip="127.0.0.1", robot_port=9, local_port=0,
                  connect_timeout=0.5)  # fmt: skip
     assert time.monotonic() - start < 5.0
+
+
+def test_check_against_the_twin() -> None:
+    from sim2online_envs.hardware.go1.check import run_checks
+
+    results = run_checks(hardware="twin", **SETTINGS)
+    assert [name for name, _, _ in results] == [
+        "sdk", "robot answers", "battery", "imu", "joints inside limits", "damping responds",
+        "link",
+    ]  # fmt: skip
+    assert all(ok for _, ok, _ in results), results
+    failed = run_checks(robot_ip="127.0.0.1", robot_port=9, local_port=0, connect_timeout=0.3)
+    assert failed[-1][0] == "robot answers" and not failed[-1][1]
+    assert "127.0.0.1:9" in failed[-1][2]

@@ -51,8 +51,8 @@ class Go1Config:
     :param max_crc_errors: LowStates with a bad checksum tolerated in the window (``crc_error``).
     :param max_reordered: LowStates older than one already seen tolerated in the window
         (``udp_reordered``); they are never used.
-    :param max_delay: seconds LowStates may arrive later than the fastest one seen (ten in a row), measured
-        on the robot's own millisecond clock (``tick``), before ``udp_delay``.
+    :param max_delay: seconds LowStates may arrive later than the fastest one seen (ten in a
+        row), measured on the robot's own millisecond clock (``tick``), before ``udp_delay``.
     :param fall_up_z: a fall is the trunk's up axis having a world z below this (the env
         passes the task's value).
     :param soft_limit_factor: fraction of each joint's range, about its middle, a joint may
