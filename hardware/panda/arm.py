@@ -14,10 +14,12 @@ Connecting with the wrong one makes libfranka say only "incorrect object size" (
 "incompatible library version"); :func:`explain_connect_error` turns that into an error naming
 the arm and the driver to use.
 
-Control: targets from the policy at the control rate, the 1 kHz loop inside libfranka. franky:
-each target is a ``CartesianMotion`` started asynchronously, which takes over the running one
-(franky replans with Ruckig, within its dynamics limits times ``relative_dynamics_factor``);
-panda-py: its ``CartesianImpedance`` torque controller, whose target is set each tick. The hand
+Control: targets from the policy at the control rate, the 1 kHz loop inside libfranka, a
+Cartesian impedance (a critically damped spring to the target, like the simulator's servoed
+IK): franky's ``CartesianImpedanceTrackingMotion`` (its reference set each tick) or panda-py's
+``CartesianImpedance`` controller (``set_control`` each tick), with the stiffnesses of the
+config. franky also offers ``arm_mode="motion"``: each target a ``CartesianMotion`` that takes
+over the running one (Ruckig replanning; precise at rest, but it overshoots targets that move). The hand
 points down (the simulator's ``TIP_DOWN_ROTATION``). Errors (reflexes, communication
 constraints, a lost connection) are caught when reading, kept with libfranka's text and reported
 until :meth:`ArmDriver.recover` is called explicitly: nothing clears them by itself.
@@ -381,6 +383,7 @@ class FrankyArm(ArmDriver):
         robot.relative_dynamics_factor = cfg.relative_dynamics_factor
         robot.set_collision_behavior(cfg.collision_torque, cfg.collision_force)
         self._franky = franky
+        self._tracking: Any = None
         self._quat = _down_quat_xyzw()
         self.gripper = GripperWorker(
             f"Franka hand {cfg.robot_ip}",
@@ -416,17 +419,34 @@ class FrankyArm(ArmDriver):
 
     def move_tip(self, target: np.ndarray) -> None:
         franky = self._franky
-        motion = franky.CartesianMotion(
-            franky.Affine(np.asarray(target, dtype=np.float64), self._quat),
-            franky.ReferenceType.Absolute,
-        )
+        pose = franky.Affine(np.asarray(target, dtype=np.float64), self._quat)
         try:
-            self._robot.move(motion, asynchronous=True)
+            if self.config.arm_mode == "motion":
+                motion = franky.CartesianMotion(pose, franky.ReferenceType.Absolute)
+                self._robot.move(motion, asynchronous=True)
+                return
+            reference = franky.CartesianReference(target=pose)
+            if self._tracking is None:
+                from sim2online_envs.hardware.panda.facts import HOME_QPOS
+
+                tracking = franky.CartesianImpedanceTrackingMotion(
+                    translational_stiffness=self.config.translational_stiffness,
+                    rotational_stiffness=self.config.rotational_stiffness,
+                    # The redundant joint pulled toward the home posture (the simulator's
+                    # null-space term), so the elbow does not drift to a joint limit.
+                    posture_task=franky.PostureTask(HOME_QPOS.astype(np.float64), 10.0),
+                )
+                tracking.set_reference(reference)
+                self._robot.move(tracking, asynchronous=True)
+                self._tracking = tracking
+            else:
+                self._tracking.set_reference(reference)
         except Exception as error:
             self.latch_error(str(error).splitlines()[0])
 
     def stop(self) -> None:
         robot = getattr(self, "_robot", None)
+        self._tracking = None
         if robot is None:
             return
         try:
@@ -436,6 +456,7 @@ class FrankyArm(ArmDriver):
 
     def move_joints(self, q: np.ndarray, timeout: float) -> None:
         franky = self._franky
+        self.stop()
         self._robot.move(
             franky.JointMotion(np.asarray(q, dtype=np.float64).tolist()), asynchronous=True
         )
@@ -527,7 +548,9 @@ class PandaPyArm(ArmDriver):
         try:
             if self._controller is None:
                 self._controller = self._controllers.CartesianImpedance(
-                    impedance=panda_py_impedance()
+                    impedance=panda_py_impedance(
+                        self.config.translational_stiffness, self.config.rotational_stiffness
+                    )
                 )
                 self._panda.start_controller(self._controller)
             self._controller.set_control(np.asarray(target, dtype=np.float64), self._quat)

@@ -150,6 +150,7 @@ class RealPandaBackend(RealBackend):
         self._stall_best = np.inf
         self._stall_since = 0.0
         self.fault_name = self.fault_detail = ""
+        self._preparing = False
         self._last_rgb: np.ndarray | None = None
         self._extra: dict[str, float] = {}
         super().__init__(ClockConfig(control_dt=control_dt, watchdog_periods=watchdog_periods))
@@ -169,7 +170,8 @@ class RealPandaBackend(RealBackend):
 
     def _fault(self, fault: str, detail: str) -> Reading:
         self.fault_name, self.fault_detail = fault, detail
-        logger.error("%s: %s: %s", self.name, fault, detail)
+        level = logging.DEBUG if self._preparing else logging.ERROR
+        logger.log(level, "%s: %s: %s", self.name, fault, detail)
         return Reading(
             state={}, stamp=time.monotonic(), valid=False, fault=fault, extra={"error": detail}
         )
@@ -193,9 +195,11 @@ class RealPandaBackend(RealBackend):
         self._last_rgb = frame.rgb
         self._cube = self.tracker.latest()
         marker_age = np.inf if self._cube is None else now - self._cube[2]
-        if marker_age > self.config.marker_lost_grace:
+        if marker_age > self.config.camera_max_age + self.config.marker_lost_grace:
             return self._fault(
-                "marker_lost", f"no cube marker seen for {marker_age:.2f} s (camera frames fine)"
+                "marker_lost",
+                f"the newest cube pose is from a frame {marker_age:.2f} s old (camera frames "
+                "keep coming)",
             )
         stall = self._check_stall(arm, now)
         if stall:
@@ -268,12 +272,16 @@ class RealPandaBackend(RealBackend):
         self.tracker.forget()
         ready = time.monotonic()
         deadline = ready + 3.0
-        while time.monotonic() < deadline:
-            self.read(self.clock.reading_age_limit)
-            cube = self.tracker.latest()
-            if cube is not None and cube[2] > ready:
-                return
-            time.sleep(0.02)
+        self._preparing = True
+        try:
+            while time.monotonic() < deadline:
+                self.read(self.clock.reading_age_limit)
+                cube = self.tracker.latest()
+                if cube is not None and cube[2] > ready:
+                    return
+                time.sleep(0.02)
+        finally:
+            self._preparing = False
         raise HardwareError(
             self.camera.name, "sees no cube marker: put the cube in view (docs/hardware/panda.md)"
         )

@@ -44,8 +44,8 @@ class PandaHardwareConfig:
     #: Seconds to wait for the arm, the hand or the camera to answer when connecting.
     connect_timeout: float = 5.0
     #: Colour stream of the D455 (px, px, Hz); RGB8.
-    camera_width: int = 640
-    camera_height: int = 480
+    camera_width: int = 1280
+    camera_height: int = 720
     camera_fps: int = 30
     #: A camera frame older than this at a tick is stale (s): ``camera_stale``.
     camera_max_age: float = 0.2
@@ -53,11 +53,18 @@ class PandaHardwareConfig:
     marker_dictionary: str = "DICT_4X4_50"
     marker_length: float = 0.04
     cube_size: float = 0.05
-    #: The cube pose may be this old (s) before the reading becomes ``marker_lost``.
+    #: The cube pose (from the newest frame that showed a marker) may be this much older (s)
+    #: than ``camera_max_age`` before the reading becomes ``marker_lost``.
     marker_lost_grace: float = 0.25
     #: Collision reflex thresholds of the arm: joint torques (Nm) and Cartesian forces (N).
     collision_torque: float = 20.0
     collision_force: float = 30.0
+    #: franky's arm control: "impedance" (Cartesian impedance tracking) or "motion"
+    #: (asynchronous CartesianMotion targets); panda-py always uses its impedance controller.
+    arm_mode: str = "impedance"
+    #: Cartesian impedance stiffness: translation (N/m) and rotation (Nm/rad).
+    translational_stiffness: float = 3000.0
+    rotational_stiffness: float = 150.0
     #: Global speed scale of the arm's motions (libfranka's dynamics limits times this).
     relative_dynamics_factor: float = 0.3
     #: Gripper: speed (m/s), grasp force (N), the width it closes to (m) and the tolerances of
@@ -70,13 +77,15 @@ class PandaHardwareConfig:
     #: The tip counts as stalled (fault ``ik_stall``) when it is farther than this from its
     #: target (m) and has not come closer by 1 mm for ``stall_time`` seconds.
     stall_distance: float = 0.01
-    stall_time: float = 1.5
+    stall_time: float = 3.0
     #: Largest joint error after the reset motion (rad).
     home_tolerance: float = 0.01
     #: Seconds the joint motion to the reset pose may take.
     home_timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.arm_mode not in ("impedance", "motion"):
+            raise ValueError(f"arm_mode must be 'impedance' or 'motion', got {self.arm_mode!r}")
         if self.driver not in DRIVERS:
             raise ValueError(f"driver must be one of {DRIVERS}, got {self.driver!r}")
         for f in dataclasses.fields(self):

@@ -167,6 +167,9 @@ class TwinScene:
         spec = _capture_scene_spec(self.sim_config)
         spec.visual.global_.offwidth = max(int(width), spec.visual.global_.offwidth)
         spec.visual.global_.offheight = max(int(height), spec.visual.global_.offheight)
+        # No shadow pass: it triples the cost of a full-size frame on a software renderer, and
+        # the cube's corners are found more precisely without the hand's shadow on them.
+        spec.visual.quality.shadowsize = 0
         self._add_markers(spec, config)
         occluder = spec.worldbody.add_body(name="occluder", mocap=True, pos=[0, 0, -5])
         occluder.add_geom(
@@ -415,7 +418,7 @@ class TwinCamera:
 class PandaTwin:
     """Everything ``hardware="twin"`` runs: franky-sim, the scene, the camera, a calibration."""
 
-    def __init__(self, config: PandaHardwareConfig, sim_config: Any = None, fps: int = 15):
+    def __init__(self, config: PandaHardwareConfig, sim_config: Any = None, fps: int = 10):
         if config.driver != "franky":
             raise ValueError(
                 "the twin runs the franky driver only: panda-py's libfranka 0.9.2 speaks the "
