@@ -36,8 +36,15 @@ from sim2online_envs.wrappers.recording import (
 
 from sim2online_envs.controllers.racecar import make_controller
 
-#: Tolerances for a shared CI machine (the real car's defaults are tighter, see the docs).
-TWIN_SETTINGS = {"mocap_max_age": 0.1, "mocap_max_latency": 0.05, "status_timeout": 0.2}
+#: Tolerances for a shared, loaded CI machine, where the test's own step loop can stall for
+#: 100 ms (the real car's defaults are tighter, see the docs; the failsafe test sets 100 ms).
+TWIN_SETTINGS = {
+    "mocap_max_age": 0.25,
+    "mocap_max_latency": 0.06,
+    "status_timeout": 0.3,
+    "failsafe_timeout_ms": 250,
+    "watchdog_periods": 15.0,
+}
 #: No test step loop runs longer than this many steps after a fault (a hang fails, not waits).
 MAX_STEPS_AFTER_FAULT = 120
 
@@ -110,8 +117,12 @@ def test_parking_controller_whole_episodes_recorded(env: RealRaceCarEnv, tmp_pat
 def test_firmware_failsafe_when_commands_stop(env: RealRaceCarEnv) -> None:
     """The host dies without a stop frame: the firmware goes neutral within its timeout plus
     one control period of the last frame (AVR time, in the twin), and the car comes to rest."""
+    from sim2online_envs.hardware.racecar import protocol
+
     backend = env.unwrapped.backend
     env.reset(seed=1, options={"start_pose": [-2.0, 0.0, 0.0]})
+    # The firmware's default timeout for this test (the next reset restores the env's setting).
+    backend.serial._write(protocol.Config(backend.serial._next_seq(), 100, 3).encode())
     for _ in range(40):
         env.step(np.array([0.0, 0.6], dtype=np.float32))
     assert env.twin.state()["speed"] > 0.3
@@ -125,7 +136,7 @@ def test_firmware_failsafe_when_commands_stop(env: RealRaceCarEnv) -> None:
         backend.serial.stop = original_stop
     event = truth["neutral_events"][-1]
     delay = event["t"] - event["frame_t"]
-    assert 0 < delay <= 0.100 + env.control_dt, event
+    assert 0.095 <= delay <= 0.100 + env.control_dt, event
     assert truth["pwm"]["throttle_us"] == 1500
     assert backend.serial.status.failsafe
     assert backend.serial.status.reason.name == "TIMEOUT"
@@ -202,3 +213,23 @@ def test_unreachable_devices_fail_fast_naming_them(tmp_path) -> None:
     with pytest.raises(ConnectionTimeoutError, match="race car serial"):
         RealRaceCarEnv(hardware="real", port=str(tmp_path / "ttyACM9"), connect_timeout=0.5)
     assert time.monotonic() - started < 5.0
+
+
+def test_sb3_policy_trained_in_sim_runs_whole_episode_on_the_twin(env: RealRaceCarEnv) -> None:
+    """A policy trained on SimRaceCar-v0 (briefly: this checks the hand-off, not the skill) runs
+    a whole episode on the twin through SB3's own predict, as a user's script would."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    from sim2online_envs.envs.racecar import RaceCarEnv
+
+    sim = RaceCarEnv()
+    model = sb3.SAC("MlpPolicy", sim, learning_starts=64, batch_size=64, seed=0, device="cpu")
+    model.learn(total_timesteps=150)
+    sim.close()
+    obs, _ = env.reset(seed=4)
+    for _ in range(env.max_episode_steps + 1):
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        _check_transition(obs, reward, env)
+        if terminated or truncated:
+            break
+    assert truncated and info["truncation_reason"] == "time_limit", info

@@ -55,7 +55,9 @@ class RealRaceCarBackend(RealBackend):
         twin: Any = None,
         calibration: Calibration | None = None,
     ):
-        super().__init__(ClockConfig(control_dt=control_dt))
+        super().__init__(
+            ClockConfig(control_dt=control_dt, watchdog_periods=config.watchdog_periods)
+        )
         self.config = config
         self.calibration = calibration or load_calibration(config.calibration or None)
         self.twin = twin

@@ -46,6 +46,8 @@ class RaceCarConfig:
     :param failsafe_timeout_ms: the firmware's command timeout, sent at connect (20-5000).
     :param bad_frame_limit: bad frames in a row after which the firmware stops (1-255).
     :param reconnect_attempts: times the driver reopens a port that failed, between episodes.
+    :param watchdog_periods: control periods without a command after which the backend's
+        watchdog stops the car (the firmware's timeout is the second line).
 
     Motion capture:
 
@@ -76,6 +78,7 @@ class RaceCarConfig:
     failsafe_timeout_ms: int = 100
     bad_frame_limit: int = 3
     reconnect_attempts: int = 2
+    watchdog_periods: float = 5.0
     mocap_system: str = "natnet"
     mocap_host: str = "127.0.0.1"
     mocap_local: str = "127.0.0.1"
@@ -93,7 +96,8 @@ class RaceCarConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "baud", "connect_timeout", "status_timeout", "mocap_rate", "mocap_max_age",
+            "baud", "connect_timeout", "status_timeout", "watchdog_periods", "mocap_rate",
+            "mocap_max_age",
             "mocap_max_latency", "mocap_clock_hz",
         )  # fmt: skip
         for name in positive:
