@@ -362,6 +362,8 @@ class Go1Driver:
         udp.Send()
         sent = time.perf_counter()
         self.counts["ticks"] += 1
+        # a late tick still waits half a period: a late thread is not a lost answer
+        deadline = max(deadline, sent + 0.5 * self.period)
         got = False
         crc = 0
         while True:
