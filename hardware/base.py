@@ -211,7 +211,8 @@ class RealBackend(Backend):
     def __init__(self, clock: ClockConfig):
         self.num_worlds = 1
         self.clock = clock
-        self._stop_lock = threading.Lock()
+        # Re-entrant: a Ctrl-C handler may call stop() while this thread is inside stop().
+        self._stop_lock = threading.RLock()
         self._stopped = threading.Event()
         self._stop_reason = FAULT_STOPPED
         self._closed = False
@@ -308,6 +309,10 @@ class RealBackend(Backend):
             self._next_tick = now
         if not self._stopped.is_set():
             self.send_command({key: np.asarray(value)[0] for key, value in command.items()})
+            if self._stopped.is_set():
+                # stop() came from another thread while the command went out: the safe
+                # state must be the last thing the device got (the first reason is kept).
+                self.stop()
         send, send_stamp = time.perf_counter(), time.monotonic()
         previous, self._last_send = self._last_send, send
         self._next_tick += period

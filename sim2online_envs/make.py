@@ -125,6 +125,11 @@ def make_env(
         safety_config = SafetyConfig(limits=None)
     else:
         safety_config = SafetyConfig.coerce(safety)
+        if real and safety_config.limits is None:
+            raise ValueError(
+                f"make_env({name!r}, {backend!r}): a real robot always runs its limits "
+                "(safety limits=None is for simulators)"
+            )
     if real:
         env = gym.make(module.REAL_ID, hardware=backend, safety=safety_config, **env_kwargs)
     else:
