@@ -25,7 +25,8 @@ key                  meaning
 ==================== ==========================================================================
 ``period``           seconds between this command and the previous one (NaN on the first)
 ``target_period``    the control period
-``lateness``         seconds the command was sent after its tick (0 when on time)
+``lateness``         seconds the command came after the end of its control period (0 when on
+                     time: the policy's work after a reading is inside the period)
 ``late_ticks``       ticks in this episode whose command came later than ``miss_tolerance``
 ``latency``          seconds from sending the command to the reading's timestamp
 ``reading_age``      seconds from the reading's timestamp to its return
@@ -300,13 +301,15 @@ class RealBackend(Backend):
         period = config.control_dt
         now = time.perf_counter()
         if self._next_tick is None:
-            self._next_tick = now
+            self._next_tick = now + period
+        # The command belongs to the period that ends at the next tick: the policy's work since
+        # the last reading is inside the period. It is late only if it comes after that tick.
         lateness = max(0.0, now - self._next_tick)
         if lateness > config.late_tolerance:
             # Restart the schedule from this command: two quick commands would be worse for
             # the robot than one late one.
             self._late_ticks += 1
-            self._next_tick = now
+            self._next_tick = now + period
         if not self._stopped.is_set():
             self.send_command({key: np.asarray(value)[0] for key, value in command.items()})
             if self._stopped.is_set():
@@ -315,8 +318,8 @@ class RealBackend(Backend):
                 self.stop()
         send, send_stamp = time.perf_counter(), time.monotonic()
         previous, self._last_send = self._last_send, send
-        self._next_tick += period
         wait_until(self._next_tick, config.spin)
+        self._next_tick += period
         state = self._read_state(send_stamp)
         self._telemetry.update(
             period=float("nan") if previous is None else send - previous,

@@ -315,7 +315,9 @@ class TaskVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         self._check_open()
-        actions = np.asarray(actions, dtype=np.float64)
+        # No dtype conversion here: the step loop refuses bool, complex and object actions
+        # exactly as the single env does.
+        actions = np.asarray(actions)
         action_dim = self._action_dim
         if actions.shape == (self.num_envs,) and action_dim == 1:
             actions = actions.reshape(self.num_envs, 1)
