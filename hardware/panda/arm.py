@@ -19,7 +19,8 @@ Cartesian impedance (a critically damped spring to the target, like the simulato
 IK): franky's ``CartesianImpedanceTrackingMotion`` (its reference set each tick) or panda-py's
 ``CartesianImpedance`` controller (``set_control`` each tick), with the stiffnesses of the
 config. franky also offers ``arm_mode="motion"``: each target a ``CartesianMotion`` that takes
-over the running one (Ruckig replanning; precise at rest, but it overshoots targets that move). The hand
+over the running one (Ruckig replanning; precise at rest, but it overshoots targets that move).
+The hand
 points down (the simulator's ``TIP_DOWN_ROTATION``). Errors (reflexes, communication
 constraints, a lost connection) are caught when reading, kept with libfranka's text and reported
 until :meth:`ArmDriver.recover` is called explicitly: nothing clears them by itself.
@@ -421,6 +422,16 @@ class FrankyArm(ArmDriver):
         franky = self._franky
         pose = franky.Affine(np.asarray(target, dtype=np.float64), self._quat)
         try:
+            if self.config.arm_mode == "joint":
+                state = self._robot.state
+                jacobian = np.asarray(
+                    self._robot.model.zero_jacobian(franky.Frame.EndEffector, state)
+                )
+                q = np.asarray(state.q, dtype=np.float64)
+                tip = np.asarray(state.O_T_EE.matrix, dtype=np.float64)
+                q_target = dls_joint_target(self.config, q, tip, jacobian, np.asarray(target))
+                self._robot.move(franky.JointMotion(q_target.tolist()), asynchronous=True)
+                return
             if self.config.arm_mode == "motion":
                 motion = franky.CartesianMotion(pose, franky.ReferenceType.Absolute)
                 self._robot.move(motion, asynchronous=True)
@@ -466,6 +477,33 @@ class FrankyArm(ArmDriver):
 
     def _recover(self) -> bool:
         return bool(self._robot.recover_from_errors())
+
+
+def dls_joint_target(
+    config: PandaHardwareConfig,
+    q: np.ndarray,
+    tip: np.ndarray,
+    jacobian: np.ndarray,
+    target: np.ndarray,
+) -> np.ndarray:
+    """One damped-least-squares IK step toward ``target`` with the hand pointing down.
+
+    The same step the simulator's controller takes each control period (position error
+    clipped to ``ik_max_error``, the rotation error to the downward hand, the pull toward the
+    home posture in the null space), here from libfranka's measured state and Jacobian.
+    """
+    from sim2online_envs.hardware.panda.facts import HOME_QPOS, TIP_DOWN_ROTATION
+
+    err_pos = np.asarray(target, dtype=np.float64) - tip[:3, 3]
+    norm = float(np.linalg.norm(err_pos))
+    if norm > config.ik_max_error:
+        err_pos *= config.ik_max_error / norm
+    err_rot = 0.5 * np.cross(tip[:3, :3].T, TIP_DOWN_ROTATION.T).sum(axis=0)
+    err = np.concatenate([err_pos, err_rot])
+    jjt = jacobian @ jacobian.T + config.ik_damping**2 * np.eye(6)
+    pinv = jacobian.T @ np.linalg.inv(jjt)
+    dq = pinv @ err + (np.eye(7) - pinv @ jacobian) @ (config.ik_nullspace_gain * (HOME_QPOS - q))
+    return q + dq
 
 
 def _franky_gripper_state(gripper: Any) -> tuple[float, bool]:

@@ -15,9 +15,9 @@ key                 meaning
 =================== =======================================================================
 
 :func:`calibrate` fits ``base_from_camera`` from samples of (the gripper's measured pose, the
-marker's corners in the image) at several arm poses: with ``cv2.calibrateHandEye`` (eye-to-hand:
-the marker's place on the hand need not be known), or, when it is known, with one ``solvePnP``
-over all corners (``method="pnp"``).
+marker's corners in the image) at several arm poses: by hand-eye calibration (eye-to-hand, Park
+and Martin's method: the marker's place on the hand need not be known), or, when it is known,
+with one ``solvePnP`` over all corners (``method="pnp"``).
 """
 
 from __future__ import annotations
@@ -168,6 +168,39 @@ def _invert(transform: np.ndarray) -> np.ndarray:
     return out
 
 
+def _compose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = rotation
+    out[:3, 3] = np.asarray(translation).ravel()
+    return out
+
+
+def solve_ax_xb(first: Sequence[np.ndarray], second: Sequence[np.ndarray]) -> np.ndarray:
+    """The X with ``first[i] @ X @ second[i]`` the same for every i (Park and Martin's method).
+
+    Eye-to-hand: ``first`` the gripper-from-base transforms, ``second`` camera-from-marker,
+    X the camera in the base frame. (OpenCV 5.0's Python build has no calibrateHandEye.)
+    """
+    pairs = [(i, j) for i in range(len(first)) for j in range(i + 1, len(first))]
+    moves_a = [_invert(first[j]) @ first[i] for i, j in pairs]
+    moves_b = [second[j] @ _invert(second[i]) for i, j in pairs]
+    m = np.zeros((3, 3))
+    for a, b in zip(moves_a, moves_b, strict=True):
+        alpha = cv2.Rodrigues(a[:3, :3])[0].ravel()
+        beta = cv2.Rodrigues(b[:3, :3])[0].ravel()
+        m += np.outer(beta, alpha)
+    values, vectors = np.linalg.eigh(m.T @ m)
+    if values.min() <= 1e-12:
+        raise ValueError("hand-eye calibration needs poses rotated about at least two axes")
+    rotation = vectors @ np.diag(values**-0.5) @ vectors.T @ m.T
+    lhs = np.concatenate([a[:3, :3] - np.eye(3) for a in moves_a])
+    rhs = np.concatenate(
+        [rotation @ b[:3, 3] - a[:3, 3] for a, b in zip(moves_a, moves_b, strict=True)]
+    )
+    translation = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    return _compose(rotation, translation)
+
+
 def calibrate(
     samples: Sequence[CalibrationSample],
     intrinsics: CameraIntrinsics,
@@ -179,8 +212,9 @@ def calibrate(
 ) -> Calibration:
     """Fit the camera's pose in the base frame from a marker carried by the gripper.
 
-    ``method="handeye"``: ``cv2.calibrateHandEye`` (Park) in the eye-to-hand form (base to
-    gripper against marker to camera); needs 3+ poses with distinct rotations. ``method="pnp"``:
+    ``method="handeye"``: Park and Martin's AX = XB in the eye-to-hand form (gripper from
+    base against camera from marker; :func:`solve_ax_xb`); needs 3+ poses with distinct
+    rotations; the marker's place on the hand need not be known. ``method="pnp"``:
     the marker's corners placed in the base frame through ``tcp_from_marker`` and one
     ``solvePnP`` over all of them (any number of poses, 1 is enough; more average the noise).
     """
@@ -219,12 +253,9 @@ def calibrate(
                 raise RuntimeError("solvePnP failed on a calibration sample")
             r_t2c.append(cv2.Rodrigues(rvec)[0])
             t_t2c.append(tvec.ravel())
-        rotation, translation = cv2.calibrateHandEye(
-            r_base2g, t_base2g, r_t2c, t_t2c, method=cv2.CALIB_HAND_EYE_PARK
-        )
-        base_from_camera = np.eye(4)
-        base_from_camera[:3, :3] = rotation
-        base_from_camera[:3, 3] = np.asarray(translation).ravel()
+        gripper_from_base = [_compose(r, t) for r, t in zip(r_base2g, t_base2g, strict=True)]
+        camera_from_target = [_compose(r, t) for r, t in zip(r_t2c, t_t2c, strict=True)]
+        base_from_camera = solve_ax_xb(gripper_from_base, camera_from_target)
         object_points = image_points = None
     else:
         raise ValueError(f"method must be 'handeye' or 'pnp', got {method!r}")

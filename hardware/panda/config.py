@@ -25,6 +25,7 @@ __all__ = ["DRIVERS", "PandaHardwareConfig", "config_path", "resolve_config"]
 #: older Panda / FER). See docs/hardware/panda.md for which arm takes which.
 DRIVERS = ("franky", "panda_py")
 
+ARM_MODES = ("joint", "impedance", "motion")
 ENV_PREFIX = "SIM2ONLINE_PANDA_"
 TABLE = "panda"
 
@@ -59,9 +60,15 @@ class PandaHardwareConfig:
     #: Collision reflex thresholds of the arm: joint torques (Nm) and Cartesian forces (N).
     collision_torque: float = 20.0
     collision_force: float = 30.0
-    #: franky's arm control: "impedance" (Cartesian impedance tracking) or "motion"
-    #: (asynchronous CartesianMotion targets); panda-py always uses its impedance controller.
-    arm_mode: str = "impedance"
+    #: franky's arm control: "joint" (one damped-least-squares IK step per tick from
+    #: libfranka's Jacobian, sent as a JointMotion that takes over the running one, as the
+    #: simulator controls its arm), "impedance" (Cartesian impedance tracking, torque
+    #: control) or "motion" (CartesianMotion targets). panda-py uses its impedance controller.
+    arm_mode: str = "joint"
+    #: The IK step: damping (m), largest position error it acts on (m), null-space gain.
+    ik_damping: float = 0.02
+    ik_max_error: float = 0.08
+    ik_nullspace_gain: float = 0.3
     #: Cartesian impedance stiffness: translation (N/m) and rotation (Nm/rad).
     translational_stiffness: float = 3000.0
     rotational_stiffness: float = 150.0
@@ -84,8 +91,8 @@ class PandaHardwareConfig:
     home_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.arm_mode not in ("impedance", "motion"):
-            raise ValueError(f"arm_mode must be 'impedance' or 'motion', got {self.arm_mode!r}")
+        if self.arm_mode not in ARM_MODES:
+            raise ValueError(f"arm_mode must be one of {ARM_MODES}, got {self.arm_mode!r}")
         if self.driver not in DRIVERS:
             raise ValueError(f"driver must be one of {DRIVERS}, got {self.driver!r}")
         for f in dataclasses.fields(self):
