@@ -34,7 +34,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.preprocessing import get_obs_shape
-from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.save_util import json_to_data, save_to_pkl
 from stable_baselines3.common.type_aliases import (
     MaybeCallback,
     RolloutReturn,
@@ -199,6 +199,9 @@ class FineTuningMixin:
     #: SB3's policy class for each of this class's own (same networks, same state dict): a model
     #: whose policy has no extra saves under SB3's class, so that plain SB3 loads the file.
     _sb3_policy_classes: ClassVar[dict[type, type]] = {}
+    #: The policy class every policy of this algorithm derives from (SB3's / sb3-contrib's):
+    #: a file whose policy is not one was saved by another algorithm.
+    _policy_base: ClassVar[type | None] = None
 
     # Provided by SB3's algorithm classes.
     policy: Any
@@ -612,12 +615,14 @@ class FineTuningMixin:
                 resolved = with_suffix_if_missing(resolved, "zip")
             if not resolved.is_file():
                 raise FileNotFoundError(f"no checkpoint at {path}")
-            if not zipfile.is_zipfile(resolved):
+            if not zipfile.is_zipfile(resolved) or not _has_model_data(resolved):
+                # A cut file can end just after the zip inside it (torch's policy.pth).
                 raise ValueError(
                     f"checkpoint {resolved} is truncated or not an SB3 model file "
-                    "(not a complete zip archive)"
+                    "(not a complete zip archive with the model's data)"
                 )
             path = resolved
+        _check_saved_policy_class(cls, path)
         try:
             model = super().load(  # type: ignore[misc]
                 path,
@@ -633,7 +638,7 @@ class FineTuningMixin:
         except KeyError as error:  # an optimiser or network this algorithm has, the file not
             raise ValueError(
                 f"checkpoint {path} lacks {error} that {cls.__name__} needs: saved by another "
-                "algorithm (SAC vs TD3) or a different setup"
+                "algorithm (e.g. SAC vs TD3) or a different setup"
             ) from error
         except RuntimeError as error:
             if "state_dict" in str(error) or "PytorchStreamReader" in str(error):
@@ -697,6 +702,34 @@ class FineTuningMixin:
                 "a MixingReplayBuffer: loading it would drop D0 and the mixing; to use it as "
                 "offline data call model.replay_buffer.load_offline(path)"
             )
+
+
+def _has_model_data(path: pathlib.Path) -> bool:
+    """Whether the zip archive at ``path`` has SB3's ``data`` entry (readable)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "data" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def _check_saved_policy_class(cls: type[FineTuningMixin], path: Any) -> None:
+    """ValueError naming it when the file's policy is not one of ``cls``'s (another algorithm
+    saved it), before SB3 builds the model from it and fails on a missing network."""
+    base = cls._policy_base
+    if base is None or not isinstance(path, pathlib.Path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read("data").decode()
+        policy_class = json_to_data(text).get("policy_class")
+    except (*_CORRUPT_FILE_ERRORS, OSError, RuntimeError, ImportError):
+        return  # SB3's load reports it
+    if isinstance(policy_class, type) and not issubclass(policy_class, base):
+        raise ValueError(
+            f"checkpoint {path} holds a {policy_class.__name__}, not a policy of "
+            f"{cls.__name__} ({base.__name__}): saved by another algorithm"
+        )
 
 
 def _check_fine_tuning_arguments(**arguments: Any) -> None:
