@@ -265,7 +265,7 @@ def test_warm_start_acts_with_the_policy_and_does_not_train(name: str) -> None:
     during = recorder.policy_hash[: 2 * EPISODE]
     assert all(h == during[0] for h in during)
     assert recorder.optimizer_steps == [(0, 0)] * (2 * EPISODE)
-    # learning_starts only delays training here (no uniform-random actions, see test_agents_sac_td3).
+    # learning_starts only delays training (no uniform-random actions: test_agents_sac_td3).
     assert model.replay_buffer.size() == 2 * EPISODE
 
 
