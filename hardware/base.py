@@ -276,6 +276,7 @@ class RealBackend(Backend):
         self._late_ticks = 0
         self._next_tick = None
         self._last_send = None
+        self._telemetry = {}
         state = self._read_state(time.monotonic())
         if self._watchdog is not None:
             self._watchdog.arm()
@@ -284,8 +285,9 @@ class RealBackend(Backend):
     def apply(self, command: Batch) -> Batch:
         """Send now, wait for the tick, read: one control period on the robot."""
         self._check_open()
-        if self._watchdog is not None:
-            self._watchdog.disarm()
+        watchdog = self._watchdog  # close() from another thread may clear the attribute
+        if watchdog is not None:
+            watchdog.disarm()
         try:
             return self._apply(command)
         except BaseException:
@@ -293,8 +295,8 @@ class RealBackend(Backend):
             self.stop()
             raise
         finally:
-            if self._watchdog is not None and not self._closed:
-                self._watchdog.arm()
+            if watchdog is not None and not self._closed:
+                watchdog.arm()
 
     def _apply(self, command: Batch) -> Batch:
         config = self.clock

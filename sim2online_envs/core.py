@@ -172,7 +172,7 @@ def valid_reading(num_worlds: int, stamp: np.ndarray | float) -> Batch:
     return {
         VALID: np.ones(num_worlds, dtype=bool),
         STAMP: np.broadcast_to(np.asarray(stamp, dtype=np.float64), (num_worlds,)).copy(),
-        FAULT: np.full(num_worlds, "", dtype="<U32"),
+        FAULT: np.full(num_worlds, "", dtype="<U64"),
     }
 
 
@@ -193,7 +193,7 @@ class SimReadings:
         self.control_dt = float(control_dt)
         self.time = np.zeros(num_worlds, dtype=np.float64)
         self.diverged = np.zeros(num_worlds, dtype=bool)
-        self._none = np.full(num_worlds, "", dtype="<U32")
+        self._none = np.full(num_worlds, "", dtype="<U64")
 
     def reset(self, ids: np.ndarray) -> None:
         self.time[ids] = 0.0

@@ -350,22 +350,22 @@ class StepLoop:
             aborts = self.limits.abort_reasons(new_state)
             aborts[invalid] = ""
         else:
-            aborts = np.full(n, "", dtype="<U32")
+            aborts = np.full(n, "", dtype="<U64")
         aborted = aborts != ""
         interventions[:, self._abort_column] = aborted
         time_up = self.steps >= task.max_episode_steps
         truncated = ~terminated & (time_up | aborted | invalid)
         if truncated.any():
-            reasons = np.where(time_up, TIME_LIMIT, "").astype("<U32")
+            reasons = np.where(time_up, TIME_LIMIT, "").astype("<U64")
             reasons = np.where(aborted, aborts, reasons)
             if invalid.any():
-                faults = np.asarray(new_state.get(FAULT, np.full(n, "")), dtype="<U32")
+                faults = np.asarray(new_state.get(FAULT, np.full(n, "")), dtype="<U64")
                 faults = np.where(faults == "", INVALID_READING, faults)
                 faults = np.where(broken, NON_FINITE_TRANSITION, faults)
                 reasons = np.where(invalid, faults, reasons)
             reasons = np.where(truncated, reasons, "")
         else:
-            reasons = np.full(n, "", dtype="<U32")
+            reasons = np.full(n, "", dtype="<U64")
 
         self.state = new_state
         self.task_state = next_task_state

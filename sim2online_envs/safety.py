@@ -46,7 +46,7 @@ class UnsafeCommandError(ValueError):
 
 def no_reasons(num_worlds: int) -> np.ndarray:
     """A (B,) array of empty abort reasons."""
-    return np.full(num_worlds, "", dtype="<U32")
+    return np.full(num_worlds, "", dtype="<U64")
 
 
 class CommandLimits(abc.ABC):
