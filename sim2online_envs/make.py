@@ -11,7 +11,8 @@ env                       always           ``Sim<Robot>-v0`` for ``backend="sim"
                                            rules (``safety=``), and a real backend owns the
                                            control clock and the command watchdog
 ``RewardShapingWrapper``  off              extra reward terms (``rewards=RewardConfig(...)``)
-``ResetPromptWrapper``    real only        operator prompts, labels, automatic resets
+``ResetPromptWrapper``    "real" only      operator prompts, labels, automatic resets (a twin
+                                           resets its world itself)
 ``RecordEpisodes``        off              ``recording="runs/x"`` or a ``RecordingConfig``
 ========================= ================ ======================================================
 
@@ -100,8 +101,8 @@ def make_env(
             fields); None or True: the defaults (the robot's limits, NaN actions raise);
             False: limits off (sim only: a real robot always runs its limits).
         rewards: :class:`RewardConfig`; default off.
-        reset_prompt: :class:`ResetPromptConfig`; default on for real backends only
-            (``True`` forces it in sim: ``ResetPromptConfig(enabled=True)``).
+        reset_prompt: :class:`ResetPromptConfig`; default on for ``"real"`` only (a twin
+            resets its world itself; ``True`` forces it: ``ResetPromptConfig(enabled=True)``).
         operator: who answers the reset prompt; default :class:`TerminalOperator`.
         recording: a folder or a :class:`RecordingConfig`; default off.
         **env_kwargs: passed to the env (``render_mode``, ``dynamics``, ``port``, ...).
@@ -156,15 +157,16 @@ def _wrap(
     """The layers of :func:`make_env` around ``layers[0]``, innermost first; each layer is
     appended to ``layers`` as soon as it exists."""
     env = layers[0]
-    real = backend != "sim"
 
     reward_config = _layer("rewards", rewards, RewardConfig, False)
     if reward_config is not None:
         env = RewardShapingWrapper(env, reward_config)
         layers.append(env)
 
-    # An explicit operator keeps the prompt in the stack; in sim it stays inactive unless forced.
-    prompt_default = real or (operator is not None and reset_prompt is None)
+    # On the real robot an operator resets the scene; a twin places its world itself (as a
+    # simulator does). An explicit operator keeps the prompt in the stack (inactive in sim
+    # unless forced).
+    prompt_default = backend == "real" or (operator is not None and reset_prompt is None)
     prompt_config = _layer("reset_prompt", reset_prompt, ResetPromptConfig, prompt_default)
     if prompt_config is not None:
         if reset_prompt is True:

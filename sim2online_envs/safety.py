@@ -217,7 +217,8 @@ go1_trunk_height = go1.trunk_height
 
 def roll_pitch(quat_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Roll and pitch (rad, ZYX Euler) of unit quaternions ``(..., 4)`` in w, x, y, z order."""
-    w, x, y, z = np.moveaxis(np.asarray(quat_wxyz, dtype=np.float64), -1, 0)
+    quat = np.asarray(quat_wxyz, dtype=np.float64)
+    w, x, y, z = quat[..., 0], quat[..., 1], quat[..., 2], quat[..., 3]
     roll = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     pitch = np.arcsin(np.clip(2.0 * (w * y - z * x), -1.0, 1.0))
     return roll, pitch

@@ -172,10 +172,15 @@ def trunk_height(joint_pos: np.ndarray, base_quat: np.ndarray) -> np.ndarray:
     same on the real robot as in sim (standing at home: about 0.28 m).
     """
     feet = feet_in_trunk(joint_pos)
-    w, x, y, z = np.moveaxis(np.asarray(base_quat, dtype=np.float64).reshape(-1, 4), -1, 0)
-    # Third row of the rotation matrix: the world z of a trunk-frame vector.
-    row = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
-    foot_z = np.einsum("bk,bfk->bf", row, feet)
+    quat = np.asarray(base_quat, dtype=np.float64).reshape(-1, 4)
+    w, x, y, z = quat[:, 0:1], quat[:, 1:2], quat[:, 2:3], quat[:, 3:4]
+    # Third row of the rotation matrix: the world z of a trunk-frame vector (element-wise, so
+    # the answer does not depend on the batch size).
+    foot_z = (
+        2 * (x * z - w * y) * feet[..., 0]
+        + 2 * (y * z + w * x) * feet[..., 1]
+        + (1 - 2 * (x * x + y * y)) * feet[..., 2]
+    )
     return -foot_z.min(axis=1) + FOOT_RADIUS
 
 
