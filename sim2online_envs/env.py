@@ -8,14 +8,14 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from sim2online_envs.core import Backend, Batch, Task, unbatch
-from sim2online_envs.loop import StepLoop, StepResult
+from sim2online_envs.core import Backend, Task, unbatch
+from sim2online_envs.loop import LoopViews, StepLoop, StepResult
 from sim2online_envs.safety import CommandLimits, SafetyConfig
 
 _WORLD = np.zeros(1, dtype=np.int64)
 
 
-class TaskEnv(gym.Env):
+class TaskEnv(LoopViews, gym.Env):
     """A Gymnasium env made of one :class:`~sim2online_envs.core.Task` and a one-world
     :class:`~sim2online_envs.core.Backend`, stepped by :class:`~sim2online_envs.loop.StepLoop`.
 
@@ -100,37 +100,6 @@ class TaskEnv(gym.Env):
         if truncated:
             info["truncation_reason"] = str(result.reasons[0])
         return unbatch(result.observation), float(result.reward[0]), terminated, truncated, info
-
-    @property
-    def state(self) -> Batch:
-        """The backend's last raw state (batch 1), for tests and scripted controllers."""
-        if self.loop.state is None:
-            raise RuntimeError("call reset() first")
-        return self.loop.state
-
-    @property
-    def task_state(self) -> Batch:
-        """The task's per-episode variables (batch 1)."""
-        if self.loop.task_state is None:
-            raise RuntimeError("call reset() first")
-        return self.loop.task_state
-
-    @property
-    def limits(self) -> CommandLimits | None:
-        """The command limits the loop applies."""
-        return self.loop.limits
-
-    @property
-    def _state(self) -> Batch | None:
-        return self.loop.state
-
-    @property
-    def _task_state(self) -> Batch | None:
-        return self.loop.task_state
-
-    @property
-    def _steps(self) -> int:
-        return int(self.loop.steps[0])
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

@@ -431,3 +431,28 @@ class StepLoop:
             "abort": abort or None,
             "applied_action": result.applied_action[world].astype(np.float32),
         }
+
+
+class LoopViews:
+    """What the single and the batched env show of their step loop (shared properties)."""
+
+    loop: StepLoop
+
+    @property
+    def state(self) -> Batch:
+        """The backend's last raw state of every world (for tests and scripted controllers)."""
+        if self.loop.state is None:
+            raise RuntimeError("call reset() first")
+        return self.loop.state
+
+    @property
+    def task_state(self) -> Batch:
+        """The task's per-episode variables of every world."""
+        if self.loop.task_state is None:
+            raise RuntimeError("call reset() first")
+        return self.loop.task_state
+
+    @property
+    def limits(self) -> CommandLimits | None:
+        """The command limits the loop applies (the same in the single and the batched env)."""
+        return self.loop.limits

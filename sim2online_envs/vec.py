@@ -44,8 +44,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from sim2online_envs.core import Backend, Batch, Task, sum_reward_terms, unbatch
-from sim2online_envs.loop import StepLoop, StepResult, take_rows
+from sim2online_envs.core import Backend, Task, sum_reward_terms, unbatch
+from sim2online_envs.loop import LoopViews, StepLoop, StepResult, take_rows
 from sim2online_envs.safety import CommandLimits, SafetyConfig
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class _WorldView:
             ) from None
 
 
-class TaskVecEnv(VecEnv):
+class TaskVecEnv(LoopViews, VecEnv):
     """An SB3 ``VecEnv`` of ``N`` worlds: one :class:`Task` over one :class:`Backend`.
 
     Each step runs ``task.command`` on the (N, A) actions, one ``vector_backend.apply`` for the
@@ -247,28 +247,9 @@ class TaskVecEnv(VecEnv):
     # -- state ---------------------------------------------------------------------------------
 
     @property
-    def state(self) -> Batch:
-        """The simulator's last raw state of all worlds, for tests and scripted controllers."""
-        if self.loop.state is None:
-            raise RuntimeError("call reset() first")
-        return self.loop.state
-
-    @property
-    def task_state(self) -> Batch:
-        """The task's per-episode variables of all worlds."""
-        if self.loop.task_state is None:
-            raise RuntimeError("call reset() first")
-        return self.loop.task_state
-
-    @property
     def elapsed_steps(self) -> np.ndarray:
         """Steps taken in each world's current episode, (N,) int64 (a copy)."""
         return self.loop.steps.copy()
-
-    @property
-    def limits(self) -> CommandLimits | None:
-        """The command limits the loop applies (the same as the single env's)."""
-        return self.loop.limits
 
     def _generator(self, index: int) -> np.random.Generator:
         rng = self._rngs[index]
