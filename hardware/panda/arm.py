@@ -413,10 +413,28 @@ class FrankyArm(ArmDriver):
         try:
             self._robot.poll_motion()
         except Exception as error:  # libfranka's ControlException and friends
-            return str(error).splitlines()[0]
+            text = str(error).splitlines()[0]
+            if "preempted" in text.lower():
+                # A motion ended by our own stop() (or taken over by the next one): no fault.
+                logger.info("%s: %s", self.name, text)
+                return ""
+            return self._with_robot_errors(text)
         if self._robot.has_errors:
-            return f"libfranka: robot errors {self._robot.state.current_errors}"
+            return self._with_robot_errors("libfranka: the robot reports errors")
         return ""
+
+    def _with_robot_errors(self, text: str) -> str:
+        """libfranka's text, with the robot's own error flags when the text lacks them."""
+        try:
+            state = self._robot.state
+            flags = str(state.current_errors)
+            if flags in ("[]", ""):
+                flags = str(state.last_motion_errors)
+        except Exception:
+            return text
+        if flags in ("[]", "") or flags in text:
+            return text
+        return f"{text} (robot errors: {flags})"
 
     def move_tip(self, target: np.ndarray) -> None:
         franky = self._franky
@@ -453,7 +471,7 @@ class FrankyArm(ArmDriver):
             else:
                 self._tracking.set_reference(reference)
         except Exception as error:
-            self.latch_error(str(error).splitlines()[0])
+            self.latch_error(self._with_robot_errors(str(error).splitlines()[0]))
 
     def stop(self) -> None:
         robot = getattr(self, "_robot", None)
@@ -468,6 +486,11 @@ class FrankyArm(ArmDriver):
     def move_joints(self, q: np.ndarray, timeout: float) -> None:
         franky = self._franky
         self.stop()
+        try:
+            self._robot.join_motion(5.0)  # the stopped motion must end before a new type
+        except Exception as error:
+            if "preempted" not in str(error).lower():
+                raise
         self._robot.move(
             franky.JointMotion(np.asarray(q, dtype=np.float64).tolist()), asynchronous=True
         )

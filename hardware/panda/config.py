@@ -64,7 +64,7 @@ class PandaHardwareConfig:
     #: libfranka's Jacobian, sent as a JointMotion that takes over the running one, as the
     #: simulator controls its arm), "impedance" (Cartesian impedance tracking, torque
     #: control) or "motion" (CartesianMotion targets). panda-py uses its impedance controller.
-    arm_mode: str = "joint"
+    arm_mode: str = "motion"
     #: The IK step: damping (m), largest position error it acts on (m), null-space gain.
     ik_damping: float = 0.02
     ik_max_error: float = 0.08

@@ -141,12 +141,14 @@ def _make_server_class() -> type:
             gripper = self.gripper_server
             start_grasp = gripper.start_grasp
 
-            def grasp(width: float, *args: object, **kwargs: object) -> None:
-                # An injected failure: the fingers close on nothing (franky-sim then answers
-                # the grasp with libfranka's "command failed").
+            def grasp(width: float, speed: float, force: float, *args: object) -> None:
+                # An injected failure: the fingers close on nothing, past the grasp's tolerance
+                # (franky-sim then answers the grasp with libfranka's "command failed").
                 with self.lock:
                     fail, self.fail_next_grasp = self.fail_next_grasp, False
-                start_grasp(0.0 if fail else width, *args, **kwargs)
+                start_grasp(width, speed, force, *args)
+                if fail:
+                    gripper._robot.set_hand_goal(0.0, speed, force)
 
             gripper.start_grasp = grasp
 
