@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import tomllib
+from sim2online_envs.hardware.settings import env_prefix, resolve_settings
 
 __all__ = ["ENV_PREFIX", "Go1Config", "resolve_config"]
 
-ENV_PREFIX = "SIM2ONLINE_GO1_"
+ENV_PREFIX = env_prefix("go1")
 _TABLE = "go1"
 
 
@@ -145,61 +143,9 @@ class Go1Config:
         return f"{self.robot_ip}:{self.robot_port}"
 
 
-def _convert(field: dataclasses.Field, text: str) -> Any:
-    """A field's value from an environment variable's text."""
-    default = field.default
-    if isinstance(default, bool):
-        lowered = text.strip().lower()
-        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={text!r} is not a boolean")
-        return lowered in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    if isinstance(default, tuple):
-        return tuple(float(part) for part in text.replace(",", " ").split())
-    return text
-
-
-def _toml_table(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    with path.open("rb") as handle:
-        table = tomllib.load(handle).get(_TABLE, {})
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: [{_TABLE}] must be a table")
-    return table
-
-
 def resolve_config(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Go1Config:
-    """A Go1Config from keyword arguments > environment > TOML file > defaults."""
-    environ = os.environ if environ is None else environ
-    fields = {field.name: field for field in dataclasses.fields(Go1Config)}
-    known = sorted(fields)
-    path = Path(environ.get("SIM2ONLINE_CONFIG", "~/.config/sim2online/hardware.toml")).expanduser()
-    values: dict[str, Any] = {}
-    table = _toml_table(path)
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ValueError(f"{path} [{_TABLE}] has unknown keys {unknown}; known keys: {known}")
-    for key, value in table.items():
-        values[key] = tuple(value) if isinstance(value, list) else value
-    for key, text in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in fields:
-            raise ValueError(f"unknown environment variable {key}; known fields: {known}")
-        values[name] = _convert(fields[name], text)
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise TypeError(f"unknown Go1 settings {unknown}; known settings: {known}")
-    values.update(overrides)
-    for name, value in list(values.items()):
-        if isinstance(fields[name].default, float) and isinstance(value, int):
-            values[name] = float(value)
-    return Go1Config(**values)
+    """A Go1Config from keyword arguments > environment > TOML file > defaults
+    (:func:`sim2online_envs.hardware.settings.resolve_settings`)."""
+    return resolve_settings(Go1Config, _TABLE, overrides, environ)

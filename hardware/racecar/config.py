@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+from sim2online_envs.hardware.settings import env_prefix, resolve_settings
 
 from sim2online_envs.robots import racecar as robot
 
 __all__ = ["ENV_PREFIX", "Calibration", "RaceCarConfig", "load_calibration", "resolve_config"]
 
-ENV_PREFIX = "SIM2ONLINE_RACECAR_"
+ENV_PREFIX = env_prefix("racecar")
 _TABLE = "racecar"
 MOCAP_SYSTEMS = ("natnet",)
 
@@ -132,60 +133,12 @@ class RaceCarConfig:
             )
 
 
-def _convert(field: dataclasses.Field, text: str) -> Any:
-    """A field's value from an environment variable's text."""
-    default = field.default
-    if isinstance(default, bool):
-        return text.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    return text
-
-
-def _toml_table(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    with path.open("rb") as handle:
-        table = tomllib.load(handle).get(_TABLE, {})
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: [{_TABLE}] must be a table")
-    return table
-
-
 def resolve_config(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> RaceCarConfig:
-    """A RaceCarConfig from keyword arguments > environment > TOML file > defaults."""
-    environ = os.environ if environ is None else environ
-    fields = {field.name: field for field in dataclasses.fields(RaceCarConfig)}
-    known = sorted(fields)
-    path = Path(environ.get("SIM2ONLINE_CONFIG", "~/.config/sim2online/hardware.toml")).expanduser()
-    values: dict[str, Any] = {}
-    table = _toml_table(path)
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ValueError(f"{path} [{_TABLE}] has unknown keys {unknown}; known keys: {known}")
-    values.update(table)
-    for key, text in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in fields:
-            raise ValueError(f"unknown environment variable {key}; known fields: {known}")
-        values[name] = _convert(fields[name], text)
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise TypeError(f"unknown race car settings {unknown}; known settings: {known}")
-    values.update(overrides)
-    for name, value in list(values.items()):
-        if isinstance(fields[name].default, float) and isinstance(value, int):
-            values[name] = float(value)
-        if fields[name].name == "rigid_body":
-            values[name] = str(value)
-    return RaceCarConfig(**values)
+    """A RaceCarConfig from keyword arguments > environment > TOML file > defaults
+    (:func:`sim2online_envs.hardware.settings.resolve_settings`)."""
+    return resolve_settings(RaceCarConfig, _TABLE, overrides, environ)
 
 
 @dataclasses.dataclass(frozen=True)
