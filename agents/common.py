@@ -353,6 +353,12 @@ class FineTuningMixin:
         """The actor's deterministic (squashed) actions; TD3 overrides (its actor has no flag)."""
         return self.actor(observations, deterministic=True)
 
+    def critic_value(self, observations: Any, actions: th.Tensor) -> th.Tensor:
+        """Q(s, a), shape (batch,): the minimum over the critics (TQC: the mean of its
+        quantiles), for diagnostics such as :class:`~sim2online_envs.agents.QErrorCallback`."""
+        q = th.cat(self.critic(observations, actions), dim=1)
+        return th.min(q, dim=1).values
+
     def _augment(self, observations: Any) -> Any:
         augment = getattr(self.policy, "augment", None)
         return observations if augment is None else augment(observations)

@@ -66,7 +66,7 @@ def trend_t_statistic(values: Sequence[float]) -> tuple[float, float]:
 class QErrorCallback(BaseCallback):
     """After each episode: Q(s_t, a_t) − (discounted Monte-Carlo return from t) over the episode.
 
-    Q is the minimum over the critic ensemble (the value the targets and the actor use), from
+    Q is the minimum over the critic ensemble (for TQC the mean of its quantiles), from
     the weights that acted in the episode. The return is bootstrapped with the critic,
     ``min_j Q_j(s_T, π(s_T))`` with the deterministic action, when the episode was truncated
     (``TimeLimit.truncated``); 0 after a true termination. For SAC, Q is the soft value, so the
@@ -145,8 +145,14 @@ class QErrorCallback(BaseCallback):
         obs_tensor, _ = policy.obs_to_tensor(observations)
         action_tensor = th.as_tensor(actions, device=policy.device, dtype=th.float32)
         with th.no_grad():
-            q = th.cat(self.model.critic(obs_tensor, action_tensor), dim=1)
-            return th.min(q, dim=1).values.cpu().numpy().astype(np.float64)
+            value = getattr(self.model, "critic_value", None)
+            if value is not None:  # this package's algorithms (TQC: the mean of its quantiles)
+                q = value(obs_tensor, action_tensor)
+            else:
+                q = th.min(
+                    th.cat(self.model.critic(obs_tensor, action_tensor), dim=1), dim=1
+                ).values
+            return q.reshape(-1).cpu().numpy().astype(np.float64)
 
     def _bootstrap_value(self, terminal_observation: Any) -> float:
         policy = self.model.policy

@@ -22,9 +22,13 @@ Where the study's public code and paper differ the paper is followed (DESIGN.md)
 the temperature optimiser's learning rate is SB3's default (the critic's, 3e-4), which the
 study does not state; AdamW keeps torch's default weight decay (0.01).
 
-Use::
+The same settings serve TD3, TQC and CrossQ (``algorithm=``): the stabilisers are the same;
+TQC and CrossQ keep sb3-contrib's own critics (no BRO, no critic-trained shared encoder or DrQ:
+those are policy extras of SAC and TD3), CrossQ has no target networks (no ``tau``) and no
+image policy in sb3-contrib. Use::
 
     model = SAC("MultiInputPolicy", env, **paper_recipe("panda", offline_data="sim.pkl"))
+    model = TQC("MlpPolicy", env, **paper_recipe("racecar", algorithm="TQC"))
     # or fine-tune a prior trained with the same architecture:
     model = SAC.load("prior.zip", env=env, **paper_recipe("panda", for_load=True))
 """
@@ -63,6 +67,9 @@ ROBOT_SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The algorithms the recipes are written for.
+ALGORITHMS = ("SAC", "TD3", "TQC", "CrossQ")
+
 #: Constructor arguments that ``SAC.load`` cannot change (SB3 keeps the saved ones).
 _CONSTRUCTION_ONLY = ("policy_kwargs",)
 
@@ -98,8 +105,10 @@ def paper_recipe(
     offline_data: OfflineSource | list[OfflineSource] | str | pathlib.Path | None = None,
     buffer_size: int = 1_000_000,
     for_load: bool = False,
+    algorithm: str = "SAC",
 ) -> dict[str, Any]:
-    """The study's stabilised settings for ``robot`` ("panda", "go1", "racecar") as SAC kwargs.
+    """The study's stabilised settings for ``robot`` ("panda", "go1", "racecar") as keyword
+    arguments of ``algorithm`` ("SAC", the study's, or "TD3", "TQC", "CrossQ").
 
     ``offline_data``: D0 for the mixing buffer (a saved replay buffer's path, a buffer, transition
     arrays). ``for_load``: leave out what ``SAC.load`` cannot change (``policy_kwargs``), for
@@ -126,6 +135,21 @@ def paper_recipe(
         },
         "policy_kwargs": _policy_kwargs(robot.lower(), images=robot.lower() == "panda"),
     }
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm in ("TQC", "CrossQ"):
+        if algorithm == "CrossQ":
+            if robot.lower() == "panda":
+                raise ValueError(
+                    "CrossQ has no image policy in sb3-contrib: use SAC, TD3 or TQC for the panda"
+                )
+            del recipe["tau"]  # no target networks
+        policy_kwargs = recipe["policy_kwargs"]
+        recipe["policy_kwargs"] = {
+            key: policy_kwargs[key]
+            for key in ("net_arch", "optimizer_class", "features_extractor_class")
+            if key in policy_kwargs and not (algorithm == "CrossQ" and key == "net_arch")
+        }
     if for_load:
         for key in _CONSTRUCTION_ONLY:
             recipe.pop(key)

@@ -3,11 +3,12 @@ package's additions, through the SAC family's loop (:class:`SoftActorCriticMixin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch as th
 from sb3_contrib import TQC as ContribTQC  # noqa: N811
 from sb3_contrib.common.utils import quantile_huber_loss
+from sb3_contrib.tqc.policies import TQCPolicy
 from sim2online_envs.agents.sac import SoftActorCriticMixin
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
@@ -27,6 +28,8 @@ class TQC(SoftActorCriticMixin, ContribTQC):
     ``async_updates``, ``max_grad_norm``, ``action_rate_penalty``; and the hand-off methods
     :meth:`reset_critic`, :meth:`fix_ent_coef`, :meth:`train_critic`.
     """
+
+    _policy_base: ClassVar[type | None] = TQCPolicy
 
     def __init__(
         self,
@@ -144,3 +147,7 @@ class TQC(SoftActorCriticMixin, ContribTQC):
 
     def _actor_q(self, observations: Any, actions_pi: th.Tensor) -> th.Tensor:
         return self.critic(observations, actions_pi).mean(dim=2).mean(dim=1, keepdim=True)
+
+    def critic_value(self, observations: Any, actions: th.Tensor) -> th.Tensor:
+        """Q(s, a), shape (batch,): the mean over all quantiles of all critics."""
+        return self.critic(observations, actions).mean(dim=(1, 2))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from sim2online_envs.agents import SAC, TD3, QErrorCallback
+from sim2online_envs.agents import SAC, TD3, TQC, CrossQ, QErrorCallback
 from sim2online_envs.agents.diagnostics import discounted_returns, trend_t_statistic
 from stable_baselines3.common.logger import configure
 
@@ -52,6 +52,13 @@ class Countdown(gym.Env):
         return self._obs(), 1.0 - abs(float(action[0])), terminated, False, {}
 
 
+def critic_value(model: Any, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """The critics' minimum; TQC's Q is the mean of all its quantiles."""
+    if isinstance(model, TQC):
+        return model.critic(obs, actions).mean(dim=(1, 2))
+    return th.cat(model.critic(obs, actions), dim=1).min(dim=1).values
+
+
 def expected_episode_stats(model: SAC | TD3) -> list[tuple[float, float]]:
     """(mean Q, mean MC return) per episode, recomputed from the replay buffer."""
     rb = model.replay_buffer
@@ -59,7 +66,7 @@ def expected_episode_stats(model: SAC | TD3) -> list[tuple[float, float]]:
     obs = th.as_tensor(rb.observations[:n, 0])
     actions = th.as_tensor(rb.actions[:n, 0])
     with th.no_grad():
-        q = th.cat(model.critic(obs, actions), dim=1).min(dim=1).values.numpy()
+        q = critic_value(model, obs, actions).numpy()
     stats, start = [], 0
     for t in range(n):
         if rb.dones[t, 0]:
@@ -68,7 +75,7 @@ def expected_episode_stats(model: SAC | TD3) -> list[tuple[float, float]]:
                 next_obs = th.as_tensor(rb.next_observations[t : t + 1, 0])
                 with th.no_grad():
                     action = model.policy._predict(next_obs, deterministic=True)
-                    bootstrap = float(th.cat(model.critic(next_obs, action), dim=1).min())
+                    bootstrap = float(critic_value(model, next_obs, action)[0])
             rewards = rb.rewards[start : t + 1, 0]
             returns = discounted_returns(rewards, model.gamma, bootstrap)
             stats.append((float(q[start : t + 1].mean()), float(returns.mean())))
@@ -76,7 +83,9 @@ def expected_episode_stats(model: SAC | TD3) -> list[tuple[float, float]]:
     return stats
 
 
-@pytest.mark.parametrize(("algo", "can_end"), [(SAC, False), (SAC, True), (TD3, False)])
+@pytest.mark.parametrize(
+    ("algo", "can_end"), [(SAC, False), (SAC, True), (TD3, False), (TQC, False), (CrossQ, True)]
+)
 def test_q_and_returns_per_episode(algo: type, can_end: bool, tmp_path: pathlib.Path) -> None:
     env = gym.wrappers.TimeLimit(Countdown(can_end), max_episode_steps=12)
     # No training (learning_starts beyond the run): the critic that acted is the one to compare.

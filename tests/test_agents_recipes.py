@@ -124,3 +124,29 @@ def test_vanilla_recipe_is_the_unstable_baseline() -> None:
 def test_unknown_robot() -> None:
     with pytest.raises(ValueError, match=r"robot must be one of \['go1', 'panda', 'racecar'\]"):
         paper_recipe("spot")
+
+
+@pytest.mark.parametrize("algorithm", ["SAC", "TD3", "TQC", "CrossQ"])
+def test_paper_recipe_builds_every_algorithm(algorithm: str) -> None:
+    from sim2online_envs import agents
+
+    recipe = paper_recipe("racecar", algorithm=algorithm, buffer_size=1000)
+    recipe.update(gradient_steps=3, batch_size=8, warm_start_steps=20)
+    model = getattr(agents, algorithm)(
+        "MlpPolicy", gym.make("Pendulum-v1", max_episode_steps=20), **recipe
+    )
+    assert model.policy_delay == 20 and model.max_grad_norm == 1.0
+    assert isinstance(model.replay_buffer, MixingReplayBuffer)
+    assert model.actor.optimizer.param_groups[0]["lr"] == 1e-5
+    assert isinstance(model.critic.optimizer, th.optim.AdamW)
+    model.learn(40)
+    assert model._n_updates == 2 * 3  # after each episode, the warm start included
+    if algorithm == "SAC":
+        assert isinstance(model.critic, BROCritic)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        paper_recipe("racecar", algorithm="PPO")
+
+
+def test_crossq_has_no_image_recipe() -> None:
+    with pytest.raises(ValueError, match="CrossQ has no image policy"):
+        paper_recipe("panda", algorithm="CrossQ")
