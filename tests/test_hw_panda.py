@@ -62,7 +62,7 @@ def test_settings_resolve_kwargs_over_env_over_toml_over_defaults(clean_env, mon
 
 
 def test_settings_unknown_keys_list_the_known_ones(clean_env, monkeypatch):
-    with pytest.raises(TypeError, match="known:.*robot_ip"):
+    with pytest.raises(TypeError, match=r"known:.*robot_ip"):
         resolve_config(robot_ipp="1.2.3.4")
     (clean_env / "hardware.toml").write_text("[panda]\nspeed = 3\n")
     with pytest.raises(TypeError, match="speed"):
@@ -180,7 +180,7 @@ def test_calibration_file_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="calibrate panda-camera"):
         load_calibration(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"version": 1, "intrinsics": {}}')
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(ValueError, match=r"bad\.json"):
         load_calibration(tmp_path / "bad.json")
 
 

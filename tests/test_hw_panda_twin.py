@@ -174,7 +174,7 @@ def _fault_episode(env, inject, reason, steps=60, action=None):
     inject()
     started = time.monotonic()
     _run(env, lambda: action, steps, record)
-    obs, reward, terminated, truncated, info = record[-1]
+    _, _, terminated, truncated, info = record[-1]
     assert truncated and not terminated, info.get("truncation_reason")
     assert info["truncation_reason"] == reason
     assert time.monotonic() - started < 30.0
@@ -217,7 +217,7 @@ def test_occluded_marker_truncates(fresh):
 
 def test_failing_grasp_truncates(fresh):
     server = fresh.twin.server
-    record, info = _fault_episode(
+    _, info = _fault_episode(
         fresh,
         lambda: server.command(cmd="grasp_fail"),
         "grasp_failed",

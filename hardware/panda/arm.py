@@ -499,7 +499,15 @@ class FrankyArm(ArmDriver):
             raise HardwareError(self.name, f"the reset motion took longer than {timeout:g} s")
 
     def _recover(self) -> bool:
-        return bool(self._robot.recover_from_errors())
+        if self._robot.recover_from_errors():
+            return True
+        # The state that follows the recovery may arrive a few packets later.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if not self._robot.has_errors:
+                return True
+            time.sleep(0.05)
+        return False
 
 
 def dls_joint_target(
