@@ -95,6 +95,7 @@ PARITY_CASES = [
     # Several gradient steps per call and a target interval: SB3 counts it within each call.
     ("SAC", {"gradient_steps": 3, "target_update_interval": 2, "train_freq": 2}),
     ("SAC", {"ent_coef": 0.1, "learning_rate": lambda progress: 1e-3 * progress}),
+    ("SAC", {"use_sde": True, "sde_sample_freq": 4}),  # gSDE: smooth exploration
     ("TD3", {}),
     ("TD3", {"gradient_steps": 3, "policy_delay": 3, "train_freq": (1, "episode")}),
     ("TQC", {}),
