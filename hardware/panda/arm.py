@@ -95,6 +95,8 @@ def classify_arm_error(text: str) -> str:
         return "communication_constraints"
     if "network" in lowered or "connection" in lowered or "udp" in lowered:
         return "arm_connection_lost"
+    if "motion planner" in lowered:
+        return "arm_planner_error"
     if "limit" in lowered or "violation" in lowered or "discontinuity" in lowered:
         return "arm_limit_violation"
     return "arm_error"
@@ -385,6 +387,7 @@ class FrankyArm(ArmDriver):
         robot.set_collision_behavior(cfg.collision_torque, cfg.collision_force)
         self._franky = franky
         self._tracking: Any = None
+        self._last_target: np.ndarray | None = None
         self._quat = _down_quat_xyzw()
         self.gripper = GripperWorker(
             f"Franka hand {cfg.robot_ip}",
@@ -451,8 +454,14 @@ class FrankyArm(ArmDriver):
                 self._robot.move(franky.JointMotion(q_target.tolist()), asynchronous=True)
                 return
             if self.config.arm_mode == "motion":
+                # The same target again would only make the planner start over.
+                if self._last_target is not None and (
+                    np.max(np.abs(np.asarray(target) - self._last_target)) < 1e-4
+                ):
+                    return
                 motion = franky.CartesianMotion(pose, franky.ReferenceType.Absolute)
                 self._robot.move(motion, asynchronous=True)
+                self._last_target = np.array(target, dtype=np.float64)
                 return
             reference = franky.CartesianReference(target=pose)
             if self._tracking is None:
@@ -476,6 +485,7 @@ class FrankyArm(ArmDriver):
     def stop(self) -> None:
         robot = getattr(self, "_robot", None)
         self._tracking = None
+        self._last_target = None
         if robot is None:
             return
         try:
@@ -485,15 +495,23 @@ class FrankyArm(ArmDriver):
 
     def move_joints(self, q: np.ndarray, timeout: float) -> None:
         franky = self._franky
-        self.stop()
-        try:
-            self._robot.join_motion(5.0)  # the stopped motion must end before a new type
-        except Exception as error:
-            if "preempted" not in str(error).lower():
-                raise
-        self._robot.move(
-            franky.JointMotion(np.asarray(q, dtype=np.float64).tolist()), asynchronous=True
-        )
+        motion = franky.JointMotion(np.asarray(q, dtype=np.float64).tolist())
+        deadline = time.monotonic() + 5.0
+        while True:
+            # The stopped Cartesian motion must have ended before a joint motion may start.
+            self.stop()
+            try:
+                self._robot.join_motion(1.0)
+            except Exception as error:
+                if "preempted" not in str(error).lower():
+                    raise
+            try:
+                self._robot.move(motion, asynchronous=True)
+                break
+            except franky.InvalidMotionTypeException:
+                if time.monotonic() > deadline:
+                    raise HardwareError(self.name, "the previous motion does not end") from None
+                time.sleep(0.1)
         if not self._robot.join_motion(timeout):
             self.stop()
             raise HardwareError(self.name, f"the reset motion took longer than {timeout:g} s")
