@@ -244,3 +244,27 @@ def test_whole_scripted_episodes_on_the_twin(fresh):
             fresh.backend.recover()
     print(f"scripted episodes on the twin: {outcomes}")
     assert "success" in outcomes
+
+
+def test_checks_pass_on_a_twin_and_fail_clearly_without_a_robot(tmp_path, monkeypatch):
+    from sim2online_envs.hardware.panda.check import run_checks
+
+    monkeypatch.setenv("SIM2ONLINE_CONFIG", str(tmp_path / "none.toml"))
+    rows = run_checks(hardware="twin")
+    assert all(ok for _, ok, _ in rows), rows
+    names = {name for name, _, _ in rows}
+    assert {"robot reachable, FCI active", "gripper homed", "camera streaming at rate"} <= names
+    assert {"markers visible", "calibration loaded"} <= names
+    started = time.monotonic()
+    rows = dict(
+        (name, ok)
+        for name, ok, _ in run_checks(
+            robot_ip="127.0.0.9",
+            camera_serial="NONE",
+            connect_timeout=2.0,
+            calibration=str(tmp_path / "missing.json"),
+        )
+    )
+    assert time.monotonic() - started < 30.0
+    assert not rows["robot reachable, FCI active"] and not rows["calibration loaded"]
+    assert not rows["camera streaming at rate"]
