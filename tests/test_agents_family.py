@@ -390,3 +390,30 @@ def test_action_rate_penalty_smooths_the_policy() -> None:
 def test_bad_action_rate_penalty_is_named() -> None:
     with pytest.raises(ValueError, match="action_rate_penalty"):
         plain("SAC", action_rate_penalty=-1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_sb3_prior_loads_with_the_stabilisers(name: str, tmp_path: pathlib.Path) -> None:
+    import sb3_contrib
+    import stable_baselines3 as sb3
+
+    original = getattr(sb3, name, None) or getattr(sb3_contrib, name)
+    prior = original(
+        "MlpPolicy", gym.make("Pendulum-v1"), policy_kwargs=dict(POLICY_KWARGS[name]), seed=0
+    )
+    prior.save(tmp_path / "prior")
+    model = ALGORITHMS[name].load(
+        tmp_path / "prior",
+        env=make_env(),
+        policy_delay=4,
+        actor_learning_rate=1e-5,
+        batch_size=16,
+        learning_starts=0,
+        train_freq=(1, "episode"),
+        gradient_steps=8,
+    )
+    for key, value in prior.policy.state_dict().items():
+        assert th.equal(value, model.policy.state_dict()[key]), key
+    model.learn(2 * EPISODE)
+    assert model._n_updates == 16 and model.n_actor_updates == 4
+    assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
