@@ -236,7 +236,17 @@ def test_plain_sb3_loads_saved_models_without_this_package(tmp_path: pathlib.Pat
     np.save(tmp_path / "obs.npy", obs)
     models = {}
     for name in OURS_AND_SB3:
-        model = make(name, True, learning_starts=0, policy_delay=2, actor_learning_rate=1e-4)
+        policy_kwargs = dict(POLICY_KWARGS[name])
+        if name in ("SAC", "TD3"):  # this package's keys at their defaults: nothing is lost
+            policy_kwargs.update(critic_arch="mlp", critic_width=64, image_augmentation=None)
+        model = make(
+            name,
+            True,
+            learning_starts=0,
+            policy_delay=2,
+            actor_learning_rate=1e-4,
+            policy_kwargs=policy_kwargs,
+        )
         model.learn(20)
         model.save(tmp_path / name)
         models[name] = model
