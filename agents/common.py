@@ -8,10 +8,12 @@ SAC(FineTuningMixin, sb3.SAC)``); everything else of SB3's API stays as it is.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import inspect
 import io
+import json
 import logging
 import pathlib
 import pickle
@@ -20,6 +22,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
+import cloudpickle
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -34,7 +37,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.preprocessing import get_obs_shape
-from stable_baselines3.common.save_util import json_to_data, save_to_pkl
+from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.type_aliases import (
     MaybeCallback,
     RolloutReturn,
@@ -628,7 +631,7 @@ class FineTuningMixin:
                     "(not a complete zip archive with the model's data)"
                 )
             path = resolved
-        _check_saved_policy_class(cls, path)
+        _check_saved_policy_class(cls, path, custom_objects)
         try:
             model = super().load(  # type: ignore[misc]
                 path,
@@ -719,18 +722,24 @@ def _has_model_data(path: pathlib.Path) -> bool:
         return False
 
 
-def _check_saved_policy_class(cls: type[FineTuningMixin], path: Any) -> None:
+def _check_saved_policy_class(
+    cls: type[FineTuningMixin], path: Any, custom_objects: dict[str, Any] | None
+) -> None:
     """ValueError naming it when the file's policy is not one of ``cls``'s (another algorithm
-    saved it), before SB3 builds the model from it and fails on a missing network."""
+    saved it), before SB3 builds the model from it and fails on a missing network. Reads only
+    the policy class (SB3's own load reads the rest)."""
     base = cls._policy_base
     if base is None or not isinstance(path, pathlib.Path):
         return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            text = archive.read("data").decode()
-        policy_class = json_to_data(text).get("policy_class")
-    except (*_CORRUPT_FILE_ERRORS, OSError, RuntimeError, ImportError):
-        return  # SB3's load reports it
+    if custom_objects and "policy_class" in custom_objects:
+        policy_class = custom_objects["policy_class"]
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                entry = json.loads(archive.read("data"))["policy_class"]
+            policy_class = cloudpickle.loads(base64.b64decode(entry[":serialized:"].encode()))
+        except (*_CORRUPT_FILE_ERRORS, OSError, RuntimeError, ImportError):
+            return  # SB3's load reports it
     if isinstance(policy_class, type) and not issubclass(policy_class, base):
         raise ValueError(
             f"checkpoint {path} holds a {policy_class.__name__}, not a policy of "
