@@ -14,8 +14,10 @@ on the real car and on batches of observations. It is a geometric pure-pursuit p
    the axis until an arc reaches it (a three-point turn without memory).
 3. Steering ``atan(L k)`` over the steering limit; speed target ``min(cruise_speed,
    distance_gain * d)`` in the driving direction, zero once within ``park_radius`` of the goal;
-   throttle = feed-forward duty for that speed (from the nominal motor model) plus a
-   proportional term on the speed error, so the car brakes to a stop on the goal.
+   duty = feed-forward duty for that speed (from the nominal motor model) plus a proportional
+   term on the speed error, its gain an acceleration per m/s turned into duty through the
+   nominal motor gain over mass (so one gain fits light and heavy cars), so the car brakes to a
+   stop on the goal; action[1] is that duty over the task's ``max_throttle``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sim2online_envs.controllers import ScriptedPolicy
-from sim2online_envs.robots.racecar import MAX_STEERING
+from sim2online_envs.robots.racecar import MAX_STEERING, MAX_THROTTLE
 from sim2online_envs.sim.racecar import CarParams
 
 __all__ = ["ParkingController", "make_controller"]
@@ -39,23 +41,31 @@ class ParkingController(ScriptedPolicy):
 
     :param params: the car's nominal parameters (geometry, steering limit, motor model).
     :param max_steering: steering angle (rad) of action[0] = 1 (the task's scale).
+    :param max_throttle: duty cycle of action[1] = 1 (the task's scale).
     :param cruise_speed: top speed target, m/s.
     :param distance_gain: speed target per metre to the goal, 1/s (sets the approach).
-    :param speed_gain: throttle per m/s of speed error.
+    :param speed_gain: commanded acceleration per m/s of speed error, 1/s.
     :param park_radius: within this distance (m) of the goal the car only brakes to a stop.
     :param reach_margin: fraction of the tightest curvature an arc to the goal may use.
+    :param curvature_gain: gain on the error between the arc's and the measured curvature
+        ``omega / vx`` (0: open-loop steering).
+    :param feedback_speed: the measured curvature counts above this forward speed, m/s.
     """
 
     params: CarParams = field(default_factory=CarParams)
     max_steering: float = MAX_STEERING
+    max_throttle: float = MAX_THROTTLE
     cruise_speed: float = 1.8
     distance_gain: float = 2.0
-    speed_gain: float = 0.6
+    speed_gain: float = 4.2
     park_radius: float = 0.12
     reach_margin: float = 0.9
+    curvature_gain: float = 2.0
+    feedback_speed: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("max_steering", "cruise_speed", "distance_gain", "speed_gain", "park_radius"):
+        names = ("max_steering", "max_throttle", "cruise_speed", "distance_gain", "speed_gain")
+        for name in (*names, "park_radius"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ParkingController.{name} must be > 0, got {value!r}")
@@ -88,12 +98,18 @@ class ParkingController(ScriptedPolicy):
         side = np.where(goal_y >= 0.0, 1.0, -1.0)
         direction = np.where(reachable, ahead, -ahead)
         curvature = np.where(reachable, curvature, -side * max_curvature)
-        steering = np.arctan(p.wheelbase * curvature) / self.max_steering
+        # Curvature feedback: the path's measured curvature omega / vx pulls the command, so a
+        # steering trim or tyre slip bends the path less (only where vx says anything).
+        moving = np.abs(vx) >= self.feedback_speed
+        measured = np.where(moving, obs[:, 6] / np.where(moving, vx, 1.0), curvature)
+        corrected = curvature + self.curvature_gain * (curvature - measured)
+        corrected = np.clip(corrected, -max_curvature, max_curvature)
+        steering = np.arctan(p.wheelbase * corrected) / self.max_steering
 
         speed = np.minimum(self.cruise_speed, self.distance_gain * distance)
         speed = np.where(distance <= self.park_radius, 0.0, direction * speed)
-        throttle = self._feedforward(speed) + self.speed_gain * (speed - vx)
-        action = np.stack([steering, throttle], axis=1)
+        duty = self._feedforward(speed) + (self.speed_gain * p.mass / p.motor_cm1) * (speed - vx)
+        action = np.stack([steering, duty / self.max_throttle], axis=1)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def _feedforward(self, speed: np.ndarray) -> np.ndarray:
@@ -101,7 +117,7 @@ class ParkingController(ScriptedPolicy):
         p = self.params
         magnitude = np.abs(speed)
         resistance = p.rolling_resistance * np.tanh(magnitude / p.rolling_smoothing_speed)
-        resistance += p.drag * magnitude * magnitude
+        resistance += (p.drag * magnitude + p.viscous_drag) * magnitude
         duty = resistance / np.maximum(p.motor_cm1 - p.motor_cm2 * magnitude, 1e-6)
         return np.sign(speed) * duty
 
@@ -112,4 +128,5 @@ def make_controller(env: Any) -> ParkingController:
     params = getattr(env, "params", CarParams())
     config = getattr(getattr(env, "task", None), "config", None)
     max_steering = getattr(config, "max_steering", params.max_steering)
-    return ParkingController(params=params, max_steering=max_steering)
+    max_throttle = getattr(config, "max_throttle", MAX_THROTTLE)
+    return ParkingController(params=params, max_steering=max_steering, max_throttle=max_throttle)

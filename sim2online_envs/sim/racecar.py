@@ -4,15 +4,13 @@ One :class:`RaceCarVectorBackend` steps ``num_worlds`` cars together, every quan
 over the world axis, so the single env (one world through
 one world) and the batched env (``make_vec``) run the same lines.
 
-The car is a 1:10 F1TENTH-class car. Geometry, mass, yaw inertia, friction, cornering stiffness,
-steering limit and steering rate are the F1TENTH gym's vehicle parameters (O'Kelly et al.,
-"F1TENTH: an open-source evaluation environment for continuous control and reinforcement
-learning", PMLR 123, 2020; single-track parameters after the CommonRoad vehicle models).
-The motor and resistance model and the tyre shape factors are those identified for the 1:43 ORCA
-cars (Liniger, Domahidi and Morari, "Optimization-based autonomous racing of 1:43 scale RC cars",
-OCAM 2015), as used by Kabzan et al. ("AMZ Driverless", JFR 2020), with forces scaled by the
-mass ratio 3.74 kg / 0.041 kg so that the accelerations stay theirs (at full throttle the motor
-gives 7 m/s^2, 5.7 m/s^2 from rest net of rolling resistance; top speed 4.2 m/s).
+The car's numbers are a named preset of the robot module
+(:data:`sim2online_envs.robots.racecar.PRESETS`): ``"study"`` (the default: the sim-to-online
+study's 1:10 car from its public config) or ``"f1tenth"`` (the F1TENTH gym's vehicle with the
+ORCA motor model scaled to its mass), or a TOML preset file (:func:`load_preset`, written by
+``sim2online sysid racecar``). :func:`car_params` and :func:`randomization_ranges` build this
+module's dataclasses from one; sources and measured top speeds and turning radii are in
+``docs/parameters.md``.
 
 Two models, chosen with ``dynamics=``:
 
@@ -33,29 +31,35 @@ Two models, chosen with ``dynamics=``:
 
 Both models share the longitudinal force (Kabzan et al.'s motor model, mirrored for reverse)::
 
-    F_x = C_m1 * d - C_m2 * v_x * |d| - C_r0 * tanh(v_x / v_eps) - C_r2 * v_x * |v_x|
+    F_x = C_m1 * d - (C_m2 * |d| + C_v) * v_x - C_r0 * tanh(v_x / v_eps) - C_r2 * v_x * |v_x|
 
 clipped to the traction limit ``mu * m * g`` (the F1TENTH car is four-wheel drive). For ``d >= 0``
 this is Kabzan's ``(C_m1 - C_m2 v_x) d - C_r0 - C_r2 v_x^2``; the mirror makes reversing reach the
-same top speed, and ``tanh`` smooths the rolling resistance through ``v_x = 0``.
+same top speed, and ``tanh`` smooths the rolling resistance through ``v_x = 0``. ``C_v``
+(``viscous_drag``) is the study's ``c_m_2^2 v_x`` term, which does not scale with the duty.
 
 Actuators are not instantaneous: the steering servo is a first-order lag
-(``steering_time_constant``) with a rate limit (``max_steering_rate``, F1TENTH: 3.2 rad/s); the
+(``steering_time_constant``) with a rate limit (``max_steering_rate``); the
 throttle (ESC and motor current) is a first-order lag (``throttle_time_constant``). The command is
-held over the control period (zero-order hold, as a real microcontroller does). The rigid body is
-integrated with classic RK4, the actuators evaluated in closed form at each stage time, and the
-heading carried as a unit vector (cos psi, sin psi), so a substep needs no trigonometry of psi.
+held over the control period (zero-order hold, as a real microcontroller does), after
+``action_delay_steps`` control periods of latency (a FIFO per world, emptied to zero commands at
+reset). A steering offset (trim, rad) adds to every steering target after the steering limit.
+The rigid body is integrated with classic RK4, the actuators evaluated in closed form at each
+stage time, and the heading carried as a unit vector (cos psi, sin psi), so a substep needs no
+trigonometry of psi.
 ``n_substeps = round(control_dt / physics_dt)`` must divide the control period exactly.
 
 Domain randomisation (``domain_randomization=True``, the default) scales per world and per reset,
 uniformly within :class:`RandomizationRanges`: mass (and yaw inertia with it), tyre friction, the
-motor gains ``C_m1`` and ``C_m2``, and the resistances ``C_r0`` and ``C_r2``. Overrides
-(``params=``, ``friction=``) set the nominal values that randomisation scales.
+motor gains ``C_m1`` and ``C_m2``, the resistances ``C_r0`` and ``C_r2``, the yaw inertia on its
+own, the viscous drag ``C_v``; and adds a steering offset. Overrides (``params=``,
+``friction=``) set the nominal values that randomisation scales.
 
-Reset draws, per world and in this order, from that world's generator: eight uniforms
-``u = rng.random(8)``; ``u[0:5]`` scale mass, friction, ``C_m1``, ``C_m2``, resistances (drawn even
+Reset draws, per world and in this order, from that world's generator: eleven uniforms
+``u = rng.random(11)``; ``u[0:5]`` scale mass, friction, ``C_m1``, ``C_m2``, resistances (drawn even
 with randomisation off, so that toggling it does not change the starts); ``u[5:8]`` place the car:
-distance ``start_distance_range`` from the arena centre, bearing and heading uniform on [-pi, pi).
+distance ``start_distance_range`` from the arena centre, bearing and heading uniform on [-pi, pi);
+``u[8:10]`` scale inertia and viscous drag, ``u[10]`` draws the steering offset.
 """
 
 from __future__ import annotations
@@ -64,8 +68,10 @@ import dataclasses
 import logging
 import math
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -73,7 +79,6 @@ import numpy as np
 from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Backend, Batch, SimReadings
 from sim2online_envs.robots import racecar as car_robot
-from sim2online_envs.robots.racecar import MASS
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +88,15 @@ __all__ = [
     "CarParams",
     "RaceCarVectorBackend",
     "RandomizationRanges",
+    "car_params",
     "default_physics_dt",
+    "delay_steps",
     "draw_topdown",
+    "load_preset",
+    "randomization_ranges",
+    "resolve_preset",
     "stable_physics_dt",
+    "write_preset",
 ]
 
 #: Standard gravity, m/s^2.
@@ -105,55 +116,67 @@ RESET_OPTIONS = ("start_pose", "start_speed")
 
 #: CarParams fields that may be zero; every other number must be > 0.
 _NON_NEGATIVE_PARAMS = frozenset(
-    ("motor_cm2", "rolling_resistance", "drag", "steering_time_constant", "throttle_time_constant")
+    (
+        "motor_cm2",
+        "viscous_drag",
+        "rolling_resistance",
+        "drag",
+        "steering_time_constant",
+        "throttle_time_constant",
+    )
 )
+#: CarParams fields that may take any sign.
+_SIGNED_PARAMS = frozenset(("steering_offset",))
+#: The default preset's car and randomisation (the dataclass defaults).
+_CAR = car_robot.PRESETS[car_robot.DEFAULT_PRESET]["car"]
+_RANGES = car_robot.PRESETS[car_robot.DEFAULT_PRESET]["randomization"]
 
 
 @dataclass(frozen=True)
 class CarParams:
-    """Nominal physical parameters of the car (SI units; see the module docstring for sources).
+    """Nominal physical parameters of the car (SI units).
 
-    Geometry, mass, inertia and steering limits: the robot's facts
-    (:mod:`sim2online_envs.robots.racecar`, F1TENTH gym); friction and cornering stiffness:
-    F1TENTH gym.
-    Motor, resistances and Pacejka shape factors ``C``: ORCA (Liniger et al. 2015), forces scaled
-    by 3.74 / 0.041. Pacejka ``B = C_S / C`` so that the small-slip stiffness ``B C mu F_z`` is
-    F1TENTH's ``C_S mu F_z``. Actuator time constants and blending speeds are this package's
-    choices for a hobby-grade servo and ESC.
+    Defaults: the default preset's (:data:`sim2online_envs.robots.racecar.PRESETS`; sources in
+    ``docs/parameters.md``). The smoothing speed, blending speeds and kinematic relaxation are
+    this package's numerical choices, the same for every preset.
     """
 
     #: Centre of mass to front axle, m.
-    lf: float = car_robot.LF
+    lf: float = _CAR["lf"]
     #: Centre of mass to rear axle, m.
-    lr: float = car_robot.LR
+    lr: float = _CAR["lr"]
     #: Body length and width for drawing, m.
-    length: float = car_robot.BODY_LENGTH
-    width: float = car_robot.BODY_WIDTH
+    length: float = _CAR["length"]
+    width: float = _CAR["width"]
     #: Mass, kg.
-    mass: float = MASS
+    mass: float = _CAR["mass"]
     #: Yaw moment of inertia about the centre of mass, kg m^2.
-    inertia_z: float = car_robot.INERTIA_Z
-    #: Tyre-road friction coefficient (peak of the Pacejka curve, traction limit).
-    friction: float = 1.0489
+    inertia_z: float = _CAR["inertia_z"]
+    #: Tyre-road friction coefficient (peak of the Pacejka curve over axle load, traction limit).
+    friction: float = _CAR["friction"]
     #: Pacejka stiffness factors B (1/rad) and shape factors C, front and rear.
-    tire_b_front: float = 4.718 / 1.2
-    tire_c_front: float = 1.2
-    tire_b_rear: float = 5.4562 / 1.2691
-    tire_c_rear: float = 1.2691
-    #: Motor gain C_m1 (N at full throttle) and back-EMF gain C_m2 (N s/m).
-    motor_cm1: float = 0.287 * MASS / 0.041
-    motor_cm2: float = 0.0545 * MASS / 0.041
+    tire_b_front: float = _CAR["tire_b_front"]
+    tire_c_front: float = _CAR["tire_c_front"]
+    tire_b_rear: float = _CAR["tire_b_rear"]
+    tire_c_rear: float = _CAR["tire_c_rear"]
+    #: Motor gain C_m1 (N at full duty) and back-EMF gain C_m2 (N s/m per unit duty).
+    motor_cm1: float = _CAR["motor_cm1"]
+    motor_cm2: float = _CAR["motor_cm2"]
+    #: Viscous drag C_v (N s/m), independent of the duty (the study's c_m_2^2).
+    viscous_drag: float = _CAR["viscous_drag"]
     #: Rolling resistance C_r0 (N) and aerodynamic drag C_r2 (N s^2/m^2).
-    rolling_resistance: float = 0.0518 * MASS / 0.041
-    drag: float = 0.00035 * MASS / 0.041
+    rolling_resistance: float = _CAR["rolling_resistance"]
+    drag: float = _CAR["drag"]
     #: Speed scale of the tanh that smooths rolling resistance through standstill, m/s.
     rolling_smoothing_speed: float = 0.05
     #: Steering angle limit, rad, and servo rate limit, rad/s.
-    max_steering: float = car_robot.MAX_STEERING
-    max_steering_rate: float = car_robot.MAX_STEERING_RATE
+    max_steering: float = _CAR["max_steering"]
+    max_steering_rate: float = _CAR["max_steering_rate"]
+    #: Steering trim, rad: added to every steering target (after the limit).
+    steering_offset: float = _CAR["steering_offset"]
     #: First-order lag of the steering servo and of the throttle, s (0: instantaneous).
-    steering_time_constant: float = 0.05
-    throttle_time_constant: float = 0.05
+    steering_time_constant: float = _CAR["steering_time_constant"]
+    throttle_time_constant: float = _CAR["throttle_time_constant"]
     #: Planar speeds (m/s) between which the dynamic model blends from kinematic to dynamic.
     blend_speed: tuple[float, float] = (0.3, 0.8)
     #: Time constant (s) with which the kinematic part pulls vy and omega to no-slip values.
@@ -161,11 +184,18 @@ class CarParams:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            if field.name != "blend_speed":
-                strict = field.name not in _NON_NEGATIVE_PARAMS
-                _check_number(f"CarParams.{field.name}", getattr(self, field.name), strict)
-        if self.max_steering >= math.pi / 2:
-            raise ValueError(f"CarParams.max_steering must be < pi/2 rad, got {self.max_steering}")
+            if field.name == "blend_speed":
+                continue
+            if field.name in _SIGNED_PARAMS:
+                _check_finite(f"CarParams.{field.name}", getattr(self, field.name))
+                continue
+            strict = field.name not in _NON_NEGATIVE_PARAMS
+            _check_number(f"CarParams.{field.name}", getattr(self, field.name), strict)
+        if self.max_steering + abs(self.steering_offset) >= math.pi / 2:
+            raise ValueError(
+                "CarParams.max_steering + |steering_offset| must be < pi/2 rad, got "
+                f"{self.max_steering} + {abs(self.steering_offset)}"
+            )
         low, high = _pair("CarParams.blend_speed", self.blend_speed)
         if not 0 <= low < high:
             raise ValueError(f"CarParams.blend_speed must satisfy 0 <= low < high, got {low, high}")
@@ -183,8 +213,13 @@ class CarParams:
     @property
     def top_speed(self) -> float:
         """Speed at full throttle where motor force balances resistance, m/s (no slip)."""
-        # C_m1 - C_m2 v - C_r0 tanh(v/eps) - C_r2 v^2 = 0, with tanh ~ 1 at top speed.
-        a, b, c = self.drag, self.motor_cm2, self.rolling_resistance - self.motor_cm1
+        return self.top_speed_at(1.0)
+
+    def top_speed_at(self, duty: float) -> float:
+        """Speed at duty ``duty`` (0, 1] where motor force balances resistance, m/s (no slip)."""
+        # C_m1 d - (C_m2 d + C_v) v - C_r0 tanh(v/eps) - C_r2 v^2 = 0, with tanh ~ 1 at speed.
+        a, b = self.drag, self.motor_cm2 * duty + self.viscous_drag
+        c = self.rolling_resistance - self.motor_cm1 * duty
         if a == 0:
             return -c / b if b > 0 else math.inf
         return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
@@ -196,34 +231,51 @@ class CarParams:
 
 @dataclass(frozen=True)
 class RandomizationRanges:
-    """Uniform ranges of the per-world, per-reset scale factors on nominal parameters."""
+    """Uniform ranges of the per-world, per-reset scale factors on nominal parameters.
+
+    Defaults: the default preset's. ``steering_offset`` is additive (rad), the rest are scales.
+    """
 
     #: Scales mass and yaw inertia together (payload, battery).
-    mass_scale: tuple[float, float] = (0.9, 1.1)
+    mass_scale: tuple[float, float] = _RANGES["mass_scale"]
     #: Scales the tyre friction coefficient (floor, tyre wear, dust).
-    friction_scale: tuple[float, float] = (0.8, 1.2)
+    friction_scale: tuple[float, float] = _RANGES["friction_scale"]
     #: Scale the motor gains C_m1 and C_m2 (battery voltage, ESC calibration).
-    motor_cm1_scale: tuple[float, float] = (0.85, 1.15)
-    motor_cm2_scale: tuple[float, float] = (0.85, 1.15)
+    motor_cm1_scale: tuple[float, float] = _RANGES["motor_cm1_scale"]
+    motor_cm2_scale: tuple[float, float] = _RANGES["motor_cm2_scale"]
     #: Scales the resistances C_r0 and C_r2 (bearings, drivetrain, floor).
-    resistance_scale: tuple[float, float] = (0.7, 1.3)
+    resistance_scale: tuple[float, float] = _RANGES["resistance_scale"]
+    #: Scales the yaw inertia on its own (battery placement), on top of ``mass_scale``.
+    inertia_scale: tuple[float, float] = _RANGES["inertia_scale"]
+    #: Scales the viscous drag C_v.
+    viscous_drag_scale: tuple[float, float] = _RANGES["viscous_drag_scale"]
+    #: Added to the nominal steering offset, rad (servo trim).
+    steering_offset: tuple[float, float] = _RANGES["steering_offset"]
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             low, high = _pair(f"RandomizationRanges.{field.name}", getattr(self, field.name))
-            if not 0 < low <= high:
+            signed = field.name == "steering_offset"
+            if not (low <= high and (signed or low > 0)):
+                bound = "low <= high" if signed else "0 < low <= high"
                 raise ValueError(
-                    f"RandomizationRanges.{field.name} must satisfy 0 < low <= high, "
-                    f"got {(low, high)}"
+                    f"RandomizationRanges.{field.name} must satisfy {bound}, got {(low, high)}"
                 )
 
     def as_array(self) -> np.ndarray:
-        """(5, 2) lows and highs in the documented draw order."""
+        """(8, 2) lows and highs in field order (the scales, then the steering offset)."""
         return np.array([getattr(self, f.name) for f in dataclasses.fields(self)], dtype=float)
 
     def replace(self, **overrides: Any) -> RandomizationRanges:
         """A copy with some ranges changed; unknown names raise a TypeError naming them."""
         return replace_fields(self, overrides)
+
+
+def _check_finite(name: str, value: Any) -> None:
+    """A ValueError naming ``name`` unless ``value`` is a finite real number."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def _check_number(name: str, value: Any, strict: bool) -> None:
@@ -245,13 +297,136 @@ def _pair(name: str, value: Any) -> tuple[float, float]:
     return low, high
 
 
-def stable_physics_dt(params: CarParams, dynamics: str, friction_scale: float = 1.0) -> float:
+# -- presets -------------------------------------------------------------------------------------
+
+#: Top-level keys of a preset (besides ``base`` in a file).
+PRESET_KEYS = ("dynamics", "max_throttle", "action_delay", "car", "randomization")
+
+
+def resolve_preset(preset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """A complete, checked preset: a name of ``PRESETS``, a TOML file path, or a mapping.
+
+    A file or mapping may name a ``base`` preset (default: the default preset) and override any
+    of its keys; ``car`` and ``randomization`` override field by field. Unknown keys, a bad
+    ``dynamics`` or bad values raise a ValueError naming them.
+    """
+    if isinstance(preset, Mapping):
+        data, origin = dict(preset), "preset mapping"
+    elif isinstance(preset, str) and preset in car_robot.PRESETS:
+        data, origin = {"base": preset}, f"preset {preset!r}"
+    elif isinstance(preset, (str, os.PathLike)) and (
+        str(preset).endswith(".toml") or Path(preset).is_file()
+    ):
+        data, origin = load_preset(preset), str(preset)
+    else:
+        raise ValueError(
+            f"unknown race car preset {preset!r}: choose one of {sorted(car_robot.PRESETS)} or "
+            "give a .toml preset file"
+        )
+    base = data.pop("base", car_robot.DEFAULT_PRESET)
+    if base not in car_robot.PRESETS:
+        raise ValueError(
+            f"{origin}: unknown base preset {base!r}; known {sorted(car_robot.PRESETS)}"
+        )
+    unknown = sorted(set(data) - set(PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"{origin}: unknown preset key(s) {unknown}; known: {list(PRESET_KEYS)}")
+    source = car_robot.PRESETS[base]
+    resolved: dict[str, Any] = {key: data.get(key, source[key]) for key in PRESET_KEYS[:3]}
+    for key in ("car", "randomization"):
+        resolved[key] = {**source[key], **dict(data.get(key, {}))}
+    if resolved["dynamics"] not in DYNAMICS:
+        raise ValueError(
+            f"{origin}: dynamics must be one of {DYNAMICS}, got {resolved['dynamics']!r}"
+        )
+    _check_number(f"{origin}: max_throttle", resolved["max_throttle"], strict=True)
+    if resolved["max_throttle"] > 1:
+        raise ValueError(f"{origin}: max_throttle must be <= 1, got {resolved['max_throttle']}")
+    _check_number(f"{origin}: action_delay", resolved["action_delay"], strict=False)
+    try:
+        CarParams(**resolved["car"])
+        RandomizationRanges(**{k: tuple(v) for k, v in resolved["randomization"].items()})
+    except TypeError as error:
+        raise ValueError(f"{origin}: {error}") from None
+    return resolved
+
+
+def car_params(
+    preset: str | os.PathLike[str] | Mapping[str, Any] = car_robot.DEFAULT_PRESET,
+) -> CarParams:
+    """The :class:`CarParams` of a preset (see :func:`resolve_preset`)."""
+    return CarParams(**resolve_preset(preset)["car"])
+
+
+def randomization_ranges(
+    preset: str | os.PathLike[str] | Mapping[str, Any] = car_robot.DEFAULT_PRESET,
+) -> RandomizationRanges:
+    """The :class:`RandomizationRanges` of a preset (see :func:`resolve_preset`)."""
+    ranges = resolve_preset(preset)["randomization"]
+    return RandomizationRanges(**{key: tuple(value) for key, value in ranges.items()})
+
+
+def delay_steps(action_delay: float, control_dt: float) -> int:
+    """Whole control periods closest to ``action_delay`` seconds."""
+    _check_number("action_delay", action_delay, strict=False)
+    return round(action_delay / control_dt)
+
+
+def load_preset(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw contents of a TOML preset file (:func:`resolve_preset` completes and checks them)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ValueError(f"race car preset file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"race car preset file {str(path)!r}: {error}") from None
+
+
+def write_preset(path: str | os.PathLike[str], preset: Mapping[str, Any], header: str = "") -> Path:
+    """Write ``preset`` (``base`` and any :data:`PRESET_KEYS`) as a TOML file; return its path.
+
+    Values are numbers, strings, pairs (arrays) and the ``car`` and ``randomization`` tables.
+    ``header`` lines are written as comments at the top. The file is checked by loading it back.
+    """
+
+    def value(item: Any) -> str:
+        if isinstance(item, str):
+            return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(item, (tuple, list)):
+            return "[" + ", ".join(value(v) for v in item) + "]"
+        if isinstance(item, (bool, np.bool_)):
+            return "true" if item else "false"
+        return repr(float(item))
+
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for key, item in preset.items():
+        if not isinstance(item, Mapping):
+            lines.append(f"{key} = {value(item)}")
+    for key, item in preset.items():
+        if isinstance(item, Mapping):
+            lines += ["", f"[{key}]"] + [f"{name} = {value(v)}" for name, v in item.items()]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    resolve_preset(path)
+    return path
+
+
+def stable_physics_dt(
+    params: CarParams, dynamics: str, friction_scale: float = 1.0, inertia_scale: float = 1.0
+) -> float:
     """The longest RK4 step (s) that keeps the model's stiffest mode well inside RK4's stability.
 
     Dynamic model: the lateral/yaw modes of the linearised bicycle at the speed where the blend
     reaches the full dynamic model (they stiffen as speed drops, the blend takes over below),
-    with the friction scaled by ``friction_scale`` (the randomisation's upper bound); tyre
-    stiffness over mass and over inertia does not depend on mass. Both models: the rolling
+    with the friction scaled by ``friction_scale`` (the randomisation's upper bound) and the yaw
+    inertia by ``inertia_scale`` (its lower bound); tyre stiffness over mass and over inertia
+    does not depend on mass. Infinite where nothing stiff is left (a kinematic car without
+    rolling resistance). Both models: the rolling
     resistance's tanh and the kinematic relaxation. The step keeps ``|lambda| h <= 2`` (RK4's
     real-axis limit is 2.79).
     """
@@ -265,17 +440,19 @@ def stable_physics_dt(params: CarParams, dynamics: str, friction_scale: float = 
         front = p.tire_b_front * p.tire_c_front * load * p.lr  # cornering stiffness, N/rad
         rear = p.tire_b_rear * p.tire_c_rear * load * p.lf
         v = p.blend_speed[1]
+        inertia = p.inertia_z * inertia_scale
         moment = front * p.lf - rear * p.lr
         yaw_damping = front * p.lf**2 + rear * p.lr**2
         # d(ay, yaw acceleration)/d(vy, omega) of the dynamic bicycle at forward speed v.
         jacobian = -np.array(
             [
                 [(front + rear) / (p.mass * v), moment / (p.mass * v) + v],
-                [moment / (p.inertia_z * v), yaw_damping / (p.inertia_z * v)],
+                [moment / (inertia * v), yaw_damping / (inertia * v)],
             ]
         )
         rates.append(float(np.abs(np.linalg.eigvals(jacobian)).max()))
-    return 2.0 / max(rates)
+    fastest = max(rates)
+    return 2.0 / fastest if fastest > 0 else math.inf
 
 
 def default_physics_dt(
@@ -283,11 +460,12 @@ def default_physics_dt(
     params: CarParams | None = None,
     dynamics: str = "dynamic",
     friction_scale: float = 1.0,
+    inertia_scale: float = 1.0,
 ) -> float:
     """The longest step <= 1/120 s and <= :func:`stable_physics_dt` dividing ``control_dt``."""
     limit = MAX_DEFAULT_PHYSICS_DT
     if params is not None:
-        limit = min(limit, stable_physics_dt(params, dynamics, friction_scale))
+        limit = min(limit, stable_physics_dt(params, dynamics, friction_scale, inertia_scale))
     n_substeps = max(1, math.ceil(control_dt / limit - 1e-9))
     return control_dt / n_substeps
 
@@ -334,6 +512,7 @@ class RaceCarVectorBackend(Backend):
     :param friction: shortcut for ``params.friction`` (nominal tyre friction), for mismatch runs.
     :param domain_randomization: scale parameters per world at every reset.
     :param randomization: :class:`RandomizationRanges` or a mapping of ranges to override.
+    :param action_delay_steps: control periods between a command and the actuators (latency).
     :param start_distance_range: the car starts this far (m) from the arena centre.
     :param arena_half_size: half the side of the square arena, m (for drawing and start checks).
     :param render_size: side of the square ``rgb_array`` frame, pixels.
@@ -353,6 +532,7 @@ class RaceCarVectorBackend(Backend):
         friction: float | None = None,
         domain_randomization: bool = True,
         randomization: RandomizationRanges | Mapping[str, Any] | None = None,
+        action_delay_steps: int = 0,
         start_distance_range: Sequence[float] = car_robot.START_DISTANCE_RANGE,
         arena_half_size: float = car_robot.ARENA_HALF_SIZE,
         render_size: int = 256,
@@ -389,6 +569,10 @@ class RaceCarVectorBackend(Backend):
         if not (isinstance(trail_length, (int, np.integer)) and trail_length >= 0):
             raise ValueError(f"trail_length must be an int >= 0, got {trail_length!r}")
         _check_number("goal_radius", goal_radius, strict=True)
+        delay = action_delay_steps
+        if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)) or delay < 0:
+            raise ValueError(f"action_delay_steps must be an int >= 0, got {delay!r}")
+        self.action_delay_steps = int(delay)
 
         self.num_worlds = int(num_worlds)
         self.dynamics = dynamics
@@ -398,12 +582,18 @@ class RaceCarVectorBackend(Backend):
         self.domain_randomization = bool(domain_randomization)
         self.randomization = coerce_config(RandomizationRanges, randomization, "randomization")
         friction_scale = self.randomization.friction_scale[1] if domain_randomization else 1.0
+        inertia_scale = 1.0
+        if domain_randomization:
+            ranges = self.randomization
+            inertia_scale = min(1.0, ranges.inertia_scale[0])
         if physics_dt is None:
-            physics_dt = default_physics_dt(control_dt, params, dynamics, friction_scale)
+            physics_dt = default_physics_dt(
+                control_dt, params, dynamics, friction_scale, inertia_scale
+            )
         self.physics_dt = float(physics_dt)
         self.n_substeps = _substeps(self.control_dt, self.physics_dt)
         self._readings = SimReadings(num_worlds, self.control_dt)
-        stable = stable_physics_dt(params, dynamics, friction_scale)
+        stable = stable_physics_dt(params, dynamics, friction_scale, inertia_scale)
         if self.physics_dt > stable:
             logger.warning(
                 "physics_dt=%.4g s is above %.4g s, the longest step that keeps RK4 stable for "
@@ -425,11 +615,16 @@ class RaceCarVectorBackend(Backend):
         self._q[_COS] = 1.0
         self._act = _Actuation.rest(n)
         self._command = np.zeros((2, n))  # held steering target (rad) and throttle, clipped
+        # Commands on their way to the actuators (oldest at _delay_head), clipped, no offset.
+        self._delayed = np.zeros((self.action_delay_steps, 2, n))
+        self._delay_head = 0
         self._goal = np.full((n, 3), np.nan)
         self._trail = np.full((self.trail_length, n, 2), np.nan)
         self._trail_head = 0
-        # Per-world scale factors of mass, friction, C_m1, C_m2, resistances (1 = nominal).
-        self._scales = np.ones((5, n))
+        # Per-world scale factors of mass, friction, C_m1, C_m2, resistances, inertia, viscous
+        # drag (1 = nominal), and the per-world steering offset (rad).
+        self._scales = np.ones((7, n))
+        self._offset = np.full(n, self.params.steering_offset)
         self._derive_world_params()
 
         h = self.physics_dt
@@ -456,17 +651,18 @@ class RaceCarVectorBackend(Backend):
     def _derive_world_params(self) -> None:
         """Per-world physical constants from the nominal parameters and the scale factors."""
         p = self.params
-        mass_s, friction_s, cm1_s, cm2_s, resist_s = self._scales
+        mass_s, friction_s, cm1_s, cm2_s, resist_s, inertia_s, viscous_s = self._scales
         mass = p.mass * mass_s
         friction = p.friction * friction_s
         weight_force = friction * mass * GRAVITY
         self._world = _WorldParams(
             mass=mass,
             inv_mass=1.0 / mass,
-            inv_inertia=1.0 / (p.inertia_z * mass_s),
+            inv_inertia=1.0 / (p.inertia_z * mass_s * inertia_s),
             friction=friction,
             cm1=p.motor_cm1 * cm1_s,
             cm2=p.motor_cm2 * cm2_s,
+            viscous=p.viscous_drag * viscous_s,
             cr0=p.rolling_resistance * resist_s,
             cr2=p.drag * resist_s,
             # Traction limit of four driven wheels.
@@ -488,6 +684,8 @@ class RaceCarVectorBackend(Backend):
             "friction": self._world.friction.copy(),
             "motor_cm1": self._world.cm1.copy(),
             "motor_cm2": self._world.cm2.copy(),
+            "viscous_drag": self._world.viscous.copy(),
+            "steering_offset": self._offset.copy(),
             "rolling_resistance": self._world.cr0.copy(),
             "drag": self._world.cr2.copy(),
             "steering": self._act.steer.copy(),
@@ -526,12 +724,17 @@ class RaceCarVectorBackend(Backend):
         if "start_speed" in options:
             start_speed = _rows("start_speed", options["start_speed"], ids.size, None)
 
-        draws = np.stack([rng.random(8) for rng in rngs], axis=1)  # (8, len(ids))
+        draws = np.stack([rng.random(11) for rng in rngs], axis=1)  # (11, len(ids))
         if self.domain_randomization:
             ranges = self.randomization.as_array()
-            self._scales[:, ids] = ranges[:, :1] + (ranges[:, 1:] - ranges[:, :1]) * draws[:5]
+            low, width = ranges[:, :1], ranges[:, 1:] - ranges[:, :1]
+            self._scales[:5, ids] = low[:5] + width[:5] * draws[:5]
+            self._scales[5:, ids] = low[5:7] + width[5:7] * draws[8:10]
+            offset = low[7] + width[7] * draws[10]
         else:
             self._scales[:, ids] = 1.0
+            offset = 0.0
+        self._offset[ids] = self.params.steering_offset + offset
         self._derive_world_params()
 
         low, high = self.start_distance_range
@@ -551,6 +754,7 @@ class RaceCarVectorBackend(Backend):
         self._q[_VY:, ids] = 0.0
         self._act.set_rest(ids)
         self._command[:, ids] = 0.0
+        self._delayed[:, :, ids] = 0.0
         self._goal[ids] = np.nan
         if self.trail_length:
             self._trail[:, ids] = np.nan
@@ -572,8 +776,17 @@ class RaceCarVectorBackend(Backend):
                 )
             self._goal[:] = goal
         p = self.params
-        np.clip(steer_cmd, -p.max_steering, p.max_steering, out=self._command[0])
-        np.clip(throttle_cmd, -1.0, 1.0, out=self._command[1])
+        clipped = np.empty((2, self.num_worlds))
+        np.clip(steer_cmd, -p.max_steering, p.max_steering, out=clipped[0])
+        np.clip(throttle_cmd, -1.0, 1.0, out=clipped[1])
+        if self.action_delay_steps:
+            # The oldest command in flight reaches the actuators; this one takes its place.
+            oldest = self._delayed[self._delay_head].copy()
+            self._delayed[self._delay_head] = clipped
+            self._delay_head = (self._delay_head + 1) % self.action_delay_steps
+            clipped = oldest
+        self._command[:] = clipped
+        self._command[0] += self._offset
 
         # Blocks of worlds small enough for the RK4 temporaries to stay in cache.
         for start in range(0, self.num_worlds, WORLDS_PER_BLOCK):
@@ -640,11 +853,12 @@ class RaceCarVectorBackend(Backend):
     ) -> np.ndarray:
         """(Drive - resistance) / m, the force clipped to the traction limit (module docstring).
 
-        ``C_m1 d - v_x (C_m2 |d| + C_r2 |v_x|) - C_r0 tanh(v_x / v_eps)``.
+        ``C_m1 d - v_x (C_m2 |d| + C_v + C_r2 |v_x|) - C_r0 tanh(v_x / v_eps)``.
         """
         force = np.abs(vx)
         force *= world.cr2
         force += act.back_emf
+        force += world.viscous
         force *= vx
         np.subtract(act.drive, force, out=force)
         rolling = vx * (1.0 / self.params.rolling_smoothing_speed)
@@ -828,6 +1042,7 @@ class _WorldParams(NamedTuple):
     friction: np.ndarray
     cm1: np.ndarray
     cm2: np.ndarray
+    viscous: np.ndarray
     cr0: np.ndarray
     cr2: np.ndarray
     fx_max: np.ndarray

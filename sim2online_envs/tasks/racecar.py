@@ -85,6 +85,8 @@ class RaceCarTaskConfig:
     smoothness_weight: float = 0.01
     #: Steering angle (rad) that action[0] = +1 asks for (the car's limit).
     max_steering: float = car_robot.MAX_STEERING
+    #: Throttle duty cycle that action[1] = +1 asks for (the study caps it at 0.4).
+    max_throttle: float = car_robot.MAX_THROTTLE
     #: Half the side of the square arena around the origin, m.
     arena_half_size: float = car_robot.ARENA_HALF_SIZE
     #: Distance of the start from the arena centre, m (drawn by the simulator).
@@ -95,7 +97,13 @@ class RaceCarTaskConfig:
     goal_heading_range: tuple[float, float] = (-math.pi, math.pi)
 
     def __post_init__(self) -> None:
-        positive = ("control_dt", "success_radius", "max_steering", "arena_half_size")
+        positive = (
+            "control_dt",
+            "success_radius",
+            "max_steering",
+            "max_throttle",
+            "arena_half_size",
+        )
         for name in positive:
             _check_real(name, getattr(self, name), minimum=0.0, strict=True)
         for name in ("progress_weight", "goal_bonus_weight", "control_weight"):
@@ -109,6 +117,8 @@ class RaceCarTaskConfig:
             raise ValueError(f"max_episode_steps must be an int >= 1, got {steps!r}")
         if self.max_steering >= math.pi / 2:
             raise ValueError(f"max_steering must be < pi/2 rad, got {self.max_steering}")
+        if self.max_throttle > 1:
+            raise ValueError(f"max_throttle must be <= 1 (a duty cycle), got {self.max_throttle}")
         for name in ("start_distance_range", "goal_heading_range"):
             low, high = _pair(name, getattr(self, name))
             if low > high:
@@ -237,7 +247,7 @@ class RaceCarTask(Task):
         action = self._clipped(action)
         return {
             "steering": action[:, 0] * self.config.max_steering,
-            "throttle": action[:, 1].copy(),
+            "throttle": action[:, 1] * self.config.max_throttle,
             "goal": task_state["goal"],
         }
 
