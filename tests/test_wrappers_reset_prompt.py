@@ -198,7 +198,7 @@ def test_car_auto_reset_drives_back_to_the_start_marker_in_sim() -> None:
     answers = iter(["ready", "failure", "auto", "ready"])
 
     def operator(message: str, choices: Sequence[Choice]) -> str:
-        started = env.unwrapped._state is not None
+        started = env.unwrapped.loop.state is not None
         seen.append(np.array(env.unwrapped.state["pose"][0]) if started else None)
         return next(answers)
 
