@@ -270,6 +270,12 @@ class Backend(abc.ABC):
         """Timing of the last step (real backends: period, lateness, latency); sims: none."""
         return {}
 
+    def fault_detail(self, world: int = 0) -> str:
+        """The device's own words on the last fault of ``world`` (a libfranka error text), for
+        ``info["fault_detail"]`` when an invalid reading ends an episode; "" when none."""
+        del world
+        return ""
+
     def render_world(
         self, world: int, task_state: Mapping[str, np.ndarray] | None = None
     ) -> np.ndarray | None:

@@ -22,7 +22,8 @@ class TaskEnv(LoopViews, gym.Env):
     ``info`` on every step holds ``reward_terms`` (each term's weighted value), ``is_success``,
     the task's own keys, ``safety`` (interventions of the limits, the abort reason, the applied
     action), ``timing`` (the backend's clock telemetry; empty in simulators) and, on
-    truncation, ``truncation_reason``. Robot env classes subclass this and document their
+    truncation, ``truncation_reason`` (with ``fault_detail``, the device's own words, when an
+    invalid reading ended the episode). Robot env classes subclass this and document their
     spaces, rewards and arguments in their docstring.
 
     :param task: the robot's task.
@@ -99,6 +100,8 @@ class TaskEnv(LoopViews, gym.Env):
         truncated = bool(result.truncated[0])
         if truncated:
             info["truncation_reason"] = str(result.reasons[0])
+            if result.invalid[0]:
+                info["fault_detail"] = self.backend.fault_detail(0)
         return unbatch(result.observation), float(result.reward[0]), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

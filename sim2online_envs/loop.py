@@ -74,6 +74,8 @@ class StepResult(NamedTuple):
     reasons: np.ndarray
     #: (N,) str: the limits' abort reason ("" where none).
     aborts: np.ndarray
+    #: (N,) bool: the reading (or the transition made from it) was invalid.
+    invalid: np.ndarray
     #: (N,) bool: solved in the new state.
     success: np.ndarray
     #: The task's extra batched diagnostics.
@@ -379,6 +381,7 @@ class StepLoop:
             truncated=truncated,
             reasons=reasons,
             aborts=aborts,
+            invalid=invalid,
             success=success,
             task_info=outcome.info,
             interventions=interventions,

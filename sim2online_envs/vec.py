@@ -408,10 +408,15 @@ class TaskVecEnv(LoopViews, VecEnv):
         if result is not None:
             truncated = pick(result.truncated).tolist()
             reasons = pick(result.reasons).tolist()
-            for info, flag, reason in zip(infos, truncated, reasons, strict=True):
+            invalid = pick(result.invalid).tolist()
+            for info, world, flag, reason, bad in zip(
+                infos, world_ids, truncated, reasons, invalid, strict=True
+            ):
                 info["TimeLimit.truncated"] = flag
                 if flag:
                     info["truncation_reason"] = reason
+                    if bad:
+                        info["fault_detail"] = self.vector_backend.fault_detail(world)
         return infos
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ the simulator's (:data:`sim2online_envs.robots.panda.STATE_KEYS`).
 
 Faults (the reading becomes invalid, the backend stops the arm and latches; the step loop
 truncates the episode with the name as ``truncation_reason``; libfranka's or the library's text
-is in :attr:`RealPandaBackend.fault_detail` and the log):
+is in :meth:`RealPandaBackend.fault_detail` and the log):
 
 ====================== =====================================================================
 fault                  when
@@ -149,13 +149,18 @@ class RealPandaBackend(RealBackend):
         self._cube: tuple[np.ndarray, np.ndarray, float] | None = None
         self._stall_best = np.inf
         self._stall_since = 0.0
-        self.fault_name = self.fault_detail = ""
+        self.fault_name = self._fault_detail = ""
         self._preparing = False
         self._last_rgb: np.ndarray | None = None
         self._extra: dict[str, float] = {}
         super().__init__(ClockConfig(control_dt=control_dt, watchdog_periods=watchdog_periods))
 
     # -- device side -----------------------------------------------------------------------------
+
+    def fault_detail(self, world: int = 0) -> str:
+        """libfranka's (or the camera's) own text of the last fault, "" when none."""
+        del world
+        return self._fault_detail
 
     def send_command(self, command: Mapping[str, np.ndarray]) -> None:
         target = np.asarray(command["tip_target"], dtype=np.float64).reshape(3)
@@ -169,7 +174,7 @@ class RealPandaBackend(RealBackend):
             self.arm.gripper.set_closed(closed)
 
     def _fault(self, fault: str, detail: str) -> Reading:
-        self.fault_name, self.fault_detail = fault, detail
+        self.fault_name, self._fault_detail = fault, detail
         level = logging.DEBUG if self._preparing else logging.ERROR
         logger.log(level, "%s: %s: %s", self.name, fault, detail)
         return Reading(
@@ -268,7 +273,7 @@ class RealPandaBackend(RealBackend):
         self._gripper_closed = 0.0
         self._stall_best, self._stall_since = np.inf, time.monotonic()
         self._cube = None
-        self.fault_name = self.fault_detail = ""
+        self.fault_name = self._fault_detail = ""
         self.tracker.forget()
         ready = time.monotonic()
         deadline = ready + 3.0

@@ -44,7 +44,7 @@ class RealPandaEnv(TaskEnv):
 
     ``info["timing"]``-style telemetry is in ``env.unwrapped.backend.telemetry()`` (with the
     camera frame's and the marker pose's ages); the text of the last fault (libfranka's) is
-    ``env.unwrapped.backend.fault_detail``. After a fault, ``reset()`` refuses until
+    ``env.unwrapped.backend.fault_detail()``. After a fault, ``reset()`` refuses until
     ``env.unwrapped.backend.recover()`` has cleared the arm's error.
     """
 
@@ -114,12 +114,6 @@ class RealPandaEnv(TaskEnv):
                 self.twin.rng = np.random.default_rng(seed)
             options["twin_reset"] = self.twin.reset_scene
         return super().reset(seed=seed, options=options)
-
-    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        if truncated and info.get("truncation_reason") == self.backend.fault_name:
-            info["fault_detail"] = self.backend.fault_detail
-        return obs, reward, terminated, truncated, info
 
     def close(self) -> None:
         try:
