@@ -4,11 +4,12 @@ target networks) with the package's additions."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from sb3_contrib import CrossQ as ContribCrossQ
+from sb3_contrib.crossq.policies import CrossQPolicy
 from sim2online_envs.agents.common import frozen
 from sim2online_envs.agents.sac import SoftActorCriticMixin
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -32,6 +33,8 @@ class CrossQ(SoftActorCriticMixin, ContribCrossQ):
     batch-normalised forward pass; the critic-regularisation route to a high update-to-data
     ratio without target networks.
     """
+
+    _policy_base: ClassVar[type | None] = CrossQPolicy
 
     def __init__(
         self,

@@ -280,6 +280,7 @@ class SAC(SoftActorCriticMixin, SB3SAC):
         SACCnnPolicy: sb3_sac_policies.CnnPolicy,
         SACMultiInputPolicy: sb3_sac_policies.MultiInputPolicy,
     }
+    _policy_base: ClassVar[type | None] = sb3_sac_policies.SACPolicy
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ class TD3(FineTuningMixin, SB3TD3):
         TD3CnnPolicy: sb3_td3_policies.CnnPolicy,
         TD3MultiInputPolicy: sb3_td3_policies.MultiInputPolicy,
     }
+    _policy_base: ClassVar[type | None] = sb3_td3_policies.TD3Policy
 
     def __init__(
         self,
