@@ -20,6 +20,9 @@ from sim2online_envs.controllers.go1 import Go1StandController
 
 pytest.importorskip("unitree_legged_sdk.robot_interface")
 
+# A robot's clock against a twin process in real time: run one at a time (scripts/test.sh).
+pytestmark = pytest.mark.twin
+
 SETTINGS = {} if "SIM2ONLINE_GO1_TIME_SCALE" in os.environ else {"time_scale": 0.25}
 #: Wall-clock bound for any fault to end its episode ("no hang").
 FAULT_BOUND_S = 20.0

@@ -17,6 +17,9 @@ import pytest
 pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
 pytest.importorskip("pyrealsense2")
+
+# A robot's clock against a twin process in real time: run one at a time (scripts/test.sh).
+pytestmark = pytest.mark.twin
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from sim2online_envs.hardware.base import HardwareError

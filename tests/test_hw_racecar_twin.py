@@ -19,6 +19,9 @@ pytest.importorskip("natnet")
 pytest.importorskip("cobs")
 pytest.importorskip("crc")
 
+# A robot's clock against a twin process in real time: run one at a time (scripts/test.sh).
+pytestmark = pytest.mark.twin
+
 from sim2online_envs.hardware.racecar import firmware
 
 if firmware.missing_tools(twin=True):
