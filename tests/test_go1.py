@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import sim2online_envs  # noqa: F401  (registers the ids)
+import sim2online_envs  # registers the ids
 from sim2online_envs.controllers.go1 import Go1StandController, make_controller
 from sim2online_envs.core import sum_reward_terms
 from sim2online_envs.envs.go1 import Go1Env
+from sim2online_envs.robots import go1 as go1_robot
 from sim2online_envs.sim.go1 import Go1SimConfig, Go1VectorBackend, load_model
 from sim2online_envs.tasks.go1 import (
     COMMAND_RANGES,
@@ -36,7 +37,7 @@ def make_env(**kwargs) -> Go1Env:
     return gym.make("SimGo1-v0", **kwargs).unwrapped
 
 
-def home_qpos(z: float = 0.2875) -> np.ndarray:
+def home_qpos(z: float = go1_robot.HOME_TRUNK_HEIGHT) -> np.ndarray:
     return np.concatenate([[0.0, 0.0, z, 1.0, 0.0, 0.0, 0.0], HOME_JOINT_POS])
 
 
@@ -63,6 +64,10 @@ def test_model_carries_the_published_go1_numbers():
     np.testing.assert_allclose(model.dof_damping[6:], 0.0)
     np.testing.assert_allclose(model.actuator_forcerange[:, 1], [23.7, 23.7, 35.55] * 4)
     np.testing.assert_allclose(model.key("home").qpos[7:], HOME_JOINT_POS)
+    # MuJoCo Playground's model: friction loss 0.3 / 0.3 / 1.0 N m, armature 0.005 kg m²
+    np.testing.assert_array_equal(model.dof_frictionloss[6:], [0.3, 0.3, 1.0] * 4)
+    np.testing.assert_array_equal(model.dof_armature[6:], np.full(12, 0.005))
+    np.testing.assert_array_equal(model.dof_frictionloss[:6], 0.0)  # the free joint has none
     imu = model.site("imu").id
     kinds = {
         "gyro": mujoco.mjtSensor.mjSENS_GYRO,
@@ -153,7 +158,7 @@ def test_standing_at_home_lasts_a_whole_episode(kwargs):
         if truncated:
             break
     assert step == 1000 and truncated and info["truncation_reason"] == "time_limit"
-    assert obs[OBS_SLICES["gravity"]][2] < -0.98  # still upright
+    assert env.state["base_rot"][0, 2, 2] > 0.98  # still upright (the true state, not the obs)
     assert env.backend.privileged()["base_pos"][0, 2] > 0.2  # still standing tall
     env.close()
 
@@ -188,7 +193,7 @@ def test_a_pushed_go1_falls_and_terminates():
 
 
 def test_observation_layout_at_the_home_pose():
-    env = make_env(domain_randomization=False)
+    env = make_env(domain_randomization=False, obs_noise=False)
     qpos = home_qpos()
     obs, info = env.reset(seed=0, options={"qpos": qpos, "qvel": np.zeros(18)})
     np.testing.assert_array_equal(obs[OBS_SLICES["gravity"]], [0.0, 0.0, -1.0])
@@ -198,7 +203,7 @@ def test_observation_layout_at_the_home_pose():
     np.testing.assert_array_equal(obs[OBS_SLICES["joint_vel"]], np.zeros(12))
     np.testing.assert_array_equal(obs[OBS_SLICES["last_action"]], np.zeros(12))
     np.testing.assert_array_equal(obs[OBS_SLICES["command"]], info["command"].astype(np.float32))
-    half_widths = np.array(COMMAND_RANGES["narrow"])
+    half_widths = np.array(COMMAND_RANGES["full"])  # the default range
     assert np.all(np.abs(info["command"]) <= half_widths)
 
     action = np.linspace(-1.5, 1.5, 12)  # out of range on both ends: clipped to [-1, 1]
@@ -211,9 +216,13 @@ def test_observation_layout_at_the_home_pose():
     env.close()
 
 
-def test_commands_are_resampled_during_the_episode():
-    config = Go1TaskConfig(command_resample_steps=5)
-    env = make_env(task_config=config, command_range="full")
+def test_commands_are_resampled_on_a_fixed_clock_when_asked():
+    config = Go1TaskConfig(
+        command_resample_steps=5,
+        command_change_probability=1.0,
+        command_nonzero_probability=(1.0, 1.0, 1.0),
+    )
+    env = make_env(task_config=config)
     _, info = env.reset(seed=4)
     commands = [info["command"]]
     for _ in range(10):
@@ -239,6 +248,61 @@ def test_commands_cover_their_range(name):
     assert np.all(commands.min(axis=0) < -0.9 * half_widths)
 
 
+def test_commands_are_resampled_as_playground_samples_them():
+    """Playground's sample_command: at a resample each component changes with probability 0.5,
+    to a uniform draw with probability (0.9, 0.25, 0.5), else to zero; the next resample comes
+    after round(Exp(5 s) / dt) steps."""
+    count = 4000
+    task = Go1JoystickTask(Go1TaskConfig(obs_noise=False))
+    state = constructed_state(count)
+    rngs = [np.random.default_rng(seed) for seed in range(count)]
+    task_state = task.initial_task_state(state, rngs)
+    mean_steps = 5.0 / DT
+    assert task_state["command_countdown"].dtype == np.int64
+    assert abs(task_state["command_countdown"].mean() - mean_steps) < 0.1 * mean_steps
+    old = np.full((count, 3), 0.25)
+    task_state["command"] = old.copy()
+    task_state["command_countdown"][:] = 1
+    task_state["command_countdown"][0] = 2  # world 0 is not due
+    after = task.advance(task_state, state, np.zeros((count, 12)), np.ones(count, int), rngs)
+    command = after["command"]
+    np.testing.assert_array_equal(command[0], old[0])
+    np.testing.assert_array_equal(after["command_countdown"][0], 1)
+    command = command[1:]
+    kept = command == 0.25
+    zero = command == 0.0
+    np.testing.assert_allclose(kept.mean(axis=0), 0.5, atol=0.03)
+    np.testing.assert_allclose(zero.mean(axis=0), 0.5 * (1 - np.array([0.9, 0.25, 0.5])), atol=0.03)
+    drawn = ~(kept | zero)
+    assert np.all(np.abs(command) <= np.array(COMMAND_RANGES["full"]))
+    assert np.abs(command[drawn[:, 0], 0]).max() > 1.4
+    countdown = after["command_countdown"][1:]
+    assert abs(countdown.mean() - mean_steps) < 0.1 * mean_steps and countdown.min() >= 0
+
+
+def test_presets():
+    """ "playground" is the default; "study_prior" narrows the commands and changes nothing
+    else; a task_config dict changes fields on the preset; a whole config excludes a preset."""
+    default = make_env().task.config
+    assert default == Go1TaskConfig() == Go1TaskConfig.from_preset("playground")
+    assert make_env(preset="playground").task.config == default
+    prior = make_env(preset="study_prior").task.config
+    assert prior == dataclasses.replace(default, command_range="narrow")
+    np.testing.assert_array_equal(prior.command_half_widths, [0.5, 0.8, 1.2])
+    changed = make_env(preset="study_prior", task_config={"max_episode_steps": 7}).task.config
+    assert changed == dataclasses.replace(prior, max_episode_steps=7)
+    assert make_env(preset="study_prior", obs_noise=False).task.config.obs_noise is False
+    with pytest.raises(ValueError, match="preset must be one of"):
+        make_env(preset="studyprior")
+    with pytest.raises(ValueError, match="not both"):
+        make_env(preset="study_prior", task_config=Go1TaskConfig())
+    vec = sim2online_envs.make_vec("SimGo1-v0", 2, preset="study_prior")
+    try:
+        assert vec.task.config == prior
+    finally:
+        vec.close()
+
+
 def test_domain_randomization_and_friction_mismatch():
     def physics(seed: int, **kwargs) -> dict[str, np.ndarray]:
         env = make_env(**kwargs)
@@ -259,6 +323,11 @@ def test_domain_randomization_and_friction_mismatch():
     # fixing the friction leaves the other draws of a seed unchanged
     assert slippery["total_mass"][0] == first["total_mass"][0]
     assert physics(0, domain_randomization=False, friction=0.3)["floor_friction"][0] == 0.3
+    # the trunk's centre of mass moves by up to 5 cm on each axis (Playground's range)
+    com_offsets = np.array([physics(seed)["trunk_com"][0] for seed in range(8)])
+    com_offsets -= nominal["trunk_com"][0]
+    assert np.all(np.abs(com_offsets) <= 0.05) and np.abs(com_offsets).max() > 0.03
+    assert len(np.unique(com_offsets[:, 0])) == 8
 
 
 def test_render_gives_a_tracking_camera_frame():
@@ -293,9 +362,16 @@ def test_stand_controller():
     env = make_env()
     policy = make_controller(env)
     assert isinstance(policy, Go1StandController)
-    np.testing.assert_array_equal(policy(np.ones(48)), np.zeros(12))
+    np.testing.assert_array_equal(policy(np.zeros(48)), np.zeros(12))
+    obs = np.zeros(48, dtype=np.float32)
+    obs[OBS_SLICES["joint_pos"]] = np.linspace(-0.2, 0.2, 12)
+    # targets home - 1.5 (q - home): the action is -1.5 / 0.5 = -3 times the offset, clipped
+    expected = np.clip(-3.0 * obs[OBS_SLICES["joint_pos"]].astype(np.float64), -1, 1)
+    np.testing.assert_allclose(policy(obs), expected, rtol=1e-6)
+    assert policy(obs).dtype == np.float32
     actions, state = policy.predict(np.ones((5, 48)))
     assert actions.shape == (5, 12) and state is None
+    np.testing.assert_array_equal(Go1StandController(stiffening=0.0)(obs), np.zeros(12))
     with pytest.raises(ValueError, match="observation"):
         policy(np.ones(47))
     env.close()
@@ -382,9 +458,8 @@ def test_fused_transition_equals_the_task_methods_it_replaces(obs_noise):
     random draws, across command resampling, with and without observation noise."""
     from sim2online_envs.core import Task
 
-    count, every = 6, 3
-    config = Go1TaskConfig(command_range="full", command_resample_steps=every, obs_noise=obs_noise)
-    task = Go1JoystickTask(config)
+    count = 6
+    task = Go1JoystickTask(Go1TaskConfig(obs_noise=obs_noise))
     backend = Go1VectorBackend(count)
     state = backend.reset_worlds(
         np.arange(count), [np.random.default_rng(seed) for seed in range(count)]
@@ -399,8 +474,10 @@ def test_fused_transition_equals_the_task_methods_it_replaces(obs_noise):
     for step, action in enumerate(actions, start=1):
         prev_state = state
         state = backend.apply(task.command(action, state, task_state))
-        steps = np.full(count, step % every + (step % every == 0))  # never due
-        steps[0] = every  # world 0 resamples its command on every step
+        steps = np.full(count, step)
+        task_state = dict(task_state)
+        task_state["command_countdown"] = np.full(count, 50)  # not due
+        task_state["command_countdown"][0] = 1  # world 0 resamples its command on every step
         fused = task.transition(prev_state, state, action, task_state, steps, fused_rngs)
         composed = Task.transition(
             task, prev_state, state, action, task_state, steps, composed_rngs
@@ -513,11 +590,12 @@ def constructed_task_state(task: Go1JoystickTask, command: np.ndarray) -> dict[s
         {"joint_pos": np.zeros((count, 12))}, [np.random.default_rng(0)] * count
     )
     task_state["command"] = np.asarray(command, dtype=np.float64)
+    task_state["command_countdown"][:] = 100  # no resample in the next steps
     return task_state
 
 
 def test_reward_terms_match_hand_computed_values():
-    task = Go1JoystickTask(Go1TaskConfig(clip_reward_at_zero=False))
+    task = Go1JoystickTask(Go1TaskConfig(clip_reward_at_zero=False, obs_noise=False))
     weights = task.config.weights
     command = np.array([[0.4, -0.3, 0.8], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
     state = constructed_state(3)
@@ -560,15 +638,16 @@ def test_reward_terms_match_hand_computed_values():
     expected["energy"][2] = weights.energy * (3.0 * 2.0 + 4.0 * 1.0) * DT
     expected["dof_pos_limits"][2] = weights.dof_pos_limits * (0.9 - soft_hip_limit) * DT
     expected["termination"][2] = weights.termination * DT
-    expected["stand_still"][2] = weights.stand_still * 0.9 * DT  # zero command: stand still
+    hip_offset = 0.9 - HOME_JOINT_POS[0]
+    expected["stand_still"][2] = weights.stand_still * hip_offset * DT  # zero command
     expected["pose"][:] = weights.pose * DT
-    expected["pose"][2] = weights.pose * math.exp(-(0.9**2)) * DT
+    expected["pose"][2] = weights.pose * math.exp(-(hip_offset**2)) * DT
     for name in task.reward_term_names:
         np.testing.assert_allclose(terms[name], expected[name], atol=1e-12, err_msg=name)
 
 
 def test_feet_reward_terms_match_hand_computed_values():
-    task = Go1JoystickTask(Go1TaskConfig(clip_reward_at_zero=False))
+    task = Go1JoystickTask(Go1TaskConfig(clip_reward_at_zero=False, obs_noise=False))
     weights = task.config.weights
     state = constructed_state(1)
     task_state = constructed_task_state(task, np.array([[0.5, 0.0, 0.0]]))
@@ -607,12 +686,13 @@ def test_clip_at_zero_lifts_a_negative_reward_to_zero():
     assert others[1] > 0 and terms["clip_at_zero"][1] == 0.0 and rewards[1] == others[1]
 
 
-def test_observation_noise_is_off_by_default_and_seeded_when_on():
+def test_observation_noise_is_on_by_default_and_seeded():
     state = constructed_state(1)
-    quiet = Go1JoystickTask()
+    quiet = Go1JoystickTask(dataclasses.replace(Go1TaskConfig(), obs_noise=False))
     task_state = quiet.initial_task_state(state, [np.random.default_rng(0)])
     clean = quiet.observe(state, task_state)
-    noisy_task = Go1JoystickTask(dataclasses.replace(Go1TaskConfig(), obs_noise=True))
+    noisy_task = Go1JoystickTask()
+    assert noisy_task.config.obs_noise
     noisy_state = noisy_task.initial_task_state(state, [np.random.default_rng(0)])
     noisy = noisy_task.observe(state, noisy_state)
     np.testing.assert_array_equal(clean[:, 45:], noisy[:, 45:])  # the command is exact
@@ -625,11 +705,14 @@ def test_observation_noise_is_off_by_default_and_seeded_when_on():
 @pytest.mark.slow
 @pytest.mark.parametrize("friction", [None, 0.3, 0.2])
 def test_standing_survives_many_randomised_episodes(friction):
-    env = make_env(friction=friction, command_range="full")
+    """The stand controller with the defaults: randomisation (the trunk's centre of mass up to
+    5 cm off), observation noise, random commands."""
+    env = make_env(friction=friction)
+    policy = make_controller(env)
     for seed in range(10):
-        env.reset(seed=100 + seed)
+        obs, _ = env.reset(seed=100 + seed)
         for _ in range(1000):
-            _, _, terminated, truncated, _ = env.step(np.zeros(12))
+            obs, _, terminated, truncated, _ = env.step(policy(obs))
             assert not terminated, f"seed {100 + seed} fell (friction {friction})"
             if truncated:
                 break
@@ -649,7 +732,7 @@ def test_task_and_sim_config_take_dicts_of_fields_like_every_env():
 def test_a_backend_reporting_float32_gets_an_error_naming_the_key():
     """The compiled task takes float64 states (bool contacts): a driver that reports float32
     joint angles is told which key is wrong, not numba's "no matching definition"."""
-    task = Go1JoystickTask()
+    task = Go1JoystickTask(Go1TaskConfig(obs_noise=False))
     state = constructed_state(1)
     task_state = constructed_task_state(task, np.zeros((1, 3)))
     state["joint_pos"] = state["joint_pos"].astype(np.float32)

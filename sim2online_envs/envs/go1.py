@@ -6,11 +6,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from sim2online_envs.config import coerce_config
+from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.env import TaskEnv
 from sim2online_envs.safety import Go1Limits, SafetyConfig
 from sim2online_envs.sim.go1 import Go1SimConfig, Go1VectorBackend
-from sim2online_envs.tasks.go1 import Go1JoystickTask, Go1TaskConfig
+from sim2online_envs.tasks.go1 import PRESETS, Go1JoystickTask, Go1TaskConfig
 
 __all__ = ["BACKENDS", "Go1Env"]
 
@@ -28,24 +28,28 @@ class Go1Env(TaskEnv):
     thigh and calf joint, driven by position-controlled motors with Kp = 35 N·m/rad and
     Kd = 0.5 N·m·s/rad and torque limits of 23.7 / 23.7 / 35.55 N·m. The policy must follow a
     body-frame velocity command (forward ``vx``, lateral ``vy``, yaw rate ``ωz``) that is drawn
-    at reset and changes every 10 s. The task and rewards follow MuJoCo Playground's Go1
-    joystick task; the sim-to-sim "reality gap" of the sim-to-online study is a lower floor
-    friction (``friction=``) and the full command range (``command_range="full"``).
+    at reset and resampled at random times, components set to zero at random. By default
+    (``preset="playground"``) the task is MuJoCo Playground's Go1 joystick task: its rewards,
+    command ranges and resampling, observation noise, home pose, joint friction and armature and
+    domain randomisation (every value and its source in ``docs/parameters.md``). The sim-to-sim
+    "reality gap" of the sim-to-online study is a lower floor friction (``friction=``) and the
+    study's narrow-command prior (``preset="study_prior"``: ``command_range="narrow"``).
 
     ## Action Space
 
     ``Box(-1, 1, (12,), float32)``: joint position targets ``home + 0.5 · a`` [rad], clipped to
-    the joint limits, held for one control period (5 physics steps of 4 ms). Home is the
-    standing pose hip 0, thigh 0.9, calf −1.8 rad.
+    the joint limits, held for one control period (5 physics steps of 4 ms). Home is
+    Playground's standing pose: hip (abduction) +0.1 rad on the right legs and −0.1 rad on the
+    left ones, thigh 0.9, calf −1.8 rad.
 
     | Num | Joint (unitree_legged_sdk order) | Home [rad] | Range [rad]     |
     |-----|----------------------------------|------------|-----------------|
-    | 0   | FR hip (abduction)               | 0.0        | −0.863 … 0.863  |
+    | 0   | FR hip (abduction)               | 0.1        | −0.863 … 0.863  |
     | 1   | FR thigh                         | 0.9        | −0.686 … 4.501  |
     | 2   | FR calf (knee)                   | −1.8       | −2.818 … −0.888 |
-    | 3-5 | FL hip, thigh, calf              | as FR      | as FR           |
+    | 3-5 | FL hip, thigh, calf              | −0.1, 0.9, −1.8 | as FR      |
     | 6-8 | RR hip, thigh, calf              | as FR      | as FR           |
-    | 9-11| RL hip, thigh, calf              | as FR      | as FR           |
+    | 9-11| RL hip, thigh, calf              | as FL      | as FR           |
 
     ## Observation Space
 
@@ -61,8 +65,9 @@ class Go1Env(TaskEnv):
     | 33-44 | last action (clipped to [−1, 1])             | -     |
     | 45-47 | command (vx, vy, ωz)                         | m/s, m/s, rad/s |
 
-    Uniform observation noise (MuJoCo Playground's scales) can be switched on with
-    ``obs_noise=True``; it is off by default.
+    Uniform observation noise with MuJoCo Playground's half-widths is on by default (linear
+    velocity 0.1, gyro 0.2, gravity 0.05, joint angles 0.03, joint velocities 1.5, in the units
+    above; the last action and the command are exact); ``obs_noise=False`` switches it off.
 
     ## Rewards
 
@@ -97,8 +102,19 @@ class Go1Env(TaskEnv):
     The home pose with the feet on the floor, a uniformly random heading, joint angles
     perturbed by U(−0.05, 0.05) rad, trunk velocities by U(−0.1, 0.1) m/s or rad/s. With
     ``domain_randomization`` (default) every reset also draws the floor friction U(0.4, 1.0),
-    link masses ×U(0.9, 1.1), an added trunk mass U(−1, 1) kg, joint friction loss ×U(0.9, 1.1)
-    and armature ×U(1.0, 1.05). The command is drawn uniformly in ±``command_range``.
+    link masses ×U(0.9, 1.1), an added trunk mass U(−1, 1) kg, joint friction loss ×U(0.9, 1.1),
+    armature ×U(1.0, 1.05) and the trunk's centre of mass +U(−0.05, 0.05) m on each axis
+    (Playground's ranges). The command is drawn uniformly in ±``command_range``.
+
+    ## Commands
+
+    The command at reset is uniform in ±``command_range`` ("full": ±(1.5 m/s, 0.8 m/s,
+    1.2 rad/s), Playground's; "narrow": ±(0.5, 0.8, 1.2), the study's prior). It is resampled
+    after an exponentially distributed time of mean 5 s (a new one after each resample); at a
+    resample each component changes with probability 0.5, to a uniform draw with probability
+    (0.9, 0.25, 0.5) for (vx, vy, ωz) and to zero otherwise, so a robot is told to stand still
+    now and then (the ``stand_still`` term). ``task_config={"command_resample_steps": N}`` uses a
+    fixed clock of N steps instead.
     ``reset(options={"qpos": ..., "qvel": ...})`` starts from an exact MuJoCo state instead
     (19 and 18 numbers: trunk position, quaternion wxyz, joint angles; velocities).
 
@@ -117,13 +133,17 @@ class Go1Env(TaskEnv):
     | Argument               | Default   | Description                                        |
     |------------------------|-----------|----------------------------------------------------|
     | backend                | "sim"     | "sim" (MuJoCo); the real robot will be added       |
-    | command_range          | "narrow"  | "narrow" ±(0.5, 0.8, 1.2), "full" ±(1.5, 0.8, 1.2)  |
-    |                        |           | or three half-widths (vx, vy, ωz)                  |
-    | domain_randomization   | True      | re-draw floor friction, masses, joint friction     |
+    | preset                 | "playground" | "playground" (Playground's joystick task) or    |
+    |                        |           | "study_prior" (its narrow commands)                |
+    | command_range          | None      | the preset's ("full" ±(1.5, 0.8, 1.2)), "narrow"    |
+    |                        |           | ±(0.5, 0.8, 1.2) or three half-widths (vx, vy, ωz) |
+    | domain_randomization   | True      | re-draw friction, masses, trunk centre of mass,    |
+    |                        |           | joint friction and armature                        |
     | friction               | None      | fix the floor friction (e.g. 0.3) for a mismatch   |
-    | obs_noise              | False     | uniform observation noise                          |
+    | obs_noise              | None      | the preset's (on); False switches the noise off    |
     | render_mode            | None      | None or "rgb_array" (240×320 tracking camera)      |
-    | task_config            | None      | a Go1TaskConfig or a dict of fields to change      |
+    | task_config            | None      | a Go1TaskConfig (replaces the preset) or a dict of |
+    |                        |           | fields to change on the preset                     |
     | sim_config             | None      | a Go1SimConfig (timestep, ranges, reset noise) or  |
     |                        |           | a dict of fields to change                         |
     | num_threads            | None      | MuJoCo batch threads (single env: 1)               |
@@ -132,13 +152,15 @@ class Go1Env(TaskEnv):
     import gymnasium as gym
     import sim2online_envs  # registers the ids
 
-    env = gym.make("SimGo1-v0", command_range="full", friction=0.3)
+    env = gym.make("SimGo1-v0", preset="study_prior", friction=0.3)
     obs, info = env.reset(seed=0)
     ```
 
     ## Version History
 
-    * v0: first version.
+    * v0: first version; defaults made MuJoCo Playground's joystick task (observation noise on,
+      full command range, random resampling with zeroed components, ±0.1 rad abduction home,
+      Playground's joint friction and armature, trunk centre-of-mass randomisation).
     """
 
     limits_class = Go1Limits
@@ -147,6 +169,7 @@ class Go1Env(TaskEnv):
         self,
         backend: str = "sim",
         *,
+        preset: str | None = None,
         command_range: str | tuple[float, float, float] | None = None,
         domain_randomization: bool = True,
         friction: float | None = None,
@@ -162,6 +185,7 @@ class Go1Env(TaskEnv):
         task, vector_backend = self.build_vector(
             num_worlds=1,
             num_threads=num_threads,
+            preset=preset,
             command_range=command_range,
             domain_randomization=domain_randomization,
             friction=friction,
@@ -175,13 +199,27 @@ class Go1Env(TaskEnv):
     def build_task(
         cls,
         *,
+        preset: str | None = None,
         command_range: str | tuple[float, float, float] | None = None,
         obs_noise: bool | None = None,
         task_config: Go1TaskConfig | Mapping[str, Any] | None = None,
     ) -> Go1JoystickTask:
-        """The task for these arguments: ``task_config`` (default: ``Go1TaskConfig()``) with
-        ``command_range`` and ``obs_noise`` replaced where they are not None."""
-        base = coerce_config(Go1TaskConfig, task_config, "task_config")
+        """The task for these arguments: the preset's config (default "playground",
+        :data:`~sim2online_envs.tasks.go1.PRESETS`) with the fields of a ``task_config`` dict
+        changed, or a whole ``Go1TaskConfig``, then ``command_range`` and ``obs_noise`` replaced
+        where they are not None."""
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if isinstance(task_config, Go1TaskConfig):
+            if preset is not None:
+                raise ValueError("give a preset or a whole Go1TaskConfig, not both")
+            base = task_config
+        else:
+            base = Go1TaskConfig.from_preset(preset or "playground")
+            if isinstance(task_config, Mapping):
+                base = replace_fields(base, task_config, "task_config")
+            elif task_config is not None:
+                coerce_config(Go1TaskConfig, task_config, "task_config")  # names the bad type
         overrides: dict[str, Any] = {}
         if command_range is not None:
             overrides["command_range"] = command_range
@@ -196,6 +234,7 @@ class Go1Env(TaskEnv):
         num_threads: int | None = None,
         *,
         backend: str = "sim",
+        preset: str | None = None,
         command_range: str | tuple[float, float, float] | None = None,
         domain_randomization: bool = True,
         friction: float | None = None,
@@ -211,7 +250,7 @@ class Go1Env(TaskEnv):
         if backend != "sim":
             raise ValueError(f"only the 'sim' backend can be batched, got backend={backend!r}")
         task = cls.build_task(
-            command_range=command_range, obs_noise=obs_noise, task_config=task_config
+            preset=preset, command_range=command_range, obs_noise=obs_noise, task_config=task_config
         )
         vector_backend = Go1VectorBackend(
             num_worlds,

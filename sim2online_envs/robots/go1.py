@@ -38,9 +38,12 @@ key                shape        unit     frame       meaning
 =================  ===========  =======  ==========  =========================================
 
 Sources: kinematics (hip offsets, thigh offset, link lengths, foot radius) from unitree_ros
-``go1_description/xacro/const.xacro``; joint limits, torque limits (the unitree_legged_sdk Go1
-motors) and the home keyframe from MuJoCo Menagerie ``unitree_go1/go1.xml``; PD gains and the
-50 Hz control period from MuJoCo Playground ``locomotion/go1/joystick.py`` (default_config).
+``go1_description/xacro/const.xacro``; joint limits and torque limits (the unitree_legged_sdk Go1
+motors) from MuJoCo Menagerie ``unitree_go1/go1.xml``; the home pose, joint friction loss and
+armature from MuJoCo Playground ``mujoco_playground/_src/locomotion/go1/xmls/go1_mjx_feetonly.xml``
+and ``scene_mjx_feetonly_flat_terrain.xml`` (keyframe "home"); PD gains and the 50 Hz control
+period from MuJoCo Playground ``mujoco_playground/_src/locomotion/go1/joystick.py``
+(default_config). ``docs/parameters.md`` tabulates them with their sources.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ __all__ = [
     "HIP_OFFSETS",
     "HOME_JOINT_POS",
     "HOME_TRUNK_HEIGHT",
+    "JOINT_ARMATURE",
+    "JOINT_FRICTIONLOSS",
     "JOINT_LOWER",
     "JOINT_NAMES",
     "JOINT_UPPER",
@@ -110,17 +115,23 @@ JOINT_NAMES = tuple(
 )
 NUM_JOINTS = 12
 NUM_FEET = 4
-#: Standing pose [rad], hip 0, thigh 0.9, calf -1.8 per leg (Menagerie's "home" keyframe):
-#: the task's actions are offsets from it.
-HOME_JOINT_POS = np.array([0.0, 0.9, -1.8] * 4)
-#: Trunk height [m] of the home keyframe, feet just touching flat ground (Menagerie).
-HOME_TRUNK_HEIGHT = 0.2875
+#: Standing pose [rad]: hip (abduction) +0.1 on the right legs and -0.1 on the left ones (each
+#: foot 2.7 cm in towards the body), thigh 0.9, calf -1.8 (MuJoCo Playground's "home" keyframe,
+#: mujoco_playground/_src/locomotion/go1/xmls/scene_mjx_feetonly_flat_terrain.xml, the pose the
+#: study's real Go1 policy is offset from too). The task's actions are offsets from it.
+HOME_JOINT_POS = np.array([0.1, 0.9, -1.8, -0.1, 0.9, -1.8] * 2)
 #: Joint limits [rad] per leg: hip (abduction), thigh, calf (Menagerie go1.xml; Go1 URDF).
 JOINT_LOWER = np.array([-0.863, -0.686, -2.818] * 4)
 JOINT_UPPER = np.array([0.863, 4.501, -0.888] * 4)
 #: Motor torque limits [N·m]: hip and thigh 23.7, calf 35.55 (unitree_legged_sdk Go1 motors,
 #: via Menagerie go1.xml).
 TORQUE_LIMITS = np.array([23.7, 23.7, 35.55] * 4)
+#: Joint dry friction (MuJoCo frictionloss) [N·m] per leg: hip 0.3, thigh 0.3, calf 1.0
+#: (MuJoCo Playground go1_mjx_feetonly.xml, classes abduction, hip, knee).
+JOINT_FRICTIONLOSS = np.array([0.3, 0.3, 1.0] * 4)
+#: Reflected rotor inertia (MuJoCo armature) [kg·m²] of every joint (MuJoCo Playground
+#: go1_mjx_feetonly.xml, class go1).
+JOINT_ARMATURE = np.full(12, 0.005)
 #: The motors' PD position loop: stiffness [N·m/rad] and damping [N·m·s/rad] (MuJoCo
 #: Playground go1 joystick default_config Kp, Kd). The same on every joint.
 KP = 35.0
@@ -169,7 +180,7 @@ def trunk_height(joint_pos: np.ndarray, base_quat: np.ndarray) -> np.ndarray:
     """Trunk height (B,) above flat ground, from joint angles and the IMU orientation only.
 
     The lowest foot is taken to touch the ground. This needs no motion capture, so it holds the
-    same on the real robot as in sim (standing at home: about 0.28 m).
+    same on the real robot as in sim (standing at home: :data:`HOME_TRUNK_HEIGHT`).
     """
     feet = feet_in_trunk(joint_pos)
     quat = np.asarray(base_quat, dtype=np.float64).reshape(-1, 4)
@@ -182,6 +193,11 @@ def trunk_height(joint_pos: np.ndarray, base_quat: np.ndarray) -> np.ndarray:
         + (1 - 2 * (x * x + y * y)) * feet[..., 2]
     )
     return -foot_z.min(axis=1) + FOOT_RADIUS
+
+
+#: Trunk height [m] of the home keyframe: upright at the home pose with the lowest foot just
+#: touching flat ground (from the leg kinematics; the legs are symmetric, so all four touch).
+HOME_TRUNK_HEIGHT = float(trunk_height(HOME_JOINT_POS, np.array([1.0, 0.0, 0.0, 0.0]))[0])
 
 
 # -- state and command keys (the tables of the module docstring) --------------------------------

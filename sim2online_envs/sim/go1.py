@@ -8,8 +8,9 @@ line of randomisation, stepping and state extraction. ``Batch`` steps each world
 for free), so no separate single-world code path is needed.
 
 Per reset, each world draws from its own generator, in this order: floor friction, link mass
-scales, trunk added mass, joint friction-loss scales, joint armature scales (all five only with
-``domain_randomization``), then the initial heading, joint-angle noise and base-velocity noise.
+scales, trunk added mass, joint friction-loss scales, joint armature scales, the trunk's
+centre-of-mass offset (all six only with ``domain_randomization``), then the initial heading,
+joint-angle noise and base-velocity noise.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ DEFAULT_TIMESTEP = 0.004
 def load_model(timestep: float = DEFAULT_TIMESTEP) -> mujoco.MjModel:
     """The Go1 MJCF (``assets/go1.xml``) compiled, with the robot's facts written into it.
 
-    The MJCF holds the bodies, geoms, inertias, sensors and joint friction; the joint ranges
-    (the position actuators inherit them as their ctrlrange), the PD gains, the torque limits
-    and the home keyframe come from :mod:`sim2online_envs.robots.go1` (as MuJoCo Playground's
+    The MJCF holds the bodies, geoms, inertias and sensors; the joint ranges (the position
+    actuators inherit them as their ctrlrange), the joint friction loss and armature, the PD
+    gains, the torque limits and the home keyframe come from :mod:`sim2online_envs.robots.go1`
+    (as MuJoCo Playground's
     Go1 base writes Kp and Kd into the model), so the XML is no second source of them. The
     compiled model is then checked against the robot module, its leg kinematics included.
 
@@ -80,9 +82,13 @@ def load_model(timestep: float = DEFAULT_TIMESTEP) -> mujoco.MjModel:
 
 
 def _write_robot_facts(spec: mujoco.MjSpec) -> None:
-    """Joint ranges, PD gains, torque limits and the home keyframe, from the robot module."""
+    """Joint ranges, friction loss and armature, PD gains, torque limits and the home keyframe,
+    from the robot module."""
     for index, name in enumerate(JOINT_NAMES):
-        spec.joint(name).range = [JOINT_LOWER[index], JOINT_UPPER[index]]
+        joint = spec.joint(name)
+        joint.range = [JOINT_LOWER[index], JOINT_UPPER[index]]
+        joint.frictionloss = go1_robot.JOINT_FRICTIONLOSS[index]
+        joint.armature = go1_robot.JOINT_ARMATURE[index]
         # actuator i drives joint i (the unitree_legged_sdk's motor order, checked below)
         actuator = spec.actuator(name.removesuffix("_joint"))
         # a position servo: force = Kp (target - q) - Kd qdot, clamped to the torque limit
@@ -99,9 +105,10 @@ def _write_robot_facts(spec: mujoco.MjSpec) -> None:
 def check_model(model: mujoco.MjModel) -> None:
     """Raise a RuntimeError where the compiled model disagrees with the robot module.
 
-    Joint and actuator order, joint ranges, actuator ctrlrange (inherited from the joints), PD
-    gains, torque limits, home keyframe, and the leg kinematics the safety limits and the real
-    robot's height estimate use (hip offsets, thigh offset, thigh and calf lengths, foot radius).
+    Joint and actuator order, joint ranges, friction loss and armature, actuator ctrlrange
+    (inherited from the joints), PD gains, torque limits, home keyframe, and the leg kinematics
+    the safety limits and the real robot's height estimate use (hip offsets, thigh offset,
+    thigh and calf lengths, foot radius).
     """
     names = tuple(model.joint(i).name for i in range(1, model.njnt))
     if names != JOINT_NAMES:
@@ -123,6 +130,8 @@ def check_model(model: mujoco.MjModel) -> None:
         "joint lower limits": (model.jnt_range[1:, 0], JOINT_LOWER),
         "joint upper limits": (model.jnt_range[1:, 1], JOINT_UPPER),
         "joint limited": (model.jnt_limited[1:], np.ones(len(JOINT_NAMES))),
+        "joint friction loss": (model.dof_frictionloss[6:], go1_robot.JOINT_FRICTIONLOSS),
+        "joint armature": (model.dof_armature[6:], go1_robot.JOINT_ARMATURE),
         "Kp": (model.actuator_gainprm[:, 0], np.full(len(JOINT_NAMES), kp)),
         "Kp, Kd bias": (model.actuator_biasprm[:, :3], np.tile([0.0, -kp, -kd], (12, 1))),
         "torque limits": (
@@ -165,9 +174,12 @@ def _check_offscreen_gl() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Go1DomainRandomization:
-    """Ranges of the per-reset domain randomisation (MuJoCo Playground's Go1 ranges).
+    """Ranges of the per-reset domain randomisation: MuJoCo Playground's Go1 ranges
+    (``mujoco_playground/_src/locomotion/go1/randomize.py``, ``domain_randomize``).
 
-    Each pair is (low, high) of a uniform draw; scales multiply the MJCF's nominal values.
+    Each pair is (low, high) of a uniform draw; scales multiply the model's nominal values.
+    ``trunk_com_offset`` is added to each coordinate of the trunk's centre of mass (its body
+    frame), one draw per axis.
     """
 
     floor_friction: tuple[float, float] = (0.4, 1.0)
@@ -175,6 +187,7 @@ class Go1DomainRandomization:
     trunk_added_mass: tuple[float, float] = (-1.0, 1.0)  # kg
     joint_frictionloss_scale: tuple[float, float] = (0.9, 1.1)
     joint_armature_scale: tuple[float, float] = (1.0, 1.05)
+    trunk_com_offset: tuple[float, float] = (-0.05, 0.05)  # m
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -228,8 +241,9 @@ class Go1VectorBackend(Backend):
     :param num_worlds: number of worlds.
     :param control_dt: control period [s]; :meth:`apply` runs ``n_substeps = round(control_dt /
         timestep)`` physics steps, which must divide it exactly.
-    :param domain_randomization: re-draw floor friction, link masses, joint friction loss and
-        armature at every reset (ranges in :class:`Go1DomainRandomization`).
+    :param domain_randomization: re-draw floor friction, link masses, joint friction loss,
+        armature and the trunk's centre of mass at every reset (ranges in
+        :class:`Go1DomainRandomization`).
     :param friction: set the floor's sliding friction coefficient to this value in every world
         (sim-to-sim mismatch, e.g. 0.3 for a slippery floor); with ``domain_randomization`` the
         other parameters are still randomised, and the friction draw is still made and ignored
@@ -310,6 +324,7 @@ class Go1VectorBackend(Backend):
         self._nominal_inertia = model.body_inertia.copy()
         self._nominal_frictionloss = model.dof_frictionloss.copy()
         self._nominal_armature = model.dof_armature.copy()
+        self._nominal_trunk_com = model.body_ipos[self._trunk_body].copy()
         self._nominal_friction = model.geom_friction[self._floor_geom].copy()
 
         # live views of the batch: state rows (writable) and outputs (refreshed by every call)
@@ -369,6 +384,7 @@ class Go1VectorBackend(Backend):
             draws["trunk_added_mass"] = rng.uniform(*ranges.trunk_added_mass)
             draws["frictionloss_scale"] = rng.uniform(*ranges.joint_frictionloss_scale, size=njoint)
             draws["armature_scale"] = rng.uniform(*ranges.joint_armature_scale, size=njoint)
+            draws["trunk_com_offset"] = rng.uniform(*ranges.trunk_com_offset, size=3)
         cfg = self.config
         draws["yaw"] = rng.uniform(-math.pi, math.pi) if cfg.reset_random_heading else 0.0
         draws["joint_noise"] = rng.uniform(-cfg.reset_joint_noise, cfg.reset_joint_noise, njoint)
@@ -395,6 +411,7 @@ class Go1VectorBackend(Backend):
         inertia = self.batch.expand("body_inertia")
         frictionloss = self.batch.expand("dof_frictionloss")
         armature = self.batch.expand("dof_armature")
+        com = self.batch.expand("body_ipos")
         for world, world_draws in zip(ids, draws, strict=True):
             scale = np.concatenate([[1.0], world_draws["mass_scale"]])
             new_mass = self._nominal_mass * scale
@@ -412,7 +429,9 @@ class Go1VectorBackend(Backend):
                 self._nominal_frictionloss[6:] * world_draws["frictionloss_scale"]
             )
             armature[world, 6:] = self._nominal_armature[6:] * world_draws["armature_scale"]
-        # masses and armature feed mj_setConst's derived constants
+            offset = world_draws["trunk_com_offset"]
+            com[world, self._trunk_body] = self._nominal_trunk_com + offset
+        # masses, centres of mass and armature feed mj_setConst's derived constants
         self.batch.set_const(ids)
 
     def reset_worlds(
@@ -564,9 +583,11 @@ class Go1VectorBackend(Backend):
         self._xfrc[:, self._trunk_body] = wrench
 
     def privileged(self) -> dict[str, np.ndarray]:
-        """Ground truth per world: base position and world velocities, physical parameters."""
+        """Ground truth per world: base position and world velocities, physical parameters
+        (floor friction, total mass [kg], the trunk's centre of mass in its body frame [m])."""
         friction = self.batch.expanded("geom_friction")
         mass = self.batch.expanded("body_mass")
+        com = self.batch.expanded("body_ipos")
         return {
             "base_pos": self._qpos[:, :3].copy(),
             "base_linvel_world": self._qvel[:, :3].copy(),
@@ -579,6 +600,11 @@ class Go1VectorBackend(Backend):
                 np.full(self.num_worlds, self._nominal_mass.sum())
                 if mass is None
                 else mass.sum(axis=1)
+            ),
+            "trunk_com": (
+                np.tile(self._nominal_trunk_com, (self.num_worlds, 1))
+                if com is None
+                else com[:, self._trunk_body].copy()
             ),
         }
 

@@ -26,7 +26,7 @@ import numba.misc.appdirs
 import numpy as np
 from gymnasium import spaces
 
-from sim2online_envs.config import coerce_config
+from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Batch, Task, Transition
 from sim2online_envs.robots import go1 as go1_robot
 from sim2online_envs.robots.go1 import (
@@ -50,6 +50,7 @@ __all__ = [
     "JOINT_NAMES",
     "JOINT_UPPER",
     "OBS_SLICES",
+    "PRESETS",
     "TORQUE_LIMITS",
     "Go1JoystickTask",
     "Go1ObsNoise",
@@ -64,8 +65,18 @@ __all__ = [
 
 #: Half-widths of the uniform command distribution (vx [m/s], vy [m/s], ωz [rad/s]).
 COMMAND_RANGES: dict[str, tuple[float, float, float]] = {
-    "narrow": (0.5, 0.8, 1.2),  # the study's prior (pretraining) range
-    "full": (1.5, 0.8, 1.2),  # the full range, as in MuJoCo Playground
+    # MuJoCo Playground's command_config.a (mujoco_playground/_src/locomotion/go1/joystick.py)
+    "full": (1.5, 0.8, 1.2),
+    # the study's narrow-command prior of the sim-to-sim gap (DESIGN.md, "prior vs reality")
+    "narrow": (0.5, 0.8, 1.2),
+}
+
+#: Named task set-ups: the Go1TaskConfig fields each changes from the defaults.
+#: "playground" is MuJoCo Playground's Go1 joystick task (the defaults, every value sourced in
+#: docs/parameters.md); "study_prior" is it with the study's narrow-command prior.
+PRESETS: dict[str, dict[str, Any]] = {
+    "playground": {},
+    "study_prior": {"command_range": "narrow"},
 }
 
 #: Where each part of the 48-D observation lies.
@@ -126,9 +137,17 @@ class Go1TaskConfig:
     :param control_dt: control period [s] (50 Hz).
     :param max_episode_steps: steps per episode before time-limit truncation.
     :param action_scale: joint-target offset [rad] per unit action: targets = home + 0.5·a.
-    :param command_range: "narrow" ±(0.5, 0.8, 1.2), "full" ±(1.5, 0.8, 1.2), or your own
-        three half-widths (vx [m/s], vy [m/s], ωz [rad/s]).
-    :param command_resample_steps: a new command is drawn every this many steps (10 s).
+    :param command_range: "full" ±(1.5, 0.8, 1.2) (Playground's), "narrow" ±(0.5, 0.8, 1.2)
+        (the study's prior), or your own three half-widths (vx [m/s], vy [m/s], ωz [rad/s]).
+        The command at reset is uniform in this range.
+    :param command_resample_mean_time: mean [s] of the exponentially distributed time between
+        command resamples (Playground's: a new interval is drawn at reset and at each resample).
+    :param command_resample_steps: resample on a fixed clock of this many steps instead (None:
+        the random interval).
+    :param command_change_probability: at a resample, each component of the command is replaced
+        with this probability and otherwise kept.
+    :param command_nonzero_probability: a replaced component (vx, vy, ωz) is a uniform draw in
+        ``command_range`` with this probability and otherwise zero (Playground's ``b``).
     :param tracking_sigma: σ of the tracking rewards exp(−err²/σ).
     :param max_foot_height: swing height [m] the feet terms aim for (foot centre).
     :param soft_joint_limit_factor: fraction of each joint's range, about its middle, beyond
@@ -137,7 +156,7 @@ class Go1TaskConfig:
     :param terminate_on_trunk_contact: also end the episode when the trunk touches the ground.
     :param clip_reward_at_zero: add a ``clip_at_zero`` term that lifts a negative reward to 0
         (Playground clips the reward to ≥ 0, so that ending an episode never pays).
-    :param obs_noise: add uniform observation noise (off by default).
+    :param obs_noise: add uniform observation noise (on, as in Playground).
     :param noise: the noise scales used when ``obs_noise`` is on.
     :param weights: the reward weights.
     """
@@ -145,27 +164,48 @@ class Go1TaskConfig:
     control_dt: float = go1_robot.CONTROL_DT
     max_episode_steps: int = 1000
     action_scale: float = 0.5
-    command_range: str | tuple[float, float, float] = "narrow"
-    command_resample_steps: int = 500
+    command_range: str | tuple[float, float, float] = "full"
+    command_resample_mean_time: float = 5.0
+    command_resample_steps: int | None = None
+    command_change_probability: float = 0.5
+    command_nonzero_probability: tuple[float, float, float] = (0.9, 0.25, 0.5)
     tracking_sigma: float = 0.25
     max_foot_height: float = 0.1
     soft_joint_limit_factor: float = 0.95
     fall_up_z: float = 0.5
     terminate_on_trunk_contact: bool = True
     clip_reward_at_zero: bool = True
-    obs_noise: bool = False
+    obs_noise: bool = True
     noise: Go1ObsNoise = dataclasses.field(default_factory=Go1ObsNoise)
     weights: Go1RewardWeights = dataclasses.field(default_factory=Go1RewardWeights)
 
     def __post_init__(self) -> None:
-        for name in ("control_dt", "action_scale", "tracking_sigma", "max_foot_height"):
+        for name in (
+            "control_dt",
+            "action_scale",
+            "tracking_sigma",
+            "max_foot_height",
+            "command_resample_mean_time",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Go1TaskConfig.{name} must be a positive number, got {value!r}")
         for name in ("max_episode_steps", "command_resample_steps"):
             value = getattr(self, name)
+            if name == "command_resample_steps" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Go1TaskConfig.{name} must be an int >= 1, got {value!r}")
+        probabilities = np.asarray(
+            [self.command_change_probability, *np.ravel(self.command_nonzero_probability)],
+            dtype=np.float64,
+        )
+        if probabilities.shape != (4,) or not np.all((probabilities >= 0) & (probabilities <= 1)):
+            raise ValueError(
+                "Go1TaskConfig.command_change_probability must be a probability and "
+                "command_nonzero_probability three, got "
+                f"{self.command_change_probability!r}, {self.command_nonzero_probability!r}"
+            )
         if not 0.0 < self.soft_joint_limit_factor <= 1.0:
             raise ValueError(
                 "Go1TaskConfig.soft_joint_limit_factor must be in (0, 1], got "
@@ -174,6 +214,13 @@ class Go1TaskConfig:
         if not -1.0 <= self.fall_up_z < 1.0:
             raise ValueError(f"Go1TaskConfig.fall_up_z must be in [-1, 1), got {self.fall_up_z!r}")
         self.command_half_widths  # noqa: B018  (validates command_range)
+
+    @classmethod
+    def from_preset(cls, name: str = "playground") -> Go1TaskConfig:
+        """The config of a named set-up (:data:`PRESETS`)."""
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        return replace_fields(cls(), PRESETS[name], f"Go1 preset {name!r}")
 
     @property
     def command_half_widths(self) -> np.ndarray:
@@ -659,18 +706,6 @@ def _joint_targets(action, action_scale, home):
     return targets
 
 
-@_kernel(numba.int64[:], numba.int64)
-def _due_worlds(step, every):
-    """Indices of the worlds whose step count is a positive multiple of ``every``."""
-    due = np.empty(step.shape[0], dtype=np.int64)
-    count = 0
-    for b in range(step.shape[0]):
-        if step[b] > 0 and step[b] % every == 0:
-            due[count] = b
-            count += 1
-    return due[:count]
-
-
 @_kernel(_F8_2D, _F8_1D, numba.boolean)
 def _weigh(raw, weights_dt, clip):
     """(K+1, B) weighted terms, the last row the clip at zero, and (B,) rewards: the terms
@@ -721,6 +756,7 @@ def _transition_kernel(state, task_state, action, next_command, noise, constants
 
 def _next_task_state(
     command: np.ndarray,
+    countdown: np.ndarray,
     last_action: np.ndarray,
     air_time: np.ndarray,
     state: Batch,
@@ -730,6 +766,7 @@ def _next_task_state(
     """The task state after a step (the keys of ``Go1JoystickTask.initial_task_state``)."""
     return {
         "command": command,
+        "command_countdown": countdown,
         "last_action": last_action,
         "feet_air_time": air_time,
         "last_contact": state["foot_contact"],
@@ -744,15 +781,21 @@ class Go1JoystickTask(Task):
     Observation (48,) float32: body-frame linear velocity (3), gyro (3), gravity in the body
     frame (3), joint positions − home (12), joint velocities (12), last action (12), command (3);
     see :data:`OBS_SLICES`. Action (12,) in [−1, 1]: joint targets = home + ``action_scale``·a,
-    tracked by the motors' PD loop (Kp 35, Kd 0.5). Commands (vx, vy, ωz) are drawn uniformly
-    within ``command_range`` at reset and every ``command_resample_steps`` steps.
+    tracked by the motors' PD loop (Kp 35, Kd 0.5). The command (vx, vy, ωz) is drawn uniformly
+    within ``command_range`` at reset and resampled after an exponentially distributed interval
+    (mean ``command_resample_mean_time``; or every ``command_resample_steps`` steps): at a
+    resample each component is kept with probability 1 − ``command_change_probability``, else
+    replaced by a uniform draw (probability ``command_nonzero_probability``) or by zero, as
+    MuJoCo Playground's ``Joystick.sample_command``.
 
-    Task state (per world): ``command`` (3), ``last_action`` (12), ``feet_air_time`` (4),
-    ``last_contact`` (4), ``swing_peak`` (4), ``obs_noise`` (48, zero unless noise is on).
+    Task state (per world): ``command`` (3), ``command_countdown`` (int64: steps to the next
+    resample), ``last_action`` (12), ``feet_air_time`` (4), ``last_contact`` (4),
+    ``swing_peak`` (4), ``obs_noise`` (48, zero unless noise is on).
 
-    Random draws, from each world's generator: at reset the command (3 uniforms), then with
-    noise on the observation noise (48); after each step, on a resampling step the command,
-    then with noise on the next observation's noise.
+    Random draws, from each world's generator: at reset the command (3 uniforms), the interval
+    (1 exponential, random-interval mode only), then with noise on the observation noise (48);
+    after each step, at a resample 3 uniforms, 3 uniforms deciding zeros, 3 deciding changes and
+    (random-interval mode) the next interval, then with noise on the next observation's noise.
     """
 
     robot: ClassVar[str] = go1_robot.NAME
@@ -769,6 +812,7 @@ class Go1JoystickTask(Task):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(NUM_JOINTS,), dtype=np.float32)
         self.command_half_widths = cfg.command_half_widths
+        self._command_nonzero = np.asarray(cfg.command_nonzero_probability, dtype=np.float64)
         middle = 0.5 * (JOINT_LOWER + JOINT_UPPER)
         half_range = 0.5 * (JOINT_UPPER - JOINT_LOWER) * cfg.soft_joint_limit_factor
         self.soft_lower = middle - half_range
@@ -808,6 +852,21 @@ class Go1JoystickTask(Task):
     def _draw_command(self, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-self.command_half_widths, self.command_half_widths)
 
+    def _draw_countdown(self, rng: np.random.Generator) -> int:
+        """Steps until the next resample: Playground's round(Exp(mean) / dt), or the clock."""
+        every = self.config.command_resample_steps
+        if every is not None:
+            return every
+        return round(rng.exponential(self.config.command_resample_mean_time) / self.control_dt)
+
+    def _resample_command(self, rng: np.random.Generator, command: np.ndarray) -> np.ndarray:
+        """A resampled command (Playground's sample_command): each component replaced with the
+        change probability, by a uniform draw or (1 − nonzero probability) by zero."""
+        drawn = self._draw_command(rng)
+        nonzero = rng.random(3) < self._command_nonzero
+        change = rng.random(3) < self.config.command_change_probability
+        return np.where(change, np.where(nonzero, drawn, 0.0), command)
+
     def _draw_noise(self, rngs: list[np.random.Generator]) -> np.ndarray:
         if not self.config.obs_noise:
             return np.zeros((len(rngs), OBS_DIM))
@@ -817,9 +876,14 @@ class Go1JoystickTask(Task):
         count = state["joint_pos"].shape[0]
         if len(rngs) != count:
             raise ValueError(f"got {len(rngs)} generators for {count} worlds")
-        command = np.stack([self._draw_command(rng) for rng in rngs])
+        command = np.empty((count, 3))
+        countdown = np.empty(count, dtype=np.int64)
+        for world, rng in enumerate(rngs):
+            command[world] = self._draw_command(rng)
+            countdown[world] = self._draw_countdown(rng)
         return {
             "command": command,
+            "command_countdown": countdown,
             "last_action": np.zeros((count, NUM_JOINTS)),
             "feet_air_time": np.zeros((count, NUM_FEET)),
             "last_contact": np.zeros((count, NUM_FEET), dtype=bool),
@@ -828,21 +892,21 @@ class Go1JoystickTask(Task):
         }
 
     def _next_command_and_noise(
-        self, task_state: Batch, step: np.ndarray, rngs: list[np.random.Generator]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The step's random draws, in the documented order: a new command for worlds due to
-        resample, then (noise on) the next observation's noise."""
+        self, task_state: Batch, rngs: list[np.random.Generator]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The step's random draws, in the documented order: a new command (and interval) for
+        worlds whose countdown runs out, then (noise on) the next observation's noise."""
         command = task_state["command"]
-        step = np.asarray(step, dtype=np.int64)
-        if step.ndim == 0:
-            step = np.full(len(rngs), step)
-        due = _due_worlds(step, self.config.command_resample_steps)
+        countdown = task_state["command_countdown"] - 1
+        due = np.flatnonzero(countdown <= 0)
         if len(due):
             command = command.copy()
             for world in due.tolist():
-                command[world] = self._draw_command(rngs[world])
+                rng = rngs[world]
+                command[world] = self._resample_command(rng, command[world])
+                countdown[world] = self._draw_countdown(rng)
         noise = self._draw_noise(rngs) if self.config.obs_noise else task_state["obs_noise"]
-        return command, noise
+        return command, countdown, noise
 
     def advance(
         self,
@@ -852,7 +916,8 @@ class Go1JoystickTask(Task):
         step: np.ndarray,
         rngs: list[np.random.Generator],
     ) -> Batch:
-        command, noise = self._next_command_and_noise(task_state, step, rngs)
+        del step  # the countdown in the task state decides the resamples
+        command, countdown, noise = self._next_command_and_noise(task_state, rngs)
         try:
             last_action, air_time, swing_peak = _advance_kernel(
                 np.asarray(action, dtype=np.float64),
@@ -864,7 +929,7 @@ class Go1JoystickTask(Task):
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state)
-        return _next_task_state(command, last_action, air_time, state, swing_peak, noise)
+        return _next_task_state(command, countdown, last_action, air_time, state, swing_peak, noise)
 
     # -- action, observation -------------------------------------------------------------------
 
@@ -959,8 +1024,8 @@ class Go1JoystickTask(Task):
         rngs: list[np.random.Generator],
     ) -> Transition:
         """:meth:`Task.transition` as one compiled call (same results, bit for bit)."""
-        del prev_state
-        command, noise = self._next_command_and_noise(task_state, step, rngs)
+        del prev_state, step  # the countdown in the task state decides the resamples
+        command, countdown, noise = self._next_command_and_noise(task_state, rngs)
         try:
             terms, reward, terminated, obs, last_action, air_time, swing_peak = _transition_kernel(
                 *self._kernel_inputs(state, task_state),
@@ -971,7 +1036,9 @@ class Go1JoystickTask(Task):
             )
         except TypeError as error:
             _explain_kernel_error(error, state, task_state, action)
-        next_task_state = _next_task_state(command, last_action, air_time, state, swing_peak, noise)
+        next_task_state = _next_task_state(
+            command, countdown, last_action, air_time, state, swing_peak, noise
+        )
         return Transition(
             observation=obs,
             reward_terms=terms,
@@ -1022,7 +1089,11 @@ def _explain_kernel_error(
 ) -> NoReturn:
     """Turn numba's "no matching definition" for a bad input into an error naming the input."""
     inputs = [(f"state[{key!r}]", key, state.get(key), n) for key, n in _KERNEL_STATE_NDIM.items()]
-    inputs += [(f"task_state[{key!r}]", key, value, 2) for key, value in task_state.items()]
+    inputs += [
+        (f"task_state[{key!r}]", key, value, 2)
+        for key, value in task_state.items()
+        if key != "command_countdown"  # read in Python, not by the kernels
+    ]
     if action is not None:
         inputs.append(("action", "action", action, 2))
     for name, key, value, ndim in inputs:
