@@ -5,7 +5,9 @@ newest state); the driver's thread keeps the 500 Hz link to the robot and its sa
 The state has exactly the keys, shapes, units, frames and dtypes of the simulator's
 (:data:`sim2online_envs.robots.go1.STATE_KEYS`), so the same task computes observation, reward
 and episode end from it. A driver fault becomes an invalid reading whose ``fault`` names it
-(``fall``, ``udp_timeout``, ...), which truncates the episode with that reason.
+(``udp_timeout``, ``joint_limit``, ...), which truncates the episode with that reason. A fall
+is the exception: the fallen state reaches the task once, valid, and the task terminates the
+episode as it does in simulation (one MDP); the driver is damping by then.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from sim2online_envs.hardware.go1.config import Go1Config
 from sim2online_envs.hardware.go1.driver import Go1Driver
 
 from sim2online_envs.robots.go1 import CONTROL_DT, STATE_KEYS
+
+#: The driver's fault when the trunk tips past the task's fall tilt (a true end of the task).
+FALL = "fall"
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ class Go1RealBackend(RealBackend):
         self.stand_on_reset = bool(stand_on_reset)
         # a twin slower than real time slows the clock with it, so the MDP stays the same
         # no busy-wait before the tick: a spinning main thread holds the GIL from the SDK thread
+        self._fall_delivered = False
         super().__init__(ClockConfig(control_dt=control_dt / config.time_scale, spin=0.0))
         self.driver = Go1Driver(config, soft_lower, soft_upper)
         try:
@@ -70,7 +76,15 @@ class Go1RealBackend(RealBackend):
         self.driver.send(command)
 
     def read(self, max_age: float) -> Reading:
-        return self.driver.latest(max_age)
+        reading = self.driver.latest(max_age)
+        if not reading.valid and reading.fault == FALL and not self._fall_delivered:
+            # A fall is a true end of the task, as in simulation: the fallen state is measured
+            # and finite, so it is delivered once as a valid reading and the task terminates
+            # the episode (its own tilt test); the driver is already damping, and later
+            # readings carry the fault.
+            self._fall_delivered = True
+            return Reading(reading.state, reading.stamp, extra=reading.extra)
+        return reading
 
     def stop_devices(self) -> None:
         self.driver.stop()
@@ -84,6 +98,7 @@ class Go1RealBackend(RealBackend):
         """Clear the last episode's fault (logged), check the link, stand up (or check the
         robot stands); errors name what is wrong."""
         options = dict(options or {})
+        self._fall_delivered = False
         twin_reset = options.pop("twin_reset", self.twin is not None)
         stand = options.pop("stand_up", self.stand_on_reset)
         if options:
