@@ -146,10 +146,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a connection setting (port=/dev/ttyACM0, robot_ip=...); repeatable",
     )
+    sysid = sub.add_parser("sysid", help="fit a robot's sim parameters to recorded episodes")
+    sysid.add_argument("robot", choices=["racecar"], help="the robot (the race car)")
+    sysid.add_argument("episodes", type=Path, help="folder of recorded episodes (.npz)")
+    sysid.add_argument("--out", type=Path, default=Path("racecar_sysid.toml"), help="preset file")
+    sysid.add_argument("--base", default=robots.racecar.DEFAULT_PRESET, help="preset to fit from")
+    sysid.add_argument("--mass", type=float, default=None, help="weighed mass, kg (not fitted)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
         return run_check(args.robot, "twin" if args.twin else "real", args.settings)
+    if args.command == "sysid":
+        from sim2online_envs.sysid import sysid_racecar
+
+        result = sysid_racecar(args.episodes, args.out, base=args.base, mass=args.mass)
+        logger.info(
+            "sysid: RMS position error %.4f m before, %.4f m after; preset written to %s",
+            result.error_before,
+            result.error_after,
+            args.out,
+        )
+        return 0
 
     args.out.mkdir(parents=True, exist_ok=True)
     summaries = []

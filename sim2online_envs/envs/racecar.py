@@ -13,6 +13,7 @@ from sim2online_envs.env import TaskEnv
 from sim2online_envs.robots.racecar import DEFAULT_PRESET
 from sim2online_envs.safety import RaceCarLimits, SafetyConfig
 from sim2online_envs.sim.racecar import (
+    PRESET_KEYS,
     CarParams,
     RaceCarVectorBackend,
     RandomizationRanges,
@@ -32,6 +33,14 @@ BACKENDS = ("sim",)
 Preset = str | os.PathLike[str] | Mapping[str, Any]
 
 
+def _complete(preset: Preset) -> dict[str, Any]:
+    """``preset`` resolved (:func:`resolve_preset`) unless it already is: a dict with every key
+    of a preset and no ``base``, as :func:`_resolve` hands it on."""
+    if isinstance(preset, dict) and set(PRESET_KEYS) <= set(preset) and "base" not in preset:
+        return preset
+    return resolve_preset(preset)
+
+
 def _coerce_mapping(value: Any) -> Mapping[str, Any]:
     """``value`` if it is a mapping, else a TypeError naming what ``car_params`` accepts."""
     if not isinstance(value, Mapping):
@@ -49,7 +58,7 @@ def _resolve(
 
     ``car_params``: an instance replaces the preset's car, a mapping overrides its fields.
     """
-    resolved = preset if isinstance(preset, dict) and "car" in preset else resolve_preset(preset)
+    resolved = _complete(preset)
     if isinstance(car_params, CarParams):
         params = car_params
     else:
@@ -224,7 +233,7 @@ class RaceCarEnv(TaskEnv):
         :class:`RaceCarTaskConfig` is taken as it is. ``control_dt`` is a shortcut.
         """
         if not isinstance(task_config, RaceCarTaskConfig):
-            resolved = preset if isinstance(preset, dict) else resolve_preset(preset)
+            resolved = _complete(preset)
             scales = {
                 "max_steering": resolved["car"]["max_steering"],
                 "max_throttle": resolved["max_throttle"],

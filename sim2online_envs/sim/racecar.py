@@ -762,7 +762,63 @@ class RaceCarVectorBackend(Backend):
         self._readings.reset(ids)
         return self._state()
 
-    # -- stepping ------------------------------------------------------------------------------
+    # -- full state, for system identification ------------------------------------------------
+
+    def set_state(
+        self,
+        pose: np.ndarray,
+        velocity: np.ndarray,
+        steering: np.ndarray,
+        throttle: np.ndarray,
+        in_flight: np.ndarray | None = None,
+    ) -> Batch:
+        """Put every world in a given state (system identification starts predictions so).
+
+        ``pose`` (N, 3) x, y, psi; ``velocity`` (N, 3) vx, vy, omega; ``steering`` and
+        ``throttle`` (N,) the actuators' actual states; ``in_flight`` (action_delay_steps, 2, N)
+        the delayed steering (rad, without offset) and throttle commands, oldest first (zeros if
+        None). Returns the state.
+        """
+        n = self.num_worlds
+        pose = _rows("pose", pose, n, 3)
+        velocity = _rows("velocity", velocity, n, 3)
+        steering = _rows("steering", steering, n, None)
+        throttle = _rows("throttle", throttle, n, None)
+        self._q[_X], self._q[_Y] = pose[:, 0], pose[:, 1]
+        self._q[_COS], self._q[_SIN] = np.cos(pose[:, 2]), np.sin(pose[:, 2])
+        self._q[_VX:] = velocity.T
+        world = self._world
+        self._act = _Actuation.at(steering, throttle, self.params.wheelbase, world.cm1, world.cm2)
+        self._delayed[:] = 0.0 if in_flight is None else in_flight
+        self._delay_head = 0
+        return self._state()
+
+    def actuate(self, commands: np.ndarray) -> np.ndarray:
+        """(T, 2, N) actual steering and throttle at the end of each period, actuators only.
+
+        ``commands`` (T, 2, N): steering (rad) and throttle per period, as :meth:`apply` takes
+        them; from rest and an empty delay line, with each world's steering offset. The
+        actuators do not depend on the car's motion, so this is :meth:`apply`'s actuator part
+        without the rigid body (the car's state is not touched).
+        """
+        commands = np.asarray(commands, dtype=np.float64)
+        count, n, d = commands.shape[0], self.num_worlds, self.action_delay_steps
+        if commands.shape != (count, 2, n):
+            raise ValueError(f"commands must have shape (T, 2, {n}), got {commands.shape}")
+        p, world = self.params, self._world
+        target = np.empty_like(commands)
+        np.clip(commands[:, 0], -p.max_steering, p.max_steering, out=target[:, 0])
+        np.clip(commands[:, 1], -1.0, 1.0, out=target[:, 1])
+        if d:
+            target = np.concatenate([np.zeros((d, 2, n)), target[:-d]])
+        target[:, 0] += self._offset
+        act = _Actuation.rest(n)
+        out = np.empty_like(target)
+        for t in range(count):
+            for _ in range(self.n_substeps):
+                act = self._actuation_after(self._stage_gains[1], act, target[t], world)
+            out[t, 0], out[t, 1] = act.steer, act.throttle
+        return out
 
     def apply(self, command: Batch) -> Batch:
         """Hold ``command`` for one control period (``n_substeps`` physics steps)."""
