@@ -172,7 +172,7 @@ def valid_reading(num_worlds: int, stamp: np.ndarray | float) -> Batch:
     return {
         VALID: np.ones(num_worlds, dtype=bool),
         STAMP: np.broadcast_to(np.asarray(stamp, dtype=np.float64), (num_worlds,)).copy(),
-        FAULT: np.full(num_worlds, "", dtype="<U64"),
+        FAULT: np.zeros(num_worlds, dtype="<U32"),
     }
 
 
@@ -193,7 +193,6 @@ class SimReadings:
         self.control_dt = float(control_dt)
         self.time = np.zeros(num_worlds, dtype=np.float64)
         self.diverged = np.zeros(num_worlds, dtype=bool)
-        self._none = np.full(num_worlds, "", dtype="<U64")
 
     def reset(self, ids: np.ndarray) -> None:
         self.time[ids] = 0.0
@@ -204,10 +203,8 @@ class SimReadings:
 
     def keys(self) -> Batch:
         diverged = self.diverged
-        if diverged.any():
-            fault = np.where(diverged, SIM_DIVERGED, self._none)
-        else:
-            fault = self._none.copy()
+        fault = np.zeros(len(diverged), dtype="<U32")  # zero-filled: cheap for many worlds
+        fault[diverged] = SIM_DIVERGED
         return {VALID: ~diverged, STAMP: self.time.copy(), FAULT: fault}
 
 

@@ -39,10 +39,13 @@ from gymnasium import spaces
 
 from sim2online_envs.core import FAULT, READING_KEYS, TIME_LIMIT, VALID, Backend, Batch, Task
 from sim2online_envs.safety import (
+    REASON_DTYPE,
     SANITATION_NAMES,
     CommandLimits,
     SafetyConfig,
     UnsafeCommandError,
+    no_reasons,
+    reasons_from_masks,
 )
 
 logger = logging.getLogger(__name__)
@@ -348,26 +351,28 @@ class StepLoop:
             success[bad_ids] = False
             next_task_state = put_rows(next_task_state, bad_ids, take_rows(task_state, bad_ids))
 
-        if self.limits is not None:
-            aborts = self.limits.abort_reasons(new_state)
-            aborts[invalid] = ""
-        else:
-            aborts = np.full(n, "", dtype="<U64")
-        aborted = aborts != ""
+        masks = self.limits.abort_masks(new_state) if self.limits is not None else {}
+        aborted = np.zeros(n, dtype=bool)
+        for mask in masks.values():
+            aborted |= mask
+        aborted &= ~invalid
         interventions[:, self._abort_column] = aborted
         time_up = self.steps >= task.max_episode_steps
         truncated = ~terminated & (time_up | aborted | invalid)
+        aborts = no_reasons(n)
+        reasons = no_reasons(n)
+        if aborted.any():
+            aborts = reasons_from_masks(masks, n)
+            aborts[~aborted] = ""
         if truncated.any():
-            reasons = np.where(time_up, TIME_LIMIT, "").astype("<U64")
-            reasons = np.where(aborted, aborts, reasons)
+            # Strings only for the worlds that end: invalid reading > safety abort > time limit.
+            reasons[time_up & truncated] = TIME_LIMIT
+            reasons[aborted & truncated] = aborts[aborted & truncated]
             if invalid.any():
-                faults = np.asarray(new_state.get(FAULT, np.full(n, "")), dtype="<U64")
-                faults = np.where(faults == "", INVALID_READING, faults)
-                faults = np.where(broken, NON_FINITE_TRANSITION, faults)
-                reasons = np.where(invalid, faults, reasons)
-            reasons = np.where(truncated, reasons, "")
-        else:
-            reasons = np.full(n, "", dtype="<U64")
+                faults = np.asarray(new_state.get(FAULT, reasons), dtype=REASON_DTYPE)[invalid]
+                faults[faults == ""] = INVALID_READING
+                faults[broken[invalid]] = NON_FINITE_TRANSITION
+                reasons[invalid] = faults
 
         self.state = new_state
         self.task_state = next_task_state

@@ -8,10 +8,10 @@ so pretraining and fine-tuning are one MDP.
   out-of-range actions are clipped) and which command limits it applies.
 * :class:`CommandLimits`: limits on a robot's commands in SI units, the last step before the
   backend, and the state conditions that abort an episode. Every method works on a batch of
-  worlds: ``limit`` returns per-world intervention counts, ``abort_reasons`` a per-world reason
-  ("" when none). One subclass per robot (:class:`PandaLimits`, :class:`Go1Limits`,
-  :class:`RaceCarLimits`); each env class names its own (``limits_class``) and builds it from
-  its task with ``for_task``.
+  worlds: ``limit`` returns per-world intervention counts, ``abort_masks`` a (B,) bool mask per
+  abort reason (``abort_reasons`` the same as one string per world). One subclass per robot
+  (:class:`PandaLimits`, :class:`Go1Limits`, :class:`RaceCarLimits`); each env class names its
+  own (``limits_class``) and builds it from its task with ``for_task``.
 
 An abort ends the episode as ``truncated`` with ``info["truncation_reason"]`` set to the reason
 (``"safety_tilt"``, ``"safety_height"``, ``"safety_arena"``); a true MDP end in the same step
@@ -44,9 +44,21 @@ class UnsafeCommandError(ValueError):
     """A command that cannot be made safe (non-finite, or with keys the limits do not know)."""
 
 
+#: The dtype of per-world reason strings (abort, fault, truncation reason).
+REASON_DTYPE = "<U32"
+
+
 def no_reasons(num_worlds: int) -> np.ndarray:
-    """A (B,) array of empty abort reasons."""
-    return np.full(num_worlds, "", dtype="<U64")
+    """A (B,) array of empty reasons (zero-filled: cheap for thousands of worlds)."""
+    return np.zeros(num_worlds, dtype=REASON_DTYPE)
+
+
+def reasons_from_masks(masks: Mapping[str, np.ndarray], num_worlds: int) -> np.ndarray:
+    """(B,) str: for each world the first reason whose mask holds ("" where none)."""
+    reasons = no_reasons(num_worlds)
+    for reason, mask in reversed(list(masks.items())):
+        reasons[mask] = reason
+    return reasons
 
 
 class CommandLimits(abc.ABC):
@@ -72,10 +84,15 @@ class CommandLimits(abc.ABC):
     ) -> tuple[Batch, dict[str, np.ndarray]]:
         """A command inside the limits, and the (B,) count of interventions per name."""
 
+    def abort_masks(self, state: Batch) -> dict[str, np.ndarray]:
+        """Per abort reason, in priority order, a (B,) bool mask of the worlds it aborts."""
+        del state
+        return {}
+
     def abort_reasons(self, state: Batch) -> np.ndarray:
         """(B,) str: why each world's state must end its episode, "" where it need not."""
         num_worlds = len(next(iter(state.values())))
-        return no_reasons(num_worlds)
+        return reasons_from_masks(self.abort_masks(state), num_worlds)
 
     @classmethod
     def for_task(cls, task: Any) -> CommandLimits:
@@ -298,16 +315,14 @@ class Go1Limits(CommandLimits):
         out[self.target_key] = clamped
         return out, counts
 
-    def abort_reasons(self, state: Batch) -> np.ndarray:
+    def abort_masks(self, state: Batch) -> dict[str, np.ndarray]:
         quat = _require(state, self.quat_key, "state", "Go1Limits")
         joints = _require(state, self.joint_key, "state", "Go1Limits")
-        reasons = no_reasons(len(quat))
-        low = go1_trunk_height(joints, quat) < self.min_height
-        reasons[low] = SAFETY_HEIGHT
         roll, pitch = roll_pitch(quat)
-        tilted = (np.abs(roll) > self.max_tilt) | (np.abs(pitch) > self.max_tilt)
-        reasons[tilted] = SAFETY_TILT
-        return reasons
+        return {
+            SAFETY_TILT: (np.abs(roll) > self.max_tilt) | (np.abs(pitch) > self.max_tilt),
+            SAFETY_HEIGHT: go1_trunk_height(joints, quat) < self.min_height,
+        }
 
 
 @dataclass(frozen=True)
@@ -367,11 +382,8 @@ class RaceCarLimits(CommandLimits):
         out[self.throttle_key] = limited
         return out, {"speed_cap": _rows_changed(throttle, limited)}
 
-    def abort_reasons(self, state: Batch) -> np.ndarray:
-        outside = self.outside(state)
-        reasons = no_reasons(len(outside))
-        reasons[outside] = SAFETY_ARENA
-        return reasons
+    def abort_masks(self, state: Batch) -> dict[str, np.ndarray]:
+        return {SAFETY_ARENA: self.outside(state)}
 
     @classmethod
     def for_task(cls, task: Any) -> RaceCarLimits:

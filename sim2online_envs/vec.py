@@ -227,7 +227,7 @@ class TaskVecEnv(LoopViews, VecEnv):
         #: The task's extra info of the last step (``Task.info``), batched.
         self.last_task_info: dict[str, np.ndarray] = {}
         #: The last step's truncation reasons, (N,) str ("" where not truncated).
-        self.last_truncation_reasons = np.full(num_envs, "", dtype="<U64")
+        self.last_truncation_reasons = np.zeros(num_envs, dtype="<U32")
         super().__init__(num_envs, task.observation_space, task.action_space)
         self._action_dim = int(np.prod(task.action_space.shape))
         self.metadata = {**self.metadata, "render_fps": round(1.0 / task.control_dt)}
@@ -277,7 +277,7 @@ class TaskVecEnv(LoopViews, VecEnv):
         )
         self.last_task_info = self.task.info(loop.state, loop.task_state)
         self.last_reward_terms = {}
-        self.last_truncation_reasons = np.full(self.num_envs, "", dtype="<U64")
+        self.last_truncation_reasons = np.zeros(self.num_envs, dtype="<U32")
         self.reset_infos = self._make_infos(None, self.last_is_success, self.last_task_info)
         return obs
 
