@@ -365,8 +365,8 @@ def test_stand_controller():
     np.testing.assert_array_equal(policy(np.zeros(48)), np.zeros(12))
     obs = np.zeros(48, dtype=np.float32)
     obs[OBS_SLICES["joint_pos"]] = np.linspace(-0.2, 0.2, 12)
-    # targets home - 1.5 (q - home): the action is -1.5 / 0.5 = -3 times the offset, clipped
-    expected = np.clip(-3.0 * obs[OBS_SLICES["joint_pos"]].astype(np.float64), -1, 1)
+    # targets home - 0.75 (q - home): the action is -0.75 / 0.5 = -1.5 times the offset
+    expected = np.clip(-1.5 * obs[OBS_SLICES["joint_pos"]].astype(np.float64), -1, 1)
     np.testing.assert_allclose(policy(obs), expected, rtol=1e-6)
     assert policy(obs).dtype == np.float32
     actions, state = policy.predict(np.ones((5, 48)))

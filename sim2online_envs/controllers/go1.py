@@ -39,7 +39,7 @@ class Go1StandController(ScriptedPolicy):
     obs_dim = OBS_DIM
 
     def __init__(
-        self, stiffening: float = 1.5, action_scale: float = Go1TaskConfig.action_scale
+        self, stiffening: float = 0.75, action_scale: float = Go1TaskConfig.action_scale
     ) -> None:
         if not (np.isfinite(stiffening) and stiffening >= 0):
             raise ValueError(f"stiffening must be a number >= 0, got {stiffening!r}")
