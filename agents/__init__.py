@@ -29,6 +29,14 @@ from sim2online_envs.agents.checkpoint import (
 )
 from sim2online_envs.agents.crossq import CrossQ
 from sim2online_envs.agents.diagnostics import QErrorCallback
+from sim2online_envs.agents.methods import (
+    ColoredActionNoise,
+    NStepMixingReplayBuffer,
+    ResidualSACActor,
+    ValueGuide,
+    ou_noise,
+    q_guided_actions,
+)
 from sim2online_envs.agents.policies import (
     BROCritic,
     ImageEncoder,
@@ -36,18 +44,20 @@ from sim2online_envs.agents.policies import (
     MultiInputEncoder,
     random_shift,
 )
-from sim2online_envs.agents.recipes import paper_recipe, vanilla_recipe
+from sim2online_envs.agents.recipes import METHODS, paper_recipe, recipe, vanilla_recipe
 from sim2online_envs.agents.sac import SAC
 from sim2online_envs.agents.schedules import LinearStepSchedule
 from sim2online_envs.agents.td3 import TD3
 from sim2online_envs.agents.tqc import TQC
 
 __all__ = [
+    "METHODS",
     "SAC",
     "TD3",
     "TQC",
     "BROCritic",
     "CheckpointCallback",
+    "ColoredActionNoise",
     "CrossQ",
     "DictMixingReplayBuffer",
     "ImageEncoder",
@@ -55,11 +65,17 @@ __all__ = [
     "LinearStepSchedule",
     "MixingReplayBuffer",
     "MultiInputEncoder",
+    "NStepMixingReplayBuffer",
     "QErrorCallback",
+    "ResidualSACActor",
+    "ValueGuide",
     "load_checkpoint",
     "load_replay_buffer_as_offline",
+    "ou_noise",
     "paper_recipe",
+    "q_guided_actions",
     "random_shift",
+    "recipe",
     "retain_online_buffer",
     "save_checkpoint",
     "vanilla_recipe",

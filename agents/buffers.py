@@ -483,13 +483,17 @@ class MixingReplayBuffer(ReplayBuffer):
             return self._sample_offline(batch_size, env)
         online = super().sample(n_online, env=env)
         offline = self._sample_offline(batch_size - n_online, env)
-        return type(online)(
+        mixed = type(online)(
             observations=_concat(online.observations, offline.observations),
             actions=th.cat([online.actions, offline.actions]),
             next_observations=_concat(online.next_observations, offline.next_observations),
             dones=th.cat([online.dones, offline.dones]),
             rewards=th.cat([online.rewards, offline.rewards]),
         )
+        # Per-sample discounts of an n-step online part (NStepMixingReplayBuffer).
+        if getattr(online, "discounts", None) is not None:
+            mixed = mixed._replace(discounts=th.cat([online.discounts, offline.discounts]))
+        return mixed
 
     def _sample_offline(self, batch_size: int, env: VecNormalize | None) -> Samples:
         indices = self.offline.sample_indices(batch_size)

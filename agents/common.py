@@ -60,6 +60,7 @@ EXTRA_POLICY_KWARGS = (
     "critic_layer_norm",
     "image_augmentation",
     "random_shift_pad",
+    "residual_scale",
 )
 
 #: Errors that mean "this file is not a complete checkpoint/buffer" when reading it.
@@ -145,7 +146,7 @@ class BackgroundLearner:
 
     def _run(self, gradient_steps: int) -> None:
         try:
-            self.clone.train(gradient_steps=gradient_steps, batch_size=self.clone.batch_size)
+            self.clone._train_due(gradient_steps)
         except BaseException as error:  # re-raised in the acting thread at the next boundary
             self._error = error
 
@@ -189,7 +190,7 @@ class BackgroundLearner:
             self.staging.flush_into(self.model.replay_buffer)
         if run_pending and self.pending_steps > 0:
             self.clone._current_progress_remaining = self.model._current_progress_remaining
-            self.clone.train(gradient_steps=self.pending_steps, batch_size=self.clone.batch_size)
+            self.clone._train_due(self.pending_steps)
             self.pending_steps = 0
             self.model._copy_learner_state_from(self.clone)
 
@@ -236,12 +237,40 @@ class FineTuningMixin:
         )
         self.actor_learning_rate = actor_learning_rate
         self.warm_start_steps = warm_start_steps
-        self.async_updates = bool(async_updates)
+        # "process": the learner in a process of its own (agents.distributed, Ray)
+        self.async_updates = async_updates if async_updates == "process" else bool(async_updates)
         self.max_grad_norm = max_grad_norm
         self.action_rate_penalty = float(action_rate_penalty)
         self._n_actor_updates = 0
         self._learner: BackgroundLearner | None = None
         self._critic_only = False
+
+    def _init_methods(
+        self,
+        critic_warmup_steps: int = 0,
+        action_selection_samples: int = 1,
+        value_shaping: bool = False,
+        value_shaping_horizon: int | None = 1,
+        residual_scale: float | None = None,
+        reset_critic_at_hand_off: bool = False,
+        ent_coef_at_hand_off: float | None = None,
+    ) -> None:
+        """Store the settings of the other methods (ResFiT, SGFT, batch online RL); see
+        :mod:`sim2online_envs.agents.methods` and the algorithm's docstring."""
+        _check_method_arguments(
+            critic_warmup_steps=critic_warmup_steps,
+            action_selection_samples=action_selection_samples,
+            value_shaping_horizon=value_shaping_horizon,
+            residual_scale=residual_scale,
+            ent_coef_at_hand_off=ent_coef_at_hand_off,
+        )
+        self.critic_warmup_steps = critic_warmup_steps
+        self.action_selection_samples = action_selection_samples
+        self.value_shaping = bool(value_shaping)
+        self.value_shaping_horizon = value_shaping_horizon
+        self.residual_scale = residual_scale
+        self.reset_critic_at_hand_off = bool(reset_critic_at_hand_off)
+        self.ent_coef_at_hand_off = ent_coef_at_hand_off
 
     def _adopt_own_policy_class(self) -> None:
         """An SB3 policy class (a file saved by SB3 or by :meth:`save`) becomes this package's
@@ -269,6 +298,7 @@ class FineTuningMixin:
             ("warm_start_steps", 0),
             ("async_updates", False),
             ("max_grad_norm", None),
+            *_METHOD_DEFAULTS.items(),
         ):
             if not hasattr(self, name):
                 setattr(self, name, default)
@@ -278,6 +308,13 @@ class FineTuningMixin:
             warm_start_steps=self.warm_start_steps,
             max_grad_norm=self.max_grad_norm,
             action_rate_penalty=self.action_rate_penalty,
+        )
+        _check_method_arguments(
+            critic_warmup_steps=self.critic_warmup_steps,
+            action_selection_samples=self.action_selection_samples,
+            value_shaping_horizon=self.value_shaping_horizon,
+            residual_scale=self.residual_scale,
+            ent_coef_at_hand_off=self.ent_coef_at_hand_off,
         )
         kwargs = getattr(self, "replay_buffer_kwargs", None)
         if isinstance(kwargs, dict) and "offline_data" in kwargs:
@@ -356,10 +393,19 @@ class FineTuningMixin:
         """The actor's deterministic (squashed) actions; TD3 overrides (its actor has no flag)."""
         return self.actor(observations, deterministic=True)
 
-    def critic_value(self, observations: Any, actions: th.Tensor) -> th.Tensor:
+    def _deterministic_actions_of(self, actor: Any, observations: Any) -> th.Tensor:
+        """``actor``'s deterministic actions (a copy of this model's actor, e.g. SGFT's guide)."""
+        if "deterministic" in inspect.signature(actor.forward).parameters:
+            return actor(observations, deterministic=True)
+        return actor(observations)
+
+    def critic_value(self, observations: Any, actions: th.Tensor, critic: Any = None) -> th.Tensor:
         """Q(s, a), shape (batch,): the minimum over the critics (TQC: the mean of its
-        quantiles), for diagnostics such as :class:`~sim2online_envs.agents.QErrorCallback`."""
-        q = th.cat(self.critic(observations, actions), dim=1)
+        quantiles), for diagnostics such as :class:`~sim2online_envs.agents.QErrorCallback`,
+        Q-guided action selection and SGFT's V_sim; ``critic``: another one of the same kind
+        (default: the model's)."""
+        critic = self.critic if critic is None else critic
+        q = th.cat(critic(observations, actions), dim=1)
         return th.min(q, dim=1).values
 
     def _augment(self, observations: Any) -> Any:
@@ -378,7 +424,57 @@ class FineTuningMixin:
         # never with SB3's uniform-random learning_starts actions.
         if self.warm_start_steps > 0:
             learning_starts = 0
+        if self.action_selection_samples > 1 and self.num_timesteps >= learning_starts:
+            return self._q_guided_sample_action(action_noise)
         return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
+
+    def _q_guided_sample_action(
+        self, action_noise: ActionNoise | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch online RL's implicit extraction: of ``action_selection_samples`` actions
+        sampled from the policy, execute the one with the highest Q; then SB3's noise and
+        scaling as in ``_sample_action``."""
+        from sim2online_envs.agents.methods import q_guided_actions
+
+        scaled_action = q_guided_actions(self, self._last_obs, self.action_selection_samples)  # type: ignore[attr-defined]
+        if action_noise is not None:
+            scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
+        return self.policy.unscale_action(scaled_action), scaled_action
+
+    def q_guided_predict(self, observation: Any, n_samples: int | None = None) -> np.ndarray:
+        """The argmax-Q action among ``n_samples`` (default ``action_selection_samples``)
+        policy samples for each observation, in the env's action bounds (batch online RL's
+        implicit policy extraction at evaluation)."""
+        from sim2online_envs.agents.methods import q_guided_actions
+
+        n = self.action_selection_samples if n_samples is None else n_samples
+        self.policy.set_training_mode(False)
+        vectorized = not (
+            isinstance(observation, np.ndarray)
+            and observation.shape == self.observation_space.shape
+        )
+        batch = observation if vectorized else observation[None]
+        actions = self.policy.unscale_action(q_guided_actions(self, batch, n))
+        return actions if vectorized else actions[0]
+
+    def _store_transition(
+        self,
+        replay_buffer: Any,
+        buffer_action: np.ndarray,
+        new_obs: Any,
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # SGFT: the stored reward is shaped by the frozen sim value (and H = 1 makes every
+        # stored transition terminal); SB3's own storage otherwise.
+        if self.value_shaping and self._value_guide is not None:
+            from sim2online_envs.agents.methods import ShapedStorage
+
+            replay_buffer = ShapedStorage(
+                replay_buffer, self, self._value_guide, self.value_shaping_horizon
+            )
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
 
     def _gradient_steps_due(self, rollout: RolloutReturn) -> int:
         """Gradient steps after a rollout: none during warm start or before ``learning_starts``."""
@@ -404,6 +500,7 @@ class FineTuningMixin:
         ``"CrossQ"``), so TensorBoard runs land in ``SAC_1`` etc. as with SB3."""
         if tb_log_name is None:
             tb_log_name = self._sb3_tb_log_name()
+        self.hand_off()
         total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
@@ -419,7 +516,12 @@ class FineTuningMixin:
                 "changes mid-episode); use train_freq=(1, 'episode')",
                 self.train_freq,  # type: ignore[attr-defined]
             )
-        learner = BackgroundLearner(self) if self.async_updates else None
+        if self.async_updates == "process":
+            from sim2online_envs.agents.distributed import ProcessLearner
+
+            learner: Any = ProcessLearner(self)
+        else:
+            learner = BackgroundLearner(self) if self.async_updates else None
         self._learner = learner
         finished = False
         try:
@@ -439,7 +541,7 @@ class FineTuningMixin:
                 if learner is not None:
                     learner.on_boundary(steps)
                 elif steps > 0:
-                    self.train(batch_size=self.batch_size, gradient_steps=steps)  # type: ignore[attr-defined]
+                    self._train_due(steps)
             finished = True
         finally:
             if learner is not None:
@@ -464,7 +566,77 @@ class FineTuningMixin:
                 return default
         return "run"
 
+    def _train_due(self, gradient_steps: int) -> None:
+        """``gradient_steps`` updates: critic-only while the critic warm-up lasts, then train."""
+        warmup = min(self._critic_warmup_left, gradient_steps)
+        if warmup > 0:
+            self.train_critic(warmup)
+            self._critic_warmup_left -= warmup
+        if gradient_steps - warmup > 0:
+            self.train(batch_size=self.batch_size, gradient_steps=gradient_steps - warmup)  # type: ignore[attr-defined]
+
     # -- hand-off choices -------------------------------------------------------------------------
+
+    def _hand_off_plan(self) -> tuple[tuple[str, Any], ...]:
+        """The hand-off steps the settings ask for, in the order they are applied."""
+        plan: list[tuple[str, Any]] = []
+        if self.value_shaping:
+            plan.append(("value_guide", self.value_shaping_horizon))
+        if self.residual_scale is not None:
+            plan.append(("residual", float(self.residual_scale)))
+        if self.reset_critic_at_hand_off:
+            plan.append(("reset_critic", True))
+        if self.ent_coef_at_hand_off is not None:
+            plan.append(("ent_coef", float(self.ent_coef_at_hand_off)))
+        if self.critic_warmup_steps:
+            plan.append(("critic_warmup", int(self.critic_warmup_steps)))
+        return tuple(plan)
+
+    def hand_off(self) -> bool:
+        """Apply the methods' hand-off to the weights as they are now (a loaded prior's), once:
+        freeze SGFT's V_sim, make the actor ResFiT's residual over the frozen prior, reset the
+        critic, fix the temperature, start the critic-only warm-up. ``learn`` calls it; what was
+        applied is saved with the model, so a resumed run does not repeat it. Returns whether
+        anything was applied now."""
+        plan = self._hand_off_plan()
+        done = tuple(tuple(step) for step in self._hand_off_done)
+        if plan == done or not plan:
+            return False
+        for step, value in plan:
+            if (step, value) in done:
+                continue
+            if step == "value_guide":
+                from sim2online_envs.agents.methods import ValueGuide
+
+                self._value_guide = ValueGuide(self)
+            elif step == "residual":
+                self._make_residual(value)
+            elif step == "reset_critic":
+                self.reset_critic()
+            elif step == "ent_coef":
+                self.fix_ent_coef(value)  # type: ignore[attr-defined]
+            elif step == "critic_warmup":
+                self._critic_warmup_left = value
+        self._hand_off_done = plan
+        logger.info("hand-off applied: %s", ", ".join(f"{k}={v}" for k, v in plan))
+        return True
+
+    def _make_residual(self, scale: float) -> None:
+        """The actor becomes a residual actor over a frozen copy of itself (ResFiT)."""
+        make = getattr(self.policy, "make_residual_actor", None)
+        if make is None:
+            raise ValueError(
+                f"{type(self).__name__} with {type(self.policy).__name__}: residual_scale needs "
+                "this package's SAC MlpPolicy"
+            )
+        if getattr(self.policy, "residual_scale", None) is not None:
+            return  # already residual (a file saved after the hand-off)
+        make(scale)
+        self.policy_kwargs = {**(self.policy_kwargs or {}), "residual_scale": scale}  # type: ignore[attr-defined]
+        self._create_aliases()  # type: ignore[attr-defined]
+        update_learning_rate(
+            self.actor.optimizer, self.actor_lr_schedule(self._current_progress_remaining)
+        )
 
     def train_critic(self, gradient_steps: int, batch_size: int | None = None) -> None:
         """Critic-only gradient steps (targets included; actor and temperature fixed).
@@ -528,6 +700,7 @@ class FineTuningMixin:
                     target_t.copy_(source_t)
         self._n_updates = source._n_updates
         self._n_actor_updates = source._n_actor_updates
+        self._critic_warmup_left = source._critic_warmup_left
         # Publish what the learner logged (the acting thread owns the real logger).
         source_logger: Logger = source.logger  # type: ignore[attr-defined]
         for key, value in source_logger.name_to_value.items():
@@ -560,6 +733,7 @@ class FineTuningMixin:
             getattr(policy, "critic_arch", "mlp") != "mlp"
             or getattr(policy, "image_augmentation", None) is not None
             or getattr(policy, "critic_layer_norm", False)
+            or getattr(policy, "residual_scale", None) is not None
             or kwargs.get("share_features_extractor", False)
         ):
             return None
@@ -745,6 +919,39 @@ def _check_saved_policy_class(
             f"checkpoint {path} holds a {policy_class.__name__}, not a policy of "
             f"{cls.__name__} ({base.__name__}): saved by another algorithm"
         )
+
+
+#: The methods' settings and hand-off state, for files saved before they existed.
+_METHOD_DEFAULTS: dict[str, Any] = {
+    "critic_warmup_steps": 0,
+    "action_selection_samples": 1,
+    "value_shaping": False,
+    "value_shaping_horizon": 1,
+    "residual_scale": None,
+    "reset_critic_at_hand_off": False,
+    "ent_coef_at_hand_off": None,
+    "_hand_off_done": (),
+    "_critic_warmup_left": 0,
+    "_value_guide": None,
+}
+
+
+def _check_method_arguments(**arguments: Any) -> None:
+    """ValueError naming the argument when a method setting is out of range."""
+    for name in ("critic_warmup_steps", "action_selection_samples"):
+        value = arguments[name]
+        minimum = 0 if name == "critic_warmup_steps" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    horizon = arguments["value_shaping_horizon"]
+    if horizon not in (1, None):
+        raise ValueError(f"value_shaping_horizon must be 1 or None, got {horizon!r}")
+    scale = arguments["residual_scale"]
+    if scale is not None and not 0.0 < scale <= 2.0:
+        raise ValueError(f"residual_scale must lie in (0, 2] or be None, got {scale!r}")
+    ent = arguments["ent_coef_at_hand_off"]
+    if ent is not None and not ent > 0:
+        raise ValueError(f"ent_coef_at_hand_off must be > 0 or None, got {ent!r}")
 
 
 def _check_fine_tuning_arguments(**arguments: Any) -> None:

@@ -322,8 +322,11 @@ class _PolicyExtrasMixin:
         critic_layer_norm: bool = False,
         image_augmentation: str | None = None,
         random_shift_pad: int = 4,
+        residual_scale: float | None = None,
         **kwargs: Any,
     ):
+        #: ResFiT: the actor is a residual over a frozen base (SAC only; see agents.methods).
+        self.residual_scale = residual_scale
         self._extras = (
             critic_arch,
             critic_width,
@@ -414,6 +417,7 @@ class _PolicyExtrasMixin:
             image_augmentation=self.image_augmentation,
             random_shift_pad=self.random_shift_pad,
             share_features_extractor=self.share_features_extractor,
+            residual_scale=self.residual_scale,
         )
 
 
@@ -437,7 +441,7 @@ class SACPolicy(_PolicyExtrasMixin, _SB3SACPolicy):
             actor_parameters = _encoder_free(self.actor)
             self.critic = self.make_critic(features_extractor=self.actor.features_extractor)
         else:
-            actor_parameters = list(self.actor.parameters())
+            actor_parameters = self._actor_parameters()
             self.critic = self.make_critic(features_extractor=None)
         self.actor.optimizer = self.optimizer_class(
             actor_parameters,
@@ -455,7 +459,34 @@ class SACPolicy(_PolicyExtrasMixin, _SB3SACPolicy):
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> SACActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        if self.residual_scale is not None:
+            from sim2online_envs.agents.methods import ResidualSACActor
+
+            if self.share_features_extractor:
+                raise ValueError("residual_scale does not support share_features_extractor=True")
+            return ResidualSACActor(**actor_kwargs, residual_scale=self.residual_scale).to(
+                self.device
+            )
         return SACActor(**actor_kwargs).to(self.device)
+
+    def _actor_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.actor.named_parameters() if not n.startswith("base.")]
+
+    def make_residual_actor(self, scale: float) -> None:
+        """ResFiT's hand-off: the actor becomes a residual over a frozen copy of the current one
+        (its last layer zero: the same actions at first), with a new actor optimiser."""
+        if self.share_features_extractor:
+            raise ValueError("residual_scale does not support share_features_extractor=True")
+        previous = self.actor
+        self.residual_scale = float(scale)
+        self.actor = self.make_actor()
+        self.actor.load_base(previous)
+        lr = previous.optimizer.param_groups[0]["lr"]
+        self.actor.optimizer = self.optimizer_class(
+            self._actor_parameters(),
+            lr=lr,  # type: ignore[call-arg]
+            **self.optimizer_kwargs,
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -467,6 +498,8 @@ class TD3Policy(_PolicyExtrasMixin, _SB3TD3Policy):
     """SB3's TD3 policy plus BRO critic, critic-trained shared encoder and DrQ augmentation."""
 
     def _build(self, lr_schedule: Schedule) -> None:
+        if self.residual_scale is not None:
+            raise ValueError("residual_scale is a SAC policy setting (TD3's actor has none)")
         self._init_extras(*self._extras)
         del self._extras
         self.actor = self.make_actor(features_extractor=None)

@@ -183,3 +183,124 @@ def vanilla_recipe(robot: str | None = None, *, for_load: bool = False) -> dict[
     if not for_load:
         recipe["policy_kwargs"] = None
     return recipe
+
+
+#: The methods :func:`recipe` knows, each a setting of the same classes.
+METHODS = ("paper", "vanilla", "delayed_actor", "mixing", "resfit", "sgft", "q_guided")
+
+
+def recipe(
+    robot: str,
+    method: str = "paper",
+    *,
+    offline_data: OfflineSource | list[OfflineSource] | str | pathlib.Path | None = None,
+    buffer_size: int = 1_000_000,
+    for_load: bool = False,
+    algorithm: str = "SAC",
+) -> dict[str, Any]:
+    """Keyword arguments for fine-tuning ``robot``'s prior with ``method``:
+
+    ================ ==========================================================================
+    method           settings (the robot's K, batch size and γ unless stated)
+    ================ ==========================================================================
+    "paper"          :func:`paper_recipe`: the study's stabilisers
+    "vanilla"        :func:`vanilla_recipe`: M = 1, one rate, no mixing, no warm start
+    "delayed_actor"  vanilla + the study's delayed, slower actor (M = 20, actor lr 1e-5)
+    "mixing"         vanilla + the study's D0 mixing (online fraction 0.5 → 1) and warm start
+    "resfit"         ResFiT (its code's defaults): residual actor over the frozen prior, scale
+                     0.1, zero-initialised last layer; critic lr 1e-4, actor lr 1e-6, the actor
+                     every 4th critic step (UTD 4, one actor update per env step), τ 0.005,
+                     3-step returns, 10k critic-only warm-up updates, constant 50/50
+                     offline/online sampling, gradient norm 1.0, γ 0.99
+    "sgft"           SGFT: the prior's frozen V_sim shapes the reward (r + γV(s′) − V(s)), H = 1
+                     (every stored transition terminal), critic re-initialised, temperature
+                     fixed at 0.01, no sim data, lr 3e-4, batch 256, γ 0.99, warm start 20
+                     episodes of the prior, UTD 2
+    "q_guided"       the paper recipe + batch online RL's implicit extraction (execute the
+                     argmax-Q of N = 64 policy samples); add temporally correlated noise with
+                     ``action_noise=ou_noise(action_dim)``
+    ================ ==========================================================================
+
+    Budgets that depend on the machine (K, N*, warm-up counts) are the published ones; a CPU
+    benchmark scales them the same way for every method (``benchmarks/sim_to_sim.py``).
+    ``algorithm``: "SAC" for every method; the stabilisers' methods also serve "TD3", "TQC",
+    "CrossQ" (see :func:`paper_recipe`); "resfit" and "sgft" are SAC's.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method in ("resfit", "sgft") and algorithm != "SAC":
+        raise ValueError(f"method {method!r} is written for SAC, got algorithm={algorithm!r}")
+    settings = _robot(robot)
+    episode = _EPISODE_STEPS[robot.lower()]
+    if method == "paper":
+        return paper_recipe(
+            robot,
+            offline_data=offline_data,
+            buffer_size=buffer_size,
+            for_load=for_load,
+            algorithm=algorithm,
+        )
+    if method == "q_guided":
+        out = paper_recipe(
+            robot,
+            offline_data=offline_data,
+            buffer_size=buffer_size,
+            for_load=for_load,
+            algorithm=algorithm,
+        )
+        out["action_selection_samples"] = 64
+        return out
+    out = vanilla_recipe(robot, for_load=for_load)
+    out["buffer_size"] = buffer_size
+    if method == "delayed_actor":
+        out.update(policy_delay=20, actor_learning_rate=1e-5)
+    elif method == "mixing":
+        out.update(
+            warm_start_steps=settings["warm_start_steps"],
+            replay_buffer_class=MixingReplayBuffer,
+            replay_buffer_kwargs={
+                "online_fraction": (0.5, 1.0, settings["mixing_steps"]),
+                "offline_data": offline_data,
+            },
+        )
+    elif method == "resfit":
+        from sim2online_envs.agents.methods import RESFIT_RESIDUAL_SCALE, NStepMixingReplayBuffer
+
+        out.update(
+            learning_rate=1e-4,
+            actor_learning_rate=1e-6,
+            policy_delay=4,
+            gradient_steps=4 * episode,
+            tau=0.005,
+            gamma=0.99,
+            max_grad_norm=1.0,
+            residual_scale=RESFIT_RESIDUAL_SCALE,
+            critic_warmup_steps=10_000,
+            warm_start_steps=settings["warm_start_steps"],
+            replay_buffer_class=NStepMixingReplayBuffer,
+            replay_buffer_kwargs={
+                "online_fraction": 0.5,
+                "offline_data": offline_data,
+                "n_steps": 3,
+                "gamma": 0.99,
+            },
+        )
+    elif method == "sgft":
+        out.update(
+            learning_rate=3e-4,
+            batch_size=256,
+            gamma=0.99,
+            gradient_steps=2 * episode,
+            warm_start_steps=20 * episode,
+            value_shaping=True,
+            value_shaping_horizon=1,
+            reset_critic_at_hand_off=True,
+            ent_coef_at_hand_off=0.01,
+            replay_buffer_class=None,
+            replay_buffer_kwargs={},
+        )
+    return out
+
+
+#: Episode length of each robot's task (steps), for the per-step update ratios above.
+_EPISODE_STEPS = {"panda": 250, "go1": 1000, "racecar": 250}

@@ -255,7 +255,34 @@ class SAC(SoftActorCriticMixin, SB3SAC):
                              deterministic action in [-1, 1], s′ the next observation), which
                              favours actions that change little between control steps (real
                              motors, no bang-bang). Default 0 (off).
+    critic_warmup_steps      ResFiT: the first N gradient steps after the hand-off update the
+                             critic only (the actor and temperature stay). Default 0.
+    action_selection_samples Batch online RL: while collecting, N actions are sampled from the
+                             policy and the one with the highest Q (min over the critics) is
+                             executed (``q_guided_predict`` does the same for evaluation).
+                             Default 1 (SB3's sampling).
+    value_shaping            SGFT: at the hand-off the current actor and critic (the prior's)
+                             are frozen as V_sim(s) = min_j Q_j(s, μ(s)); every stored reward is
+                             r + γ·V_sim(s′) − V_sim(s) (V_sim(s′) = 0 at a true end). Default
+                             False.
+    value_shaping_horizon    SGFT's H: 1 stores every transition as a true terminal (the
+                             critic's target is the shaped reward, only V_sim bootstraps);
+                             None keeps bootstrapping (PBRS-SAC). Default 1.
+    residual_scale           ResFiT: at the hand-off the actor becomes clip(base(s) + scale ·
+                             tanh(u)) over a frozen copy of itself, the residual network seeing
+                             (s, base(s)) with a zero mean head (same actions at first); the
+                             critic sees the combined action. MlpPolicy only. Default None.
+    reset_critic_at_hand_off Re-initialise the critic at the hand-off (SGFT). Default False.
+    ent_coef_at_hand_off     A fixed temperature from the hand-off on (SGFT: 0.01). Default
+                             None (the prior's temperature and its optimiser).
     ======================== ================================================================
+
+    The hand-off (:meth:`hand_off`) runs at the start of the first ``learn`` after the settings
+    ask for it, on the weights as they are then (a loaded prior's), and is saved with the model
+    so that a resumed run does not repeat it. Temporally correlated exploration noise: SB3's
+    ``action_noise`` with :func:`~sim2online_envs.agents.ou_noise` or
+    :class:`~sim2online_envs.agents.ColoredActionNoise`. :func:`~sim2online_envs.agents.recipe`
+    gives every method's published settings.
 
     Policies: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` map to
     :mod:`sim2online_envs.agents.policies`, which add ``policy_kwargs`` for a BRO or LayerNorm
@@ -321,6 +348,13 @@ class SAC(SoftActorCriticMixin, SB3SAC):
         max_grad_norm: float | None = None,
         target_subset_size: int | None = None,
         action_rate_penalty: float = 0.0,
+        critic_warmup_steps: int = 0,
+        action_selection_samples: int = 1,
+        value_shaping: bool = False,
+        value_shaping_horizon: int | None = 1,
+        residual_scale: float | None = None,
+        reset_critic_at_hand_off: bool = False,
+        ent_coef_at_hand_off: float | None = None,
     ):
         if not isinstance(policy_delay, int) or policy_delay < 1:
             raise ValueError(f"policy_delay must be an int >= 1, got {policy_delay!r}")
@@ -330,6 +364,19 @@ class SAC(SoftActorCriticMixin, SB3SAC):
         self._init_fine_tuning(
             actor_learning_rate, warm_start_steps, async_updates, max_grad_norm, action_rate_penalty
         )
+        self._init_methods(
+            critic_warmup_steps=critic_warmup_steps,
+            action_selection_samples=action_selection_samples,
+            value_shaping=value_shaping,
+            value_shaping_horizon=value_shaping_horizon,
+            residual_scale=residual_scale,
+            reset_critic_at_hand_off=reset_critic_at_hand_off,
+            ent_coef_at_hand_off=ent_coef_at_hand_off,
+        )
+        if residual_scale is not None:
+            # A model built with a residual actor from the start (a residual over a random base
+            # is seldom wanted: load a prior and let the hand-off make the residual instead).
+            policy_kwargs = {**(policy_kwargs or {}), "residual_scale": residual_scale}
         super().__init__(
             policy,
             env,

@@ -148,6 +148,8 @@ class TQC(SoftActorCriticMixin, ContribTQC):
     def _actor_q(self, observations: Any, actions_pi: th.Tensor) -> th.Tensor:
         return self.critic(observations, actions_pi).mean(dim=2).mean(dim=1, keepdim=True)
 
-    def critic_value(self, observations: Any, actions: th.Tensor) -> th.Tensor:
-        """Q(s, a), shape (batch,): the mean over all quantiles of all critics."""
-        return self.critic(observations, actions).mean(dim=(1, 2))
+    def critic_value(self, observations: Any, actions: th.Tensor, critic: Any = None) -> th.Tensor:
+        """Q(s, a), shape (batch,): the mean over all quantiles of all critics (``critic``:
+        another one of the same kind, default the model's)."""
+        critic = self.critic if critic is None else critic
+        return critic(observations, actions).mean(dim=(1, 2))
