@@ -51,16 +51,21 @@ __all__ = ["FAULTS", "REALITY", "RaceCarTwin", "TwinError"]
 
 logger = logging.getLogger(__name__)
 
-#: The twin's "reality": the simulator's nominal car changed where a real one differs (a
-#: heavier car with its battery and mocap markers, a dusty floor, a softer motor, slower servo).
+_NOMINAL = robot.PRESETS[robot.DEFAULT_PRESET]["car"]
+#: The twin's "reality": the simulator's nominal car (the default preset) changed where a real
+#: one differs: heavier with its battery and mocap markers, a dusty floor with rolling
+#: resistance (which the study's model leaves out: a real car coasts to rest), a softer motor
+#: with more drag, a slower servo and ESC.
 REALITY: dict[str, float] = {
-    "mass": 3.95,
-    "inertia_z": 0.0498,
-    "friction": 0.85,
-    "motor_cm1": 0.92 * 0.287 * 3.74 / 0.041,
-    "rolling_resistance": 1.2 * 0.0518 * 3.74 / 0.041,
-    "steering_time_constant": 0.08,
-    "throttle_time_constant": 0.07,
+    "mass": 1.1 * _NOMINAL["mass"],
+    "inertia_z": 1.1 * _NOMINAL["inertia_z"],
+    "friction": 0.85 * _NOMINAL["friction"],
+    "motor_cm1": 0.92 * _NOMINAL["motor_cm1"],
+    "viscous_drag": 1.2 * _NOMINAL["viscous_drag"],
+    # 5 % of the car's weight [N]
+    "rolling_resistance": 0.05 * 9.81 * 1.1 * _NOMINAL["mass"],
+    "steering_time_constant": 1.6 * _NOMINAL["steering_time_constant"],
+    "throttle_time_constant": 1.4 * _NOMINAL["throttle_time_constant"],
 }
 #: Faults the twin injects (``RaceCarTwin.fault(name, value)``).
 FAULTS = (
