@@ -36,7 +36,14 @@ def prior(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return sim_to_sim.pretrain_prior(TINY, 0, tmp_path_factory.mktemp("priors"))
 
 
-@pytest.mark.parametrize("method", ["vanilla", "resfit", "sgft"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "resfit",
+        pytest.param("vanilla", marks=pytest.mark.slow),
+        pytest.param("sgft", marks=pytest.mark.slow),
+    ],
+)
 def test_a_run_reports_each_episode_relative_to_the_prior(prior: pathlib.Path, method: str) -> None:
     job = sim_to_sim.Job(0, method, method, None, str(prior), TINY)
     rows = sim_to_sim.finetune_run(job)
