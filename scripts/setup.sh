@@ -36,6 +36,8 @@ quiet .venv/bin/python -m pip install -e ".[test]"
 # The hardware extra (driver libraries, twins) installs on its own: its tests skip with a reason
 # where it is absent, and CI runs them because this script installs it.
 quiet .venv/bin/python -m pip install -e ".[hardware]"
+# Ray for the process-separated learner (tests/test_distributed.py skips without it).
+quiet .venv/bin/python -m pip install -e ".[distributed]"
 # The Go1's unitree_legged_sdk declares its own build and upload tools as dependencies (twine,
 # auditwheel, pybind11, setuptools, wheel: 36 packages with keyring and cryptography, and newer
 # setuptools and packaging than the venv's); its wheel needs none of them to run, and pip cannot
