@@ -322,3 +322,26 @@ def test_gripper_worker_keeps_errors_and_treats_a_miss_as_no_error():
         assert calls == ["grasp", "open", "grasp"]
     finally:
         worker.close()
+
+
+def test_the_joint_mode_ik_is_the_simulators_step():
+    """``arm_mode="joint"``'s IK (libfranka's Jacobian) is the simulator's DLS step."""
+    from sim2online_envs.hardware.panda.arm import dls_joint_target
+
+    from sim2online_envs.sim.panda import HOME_QPOS, PandaVectorBackend
+
+    sim = PandaVectorBackend(1, domain_randomization=False, render_pixels=False)
+    try:
+        sim.reset_worlds(np.array([0]), [np.random.default_rng(0)])
+        target = np.array([0.5, -0.03, 0.25])
+        tip = np.eye(4)
+        tip[:3, :3] = sim._site_xmat[0, sim._tcp].reshape(3, 3)
+        tip[:3, 3] = sim._site_xpos[0, sim._tcp]
+        anchors = sim._xanchor[0, sim._arm_joint_ids]
+        axes = sim._xaxis[0, sim._arm_joint_ids]
+        jacobian = np.vstack([np.cross(axes, tip[:3, 3] - anchors).T, axes.T])
+        expected = sim.joint_targets(target[None])[0]
+        got = dls_joint_target(PandaHardwareConfig(), HOME_QPOS, tip, jacobian, target)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    finally:
+        sim.close()

@@ -33,6 +33,9 @@ from sim2online_envs.tasks.panda import (
 )
 
 TASK = PandaTaskConfig()
+#: The step at full action (m) and the gripper actions (the study's sign: g < 0 closes).
+S = TASK.max_tip_step
+OPEN, CLOSE = 1.0, -1.0
 
 
 def make_env(**kwargs) -> PandaEnv:
@@ -110,7 +113,7 @@ def test_object_variants_and_the_starting_state() -> None:
         for seed in range(4):
             env.reset(seed=seed)
             pos = env.state["object_pos"][0]
-            assert 0.38 <= pos[0] <= 0.58 and -0.15 <= pos[1] <= 0.15
+            assert 0.50 <= pos[0] <= 0.65 and -0.10 <= pos[1] <= 0.10
             np.testing.assert_allclose(pos[2], OBJECTS[name].size / 2, atol=1e-6)
             assert set(env.task_state) == {"goal"}  # the documented task state, nothing unused
             goal = env.task_state["goal"][0]
@@ -250,24 +253,24 @@ def test_tip_moves_by_the_commanded_displacement(action) -> None:
     env = make_env(domain_randomization=False)
     env.reset(seed=0, options={"object_pos": (0.6, 0.28, 0.025)})  # out of the way
     centre = np.array([0.49, 0.0, 0.18])  # middle of the workspace box
-    for _ in range(12):
+    for _ in range(50):
         error = centre - env.state["tip_pos"][0]
-        env.step(np.array([*np.clip(error / 0.02, -1, 1), -1], np.float32))
-    run_steps(env, [0, 0, 0, -1], 4)
+        env.step(np.array([*np.clip(error / S, -1, 1), OPEN], np.float32))
+    run_steps(env, [0, 0, 0, OPEN], 4)
     start = env.state["tip_pos"][0].copy()
     np.testing.assert_allclose(start, centre, atol=0.002)
-    command = np.array([*action, -1.0], dtype=np.float32)
+    command = np.array([*action, OPEN], dtype=np.float32)
     steps = 4
     previous = start
     for step in range(steps):
         env.step(command)
         tip = env.state["tip_pos"][0]
         if step > 0:  # after the first step the tip keeps pace, one step's lag behind the target
-            np.testing.assert_allclose(tip - previous, 0.02 * np.asarray(action), atol=0.003)
+            np.testing.assert_allclose(tip - previous, S * np.asarray(action), atol=0.002)
         previous = tip.copy()
-    run_steps(env, [0, 0, 0, -1], 6)  # hold: the tip settles on the target
+    run_steps(env, [0, 0, 0, OPEN], 6)  # hold: the tip settles on the target
     displacement = env.state["tip_pos"][0] - start
-    np.testing.assert_allclose(displacement, steps * 0.02 * np.asarray(action), atol=0.002)
+    np.testing.assert_allclose(displacement, steps * S * np.asarray(action), atol=0.002)
     assert tip_angle_from_down(env) < np.deg2rad(2.0)
     env.close()
 
@@ -275,11 +278,11 @@ def test_tip_moves_by_the_commanded_displacement(action) -> None:
 def test_tip_target_is_clamped_to_the_workspace_and_does_not_wind_up() -> None:
     env = make_env(domain_randomization=False)
     env.reset(seed=0, options={"object_pos": (0.7, 0.25, 0.025)})  # out of the way
-    run_steps(env, [0, 0, -1, -1], 25)  # down onto the table and beyond
+    run_steps(env, [0, 0, -1, OPEN], 45)  # down onto the table and beyond
     tip, target = env.state["tip_pos"][0], env.state["tip_target"][0]
     assert target[2] == pytest.approx(TASK.workspace_low[2])
     assert tip[2] > 0.010  # the fingertips stay above the table top
-    run_steps(env, [1, 1, 1, -1], 40)  # far out to a corner of the box
+    run_steps(env, [1, 1, 1, OPEN], 90)  # far out to a corner of the box
     tip, target = env.state["tip_pos"][0], env.state["tip_target"][0]
     np.testing.assert_allclose(target, TASK.workspace_high)
     assert np.all(np.abs(target - tip) <= TASK.max_target_lead + 1e-9)
@@ -292,22 +295,22 @@ def test_longer_control_period_keeps_the_step_size() -> None:
     assert env.sim.n_substeps == 50 and env.control_dt == 0.1
     env.reset(seed=0)
     start = env.state["tip_pos"][0].copy()
-    run_steps(env, [0, 1, 0, -1], 3)
-    run_steps(env, [0, 0, 0, -1], 3)
-    np.testing.assert_allclose(env.state["tip_pos"][0] - start, [0, 0.06, 0], atol=0.002)
+    run_steps(env, [0, 1, 0, OPEN], 3)
+    run_steps(env, [0, 0, 0, OPEN], 3)
+    np.testing.assert_allclose(env.state["tip_pos"][0] - start, [0, 3 * S, 0], atol=0.002)
     env.close()
 
 
 def test_gripper_moves_at_its_speed_and_closes_fully_on_nothing() -> None:
     env = make_env(domain_randomization=False)
     env.reset(seed=0)
-    env.step(np.array([0, 0, 0, 1], np.float32))
+    env.step(np.array([0, 0, 0, CLOSE], np.float32))
     # 0.2 m/s opening rate (0.1 m/s per finger) for 50 ms, less a little for the start.
     assert 0.068 < env.state["gripper_opening"][0] < 0.074
-    run_steps(env, [0, 0, 0, 1], 10)
+    run_steps(env, [0, 0, 0, CLOSE], 10)
     assert env.state["gripper_opening"][0] < 0.002
     assert env.state["gripper_holding"][0] == 0.0  # closed on nothing holds nothing
-    run_steps(env, [0, 0, 0, -1], 10)
+    run_steps(env, [0, 0, 0, OPEN], 10)
     assert env.state["gripper_opening"][0] > 0.078
     env.close()
 
@@ -316,11 +319,11 @@ def grasp_in_place(object_name: str) -> PandaEnv:
     """An env whose gripper has closed on the object at the tip's start, below home."""
     env = make_env(object=object_name, domain_randomization=False)
     size = OBJECTS[object_name].size
-    env.reset(seed=0, options={"object_pos": (0.45, 0.0, size / 2), "object_yaw": 0.0})
-    for _ in range(20):
-        delta = np.array([0.45, 0.0, size / 2]) - env.state["tip_pos"][0]
-        env.step(np.array([*np.clip(delta / 0.02, -1, 1), -1], np.float32))
-    run_steps(env, [0, 0, 0, 1], 6)
+    env.reset(seed=0, options={"object_pos": (0.62, 0.0, size / 2), "object_yaw": 0.0})
+    for _ in range(45):
+        delta = np.array([0.62, 0.0, size / 2]) - env.state["tip_pos"][0]
+        env.step(np.array([*np.clip(delta / S, -1, 1), OPEN], np.float32))
+    run_steps(env, [0, 0, 0, CLOSE], 6)
     return env
 
 
@@ -424,11 +427,11 @@ def test_termination_when_the_object_leaves_the_workspace() -> None:
 def test_command_scales_clips_and_maps_the_gripper() -> None:
     task = PandaPickTask()
     state = constructed(tip=(0.5, 0.0, 0.2), obj=(0.5, 0, 0.025))
-    command = task.command(np.array([[0.5, -3.0, 0.0, 0.2]]), state, {})
-    np.testing.assert_allclose(command["tip_target"], [[0.51, -0.02, 0.2]])
-    assert command["gripper_closed"].tolist() == [1.0]
+    command = task.command(np.array([[0.5, -3.0, 0.0, -0.2]]), state, {})
+    np.testing.assert_allclose(command["tip_target"], [[0.5 + 0.5 * S, -S, 0.2]])
+    assert command["gripper_closed"].tolist() == [1.0]  # g < 0 closes (the study's sign)
     command = task.command(np.array([[0.0, 0.0, 0.0, 0.0]]), state, {})
-    assert command["gripper_closed"].tolist() == [0.0]  # g <= 0 opens
+    assert command["gripper_closed"].tolist() == [0.0]  # g >= 0 opens
     with pytest.raises(ValueError, match=r"action must have shape \(1, 4\)"):
         task.command(np.zeros((1, 5)), state, {})
 
@@ -473,7 +476,7 @@ def _reference_frames(backend: PandaVectorBackend, worlds: int) -> list[np.ndarr
 
 def test_camera_image_is_within_a_gray_level_of_a_high_quality_render() -> None:
     """The observation (rendered at 128 px without MSAA, area-averaged to 64 px, 128 px shadow
-    map) stays within about one gray level of a high-quality render of the same scene, and so
+    map) stays within about two gray levels of a high-quality render of the same scene, and so
     does the old way (64 px, 4x MSAA, 256 px shadow map, no supersampling), while the same
     image without shadows is several gray levels off: the shadows are part of the picture."""
     seeds = range(3)
@@ -495,8 +498,9 @@ def test_camera_image_is_within_a_gray_level_of_a_high_quality_render() -> None:
             [np.abs(state["pixels"][i, :, :, 0] - reference[i]).mean() for i in seeds]
         )
         backend.close()
-    assert errors["default"] < 1.2, errors
-    assert errors["64 px, 4x MSAA"] < 1.3, errors
+    # Measured at the study's camera pose (0.9 m from the cube, fovy 60): 1.65 and 1.34.
+    assert errors["default"] < 2.0, errors
+    assert errors["64 px, 4x MSAA"] < 1.6, errors
     assert errors["no shadows"] > 4.0, errors
 
 
@@ -613,12 +617,103 @@ def test_scripted_actions_are_batched_and_phase_by_geometry() -> None:
     goal = np.array([[0.50, 0.1, 0.15], [0.50, 0.0, 0.15], [0.50, 0.0, 0.15]])
     actions = scripted_actions(tip, np.array([0.0, 0.0, 1.0]), obj, goal)
     assert actions.shape == (3, 4) and actions.dtype == np.float32
-    np.testing.assert_allclose(actions[0], [1, 1, -1, -1])  # toward above the cube, open
-    np.testing.assert_allclose(actions[1], [0, 0, 0, 1])  # at the cube: close in place
-    np.testing.assert_allclose(actions[2], [0, 0, 1, 1])  # holding: carry up to the goal
+    np.testing.assert_allclose(actions[0], [1, 1, -1, OPEN])  # toward above the cube, open
+    np.testing.assert_allclose(actions[1], [0, 0, 0, CLOSE])  # at the cube: close in place
+    np.testing.assert_allclose(actions[2], [0, 0, 1, CLOSE])  # holding: carry up to the goal
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("object_name", sorted(OBJECTS))
 def test_scripted_controller_over_100_seeded_episodes(object_name: str) -> None:
     assert scripted_success_rate(object_name, range(100, 200)) >= 0.95
+
+
+# -- one image pipeline, one scene spec, the calibration's camera, one IK step ------------------
+
+
+def test_render_pixels_is_the_policy_image_of_the_rendered_frame() -> None:
+    from sim2online_envs.vision import policy_image
+
+    sim = PandaVectorBackend(1, domain_randomization=True)
+    try:
+        sim.reset_worlds(np.array([0]), [np.random.default_rng(4)])
+        pixels = sim.render_pixels(0)
+        sim._load_render_world(0)
+        sim._pixel_renderer.update_scene(sim._render_data, camera=sim._camera)
+        rgb = sim._pixel_renderer.render().copy()
+        expected = policy_image(rgb, sim.config.image_size, brightness=sim.brightness[0])
+        np.testing.assert_array_equal(pixels, expected)
+        assert sim.brightness[0] != 1.0
+    finally:
+        sim.close()
+
+
+def test_scene_spec_is_what_build_scene_compiles() -> None:
+    from sim2online_envs.sim.panda import build_scene, scene_spec
+
+    spec = scene_spec("cube")
+    model, built = spec.compile(), build_scene("cube")
+    assert (model.nq, model.ngeom, model.ncam) == (built.nq, built.ngeom, built.ncam)
+    np.testing.assert_array_equal(model.cam_pos, built.cam_pos)
+    np.testing.assert_array_equal(model.geom_size, built.geom_size)
+
+
+def test_camera_calibration_file_places_the_sim_camera(tmp_path) -> None:
+    from sim2online_envs.sim.panda import build_scene
+    from sim2online_envs.vision import (
+        Calibration,
+        CameraIntrinsics,
+        base_from_mujoco_camera,
+        center_square_crop,
+        mujoco_camera,
+        quat_to_matrix,
+        save_calibration,
+    )
+
+    rotation = quat_to_matrix(np.array([0.3, -0.2, 0.6, 0.7]))
+    pose = base_from_mujoco_camera([0.9, -0.1, 0.4], rotation)
+    intrinsics = CameraIntrinsics.from_fovy(1280, 720, 58.0)
+    calibration = Calibration(intrinsics, pose, center_square_crop(1280, 720))
+    path = save_calibration(calibration, tmp_path / "calibration.json")
+    model = build_scene("cube", PandaSimConfig(camera_calibration=str(path)))
+    camera = model.camera("d455")
+    pos, quat, fovy = mujoco_camera(calibration)
+    assert fovy == pytest.approx(58.0)
+    np.testing.assert_allclose(camera.pos, pos, atol=1e-12)
+    np.testing.assert_allclose(camera.quat, quat, atol=1e-9)
+    assert camera.fovy[0] == pytest.approx(58.0)
+    with pytest.raises(FileNotFoundError, match="calibrate panda-camera"):
+        build_scene("cube", PandaSimConfig(camera_calibration=str(tmp_path / "none.json")))
+
+
+def test_the_ik_step_is_one_function_batched_over_worlds() -> None:
+    from sim2online_envs.kinematics import dls_step
+
+    rng = np.random.default_rng(0)
+    q = HOME_QPOS + rng.normal(0, 0.1, (3, 7))
+    jac = rng.normal(0, 0.3, (3, 6, 7))
+    tip = rng.normal(0.4, 0.1, (3, 3))
+    rot = np.stack([cv2.Rodrigues(rng.normal(0, 0.2, 3))[0] @ TIP_DOWN_ROTATION for _ in q])
+    target = tip + rng.normal(0, 0.05, (3, 3))
+    args = (TIP_DOWN_ROTATION, HOME_QPOS)
+    kwargs = {"damping": 0.02, "max_error": 0.08, "nullspace_gain": 0.3}
+    batched = dls_step(q, tip, rot, jac, target, *args, **kwargs)
+    for i in range(3):
+        single = dls_step(
+            q[i : i + 1],
+            tip[i : i + 1],
+            rot[i : i + 1],
+            jac[i : i + 1],
+            target[i : i + 1],
+            *args,
+            **kwargs,
+        )
+        np.testing.assert_allclose(batched[i], single[0], rtol=0, atol=1e-12)
+    sim = PandaVectorBackend(1, domain_randomization=False, render_pixels=False)
+    try:
+        sim.reset_worlds(np.array([0]), [np.random.default_rng(0)])
+        goal = HOME_TIP_POS[None] + [[0.03, -0.02, -0.05]]
+        stepped = sim.joint_targets(goal)
+        assert np.linalg.norm(stepped - HOME_QPOS) > 1e-3
+    finally:
+        sim.close()

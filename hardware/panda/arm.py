@@ -537,22 +537,28 @@ def dls_joint_target(
 ) -> np.ndarray:
     """One damped-least-squares IK step toward ``target`` with the hand pointing down.
 
-    The same step the simulator's controller takes each control period (position error
-    clipped to ``ik_max_error``, the rotation error to the downward hand, the pull toward the
-    home posture in the null space), here from libfranka's measured state and Jacobian.
+    The simulator's step (:func:`sim2online_envs.kinematics.dls_step`: position error clipped
+    to ``ik_max_error``, the rotation error to the downward hand, the pull toward the home
+    posture in the null space), here from libfranka's measured state (``tip``: O_T_EE, 4x4)
+    and Jacobian (6x7).
     """
     from sim2online_envs.hardware.panda.facts import HOME_QPOS, TIP_DOWN_ROTATION
 
-    err_pos = np.asarray(target, dtype=np.float64) - tip[:3, 3]
-    norm = float(np.linalg.norm(err_pos))
-    if norm > config.ik_max_error:
-        err_pos *= config.ik_max_error / norm
-    err_rot = 0.5 * np.cross(tip[:3, :3].T, TIP_DOWN_ROTATION.T).sum(axis=0)
-    err = np.concatenate([err_pos, err_rot])
-    jjt = jacobian @ jacobian.T + config.ik_damping**2 * np.eye(6)
-    pinv = jacobian.T @ np.linalg.inv(jjt)
-    dq = pinv @ err + (np.eye(7) - pinv @ jacobian) @ (config.ik_nullspace_gain * (HOME_QPOS - q))
-    return q + dq
+    from sim2online_envs.kinematics import dls_step
+
+    tip = np.asarray(tip, dtype=np.float64)
+    return dls_step(
+        np.asarray(q, dtype=np.float64)[None],
+        tip[None, :3, 3],
+        tip[None, :3, :3],
+        np.asarray(jacobian, dtype=np.float64)[None],
+        np.asarray(target, dtype=np.float64)[None],
+        TIP_DOWN_ROTATION,
+        HOME_QPOS,
+        damping=config.ik_damping,
+        max_error=config.ik_max_error,
+        nullspace_gain=config.ik_nullspace_gain,
+    )[0]
 
 
 def _franky_gripper_state(gripper: Any) -> tuple[float, bool]:

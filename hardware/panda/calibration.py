@@ -22,135 +22,41 @@ with one ``solvePnP`` over all corners (``method="pnp"``).
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from sim2online_envs.hardware.panda.markers import (
-    CameraIntrinsics,
-    _marker_corners,
-    matrix_to_quat,
-)
+from sim2online_envs.hardware.panda.markers import _marker_corners
 
-from sim2online_envs.vision import center_square_crop
+from sim2online_envs.vision import (
+    Calibration,
+    CameraIntrinsics,
+    base_from_mujoco_camera,
+    center_square_crop,
+    load_calibration,
+    mujoco_camera,
+    save_calibration,
+)
 
 __all__ = [
     "Calibration",
     "CalibrationSample",
+    "base_from_mujoco_camera",
     "calibrate",
+    "calibration_poses",
+    "collect_samples",
+    "find_marker",
     "load_calibration",
+    "marker_in_hand",
     "mujoco_camera",
+    "pose_error",
+    "run_calibration",
     "save_calibration",
 ]
-
-VERSION = 1
-#: MuJoCo cameras look along their -z with y up; OpenCV's along +z with y down.
-_CV_FROM_MJ = np.diag([1.0, -1.0, -1.0])
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What the calibration file holds (see the module docstring)."""
-
-    intrinsics: CameraIntrinsics
-    base_from_camera: np.ndarray
-    crop: tuple[int, int, int, int]
-    camera_serial: str = ""
-    residual: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def crop_fovy(self) -> float:
-        """Vertical field of view of the crop (deg): the simulator camera's ``fovy``."""
-        return math.degrees(2 * math.atan(self.crop[3] / 2 / self.intrinsics.fy))
-
-
-def save_calibration(calibration: Calibration, path: str | Path) -> Path:
-    """Write ``calibration`` as JSON to ``path`` (folders made as needed)."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    intr = calibration.intrinsics
-    data = {
-        "version": VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "camera_serial": calibration.camera_serial,
-        "intrinsics": {
-            "width": intr.width,
-            "height": intr.height,
-            "fx": intr.fx,
-            "fy": intr.fy,
-            "cx": intr.cx,
-            "cy": intr.cy,
-            "dist": list(intr.dist),
-        },
-        "base_from_camera": np.asarray(calibration.base_from_camera, float).tolist(),
-        "crop": list(calibration.crop),
-        "residual": dict(calibration.residual),
-    }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-    return path
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    """Read a calibration file; errors name the file and what is wrong."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Panda camera calibration {path} does not exist; make it with "
-            "`sim2online calibrate panda-camera` (docs/hardware/panda.md)"
-        )
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        if data.get("version") != VERSION:
-            raise ValueError(f"version {data.get('version')!r}, expected {VERSION}")
-        i = data["intrinsics"]
-        intrinsics = CameraIntrinsics(
-            int(i["width"]),
-            int(i["height"]),
-            float(i["fx"]),
-            float(i["fy"]),
-            float(i["cx"]),
-            float(i["cy"]),
-            tuple(float(v) for v in i.get("dist", (0.0,) * 5)),
-        )
-        transform = np.asarray(data["base_from_camera"], dtype=float)
-        if transform.shape != (4, 4) or not np.isfinite(transform).all():
-            raise ValueError("base_from_camera must be a finite 4x4 matrix")
-        crop = tuple(
-            int(v) for v in data.get("crop") or center_square_crop(i["width"], i["height"])
-        )
-        if len(crop) != 4:
-            raise ValueError("crop must be [x, y, w, h]")
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
-        raise ValueError(f"Panda camera calibration {path} is invalid: {error}") from None
-    return Calibration(
-        intrinsics, transform, crop, str(data.get("camera_serial", "")), data.get("residual", {})
-    )
-
-
-def mujoco_camera(calibration: Calibration) -> tuple[np.ndarray, np.ndarray, float]:
-    """The simulator camera for a calibration: position (m), quaternion (w, x, y, z), fovy (deg).
-
-    The crop's field of view and the camera's pose, in MuJoCo's camera convention.
-    """
-    transform = np.asarray(calibration.base_from_camera, float)
-    rotation = transform[:3, :3] @ _CV_FROM_MJ
-    return transform[:3, 3].copy(), matrix_to_quat(rotation), calibration.crop_fovy
-
-
-def base_from_mujoco_camera(pos: Sequence[float], mj_rotation: np.ndarray) -> np.ndarray:
-    """The OpenCV camera frame in the base frame, for a MuJoCo camera's position and rotation."""
-    transform = np.eye(4)
-    transform[:3, :3] = np.asarray(mj_rotation, float).reshape(3, 3) @ _CV_FROM_MJ
-    transform[:3, 3] = pos
-    return transform
 
 
 @dataclass(frozen=True)
@@ -273,3 +179,214 @@ def calibrate(
         camera_serial,
         residual,
     )
+
+
+# -- collecting the samples: the arm through poses, the marker in the gripper --------------------
+
+
+def marker_in_hand() -> np.ndarray:
+    """``tcp_from_marker`` of the default mount: the marker held flat between the fingertips,
+    centred on the TCP, facing the hand's +x (at the home posture: world +x, toward a camera in
+    front of the robot), the marker image's "up" along the hand's -z (world up)."""
+    transform = np.eye(4)
+    transform[:3, :3] = np.column_stack([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    return transform
+
+
+def calibration_poses(count: int, seed: int = 0, spread: float = 0.25) -> list[np.ndarray]:
+    """``count`` joint postures around the home posture for the calibration (rad).
+
+    The first is home; the others add uniform offsets of up to ``spread`` rad to joints 1, 2, 4,
+    5, 6 and 7 (joint 3 left alone: the elbow's redundancy), so the hand is rotated about
+    several axes, as the hand-eye fit needs, while the marker keeps facing the camera. Each is
+    clipped into the joint limits.
+    """
+    from sim2online_envs.robots.panda import ARM_JOINT_LOWER, ARM_JOINT_UPPER, HOME_QPOS
+
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    mask = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    poses = [HOME_QPOS.copy()]
+    for _ in range(count - 1):
+        q = HOME_QPOS + mask * rng.uniform(-spread, spread, 7)
+        poses.append(np.clip(q, ARM_JOINT_LOWER + 0.05, ARM_JOINT_UPPER - 0.05))
+    return poses
+
+
+def find_marker(rgb: np.ndarray, dictionary: str, marker_id: int) -> np.ndarray | None:
+    """The (4, 2) image corners of marker ``marker_id`` in an RGB frame, None if not seen."""
+    from sim2online_envs.vision import marker_dictionary
+
+    parameters = cv2.aruco.DetectorParameters()
+    parameters.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+    detector = cv2.aruco.ArucoDetector(marker_dictionary(dictionary), parameters)
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    corners, ids, _ = detector.detectMarkers(gray)
+    if ids is None:
+        return None
+    for found, found_id in zip(corners, ids.ravel(), strict=True):
+        if int(found_id) == marker_id:
+            return found.reshape(4, 2).astype(np.float64)
+    return None
+
+
+def collect_samples(
+    arm: Any,
+    camera: Any,
+    poses: Sequence[np.ndarray],
+    dictionary: str,
+    marker_id: int,
+    move_timeout: float = 30.0,
+    settle: float = 0.5,
+    frame_timeout: float = 3.0,
+) -> tuple[list[CalibrationSample], list[int]]:
+    """Drive the arm through ``poses`` (joint motions) and at each record the measured TCP pose
+    and the held marker's corners in a camera frame taken after the arm settled.
+
+    ``arm`` is a connected :class:`~sim2online_envs.hardware.panda.arm.ArmDriver`, ``camera`` a
+    connected :class:`~sim2online_envs.hardware.panda.camera.RealSenseCamera`. Poses where the
+    marker is not seen within ``frame_timeout`` are skipped (their indices are returned second).
+    Every wait is bounded; an arm error raises a HardwareError naming it.
+    """
+    import logging
+    import time
+
+    from sim2online_envs.hardware.base import HardwareError, StaleReadingError
+
+    log = logging.getLogger(__name__)
+    samples: list[CalibrationSample] = []
+    skipped: list[int] = []
+    for index, q in enumerate(poses):
+        arm.move_joints(np.asarray(q, dtype=np.float64), move_timeout)
+        time.sleep(settle)
+        sample = arm.read()
+        if sample.error:
+            raise HardwareError(arm.name, f"error at calibration pose {index}: {sample.error}")
+        settled = time.monotonic()
+        corners = None
+        deadline = settled + frame_timeout
+        while time.monotonic() < deadline:
+            try:
+                frame = camera.latest(frame_timeout)
+            except StaleReadingError:
+                time.sleep(0.02)
+                continue
+            if frame.stamp > settled:
+                corners = find_marker(frame.rgb, dictionary, marker_id)
+                if corners is not None:
+                    break
+            time.sleep(0.02)
+        if corners is None:
+            log.warning("calibration pose %d: marker %d not seen; skipped", index, marker_id)
+            skipped.append(index)
+            continue
+        base_from_tcp = np.eye(4)
+        base_from_tcp[:3, :3] = sample.tip_rot
+        base_from_tcp[:3, 3] = sample.tip_pos
+        samples.append(CalibrationSample(base_from_tcp, corners))
+        log.info("calibration pose %d: marker seen, tip at %s", index, np.round(sample.tip_pos, 3))
+    return samples, skipped
+
+
+def run_calibration(
+    hardware: str = "real",
+    poses: int = 12,
+    method: str = "pnp",
+    out: str | Path | None = None,
+    marker_id: int | None = None,
+    marker_length: float | None = None,
+    seed: int = 0,
+    **settings: Any,
+) -> tuple[Calibration, Path, dict[str, Any]]:
+    """``sim2online calibrate panda-camera``: move through ``poses`` postures with the marker
+    in the gripper, fit the camera pose, write the calibration file.
+
+    ``hardware="twin"`` runs it against the twin (franky-sim and the rendered D455, the marker
+    mounted on the twin's hand as :func:`marker_in_hand` says). ``method="pnp"`` uses the mount
+    of :func:`marker_in_hand`; ``"handeye"`` needs no known mount. ``out``: the file written
+    (default: the ``calibration`` setting). Returns the calibration, the path written and a
+    report (poses used and skipped; on the twin the error against its true camera pose).
+    """
+    from sim2online_envs.hardware.panda.arm import make_arm
+    from sim2online_envs.hardware.panda.camera import RealSenseCamera
+    from sim2online_envs.hardware.panda.config import resolve_config
+
+    config = resolve_config(**settings)
+    marker_id = config.calibration_marker_id if marker_id is None else int(marker_id)
+    length = config.calibration_marker_length if marker_length is None else float(marker_length)
+    target = Path(out).expanduser() if out is not None else config.calibration_path
+    twin = None
+    arm = camera = None
+    try:
+        if hardware == "twin":
+            from sim2online_envs.hardware.panda.twin import PandaTwin
+
+            twin = PandaTwin(config, hand_marker=(marker_id, length))
+            config = twin.start()
+        arm = make_arm(config, realtime=hardware == "real")
+        arm.connect(config.connect_timeout)
+        camera = RealSenseCamera(
+            config.camera_serial,
+            config.camera_width,
+            config.camera_height,
+            config.camera_fps,
+            device=None if twin is None else twin.camera.device,
+        )
+        camera.connect(config.connect_timeout)
+        observer = None if twin is None else twin.scene
+
+        class _Followed:
+            """The arm, with the twin's scene following every read."""
+
+            name = arm.name
+
+            def move_joints(self, q: np.ndarray, timeout: float) -> None:
+                arm.move_joints(q, timeout)
+
+            def read(self) -> Any:
+                sample = arm.read()
+                if observer is not None:
+                    observer.follow(sample, arm.gripper.latest() if arm.gripper else None)
+                return sample
+
+        samples, skipped = collect_samples(
+            _Followed(),
+            camera,
+            calibration_poses(poses, seed),
+            config.marker_dictionary,
+            marker_id,
+        )
+        calibration = calibrate(
+            samples,
+            camera.intrinsics,
+            length,
+            tcp_from_marker=marker_in_hand() if method == "pnp" else None,
+            method=method,
+            camera_serial=config.camera_serial,
+        )
+        report: dict[str, Any] = {"poses_used": len(samples), "poses_skipped": skipped}
+        if twin is not None:
+            truth = twin.scene.camera_calibration(config.camera_width, config.camera_height)
+            report.update(pose_error(calibration.base_from_camera, truth.base_from_camera))
+        else:
+            arm.move_joints(calibration_poses(1)[0], config.home_timeout)
+        path = save_calibration(calibration, target)
+        return calibration, path, report
+    finally:
+        if arm is not None:
+            arm.close()
+        if camera is not None:
+            camera.close()
+        if twin is not None:
+            twin.close()
+
+
+def pose_error(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Position (mm) and rotation (deg) error of a 4x4 pose against the truth."""
+    relative = np.asarray(truth)[:3, :3].T @ np.asarray(estimate)[:3, :3]
+    angle = math.degrees(math.acos(float(np.clip((np.trace(relative) - 1) / 2, -1.0, 1.0))))
+    return {
+        "position_error_mm": float(np.linalg.norm(estimate[:3, 3] - truth[:3, 3]) * 1000),
+        "rotation_error_deg": angle,
+    }

@@ -19,6 +19,8 @@ from typing import Any
 
 import tomllib
 
+from sim2online_envs.robots.panda import CUBE_SIZE, MARKER_DICTIONARY, MARKER_LENGTH
+
 __all__ = ["DRIVERS", "PandaHardwareConfig", "config_path", "resolve_config"]
 
 #: Arm drivers: franky (libfranka 0.21, Franka Research 3) and panda-py (libfranka 0.9.2, the
@@ -50,10 +52,15 @@ class PandaHardwareConfig:
     camera_fps: int = 30
     #: A camera frame older than this at a tick is stale (s): ``camera_stale``.
     camera_max_age: float = 0.2
-    #: ArUco dictionary of the cube's markers, the black square's side (m), the cube's edge (m).
-    marker_dictionary: str = "DICT_4X4_50"
-    marker_length: float = 0.04
-    cube_size: float = 0.05
+    #: ArUco dictionary of the cube's markers, the black square's side (m), the cube's edge (m):
+    #: the robot module's facts by default (a cube of your own may differ).
+    marker_dictionary: str = MARKER_DICTIONARY
+    marker_length: float = MARKER_LENGTH
+    cube_size: float = CUBE_SIZE
+    #: The marker held in the gripper by ``sim2online calibrate panda-camera``: its id in
+    #: ``marker_dictionary`` (not one of the cube's 0-5) and its black square's side (m).
+    calibration_marker_id: int = 10
+    calibration_marker_length: float = MARKER_LENGTH
     #: The cube pose (from the newest frame that showed a marker) may be this much older (s)
     #: than ``camera_max_age`` before the reading becomes ``marker_lost``.
     marker_lost_grace: float = 0.25

@@ -3,7 +3,8 @@
 One marker per face, ids 0-5 of one ArUco dictionary, each a black square of side
 ``marker_length`` centred on its face with a white border. A marker's frame (OpenCV's convention
 for ``SOLVEPNP_IPPE_SQUARE``: x to the image's right, y up, z out of the face) sits on the face
-centre; :data:`FACES` gives, per id, the face normal and the marker's "up" in the cube frame.
+centre; :data:`FACES` (the robot module's ``MARKER_FACES``) gives, per id, the face normal and
+the marker's "up" in the cube frame.
 
 The pose: :class:`CubeDetector` finds the markers (``cv2.aruco.ArucoDetector``), solves each
 visible one with ``solvePnP(SOLVEPNP_IPPE_SQUARE)``, keeps the largest as the start and refines
@@ -18,6 +19,23 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from sim2online_envs.robots.panda import (
+    CUBE_SIZE,
+    MARKER_DICTIONARY,
+    MARKER_LENGTH,
+)
+from sim2online_envs.robots.panda import (
+    MARKER_FACES as FACES,
+)
+from sim2online_envs.vision import (
+    CameraIntrinsics,
+    face_image,
+    marker_dictionary,
+    marker_in_cube,
+    matrix_to_quat,
+    quat_to_matrix,
+)
+
 __all__ = [
     "FACES",
     "CameraIntrinsics",
@@ -31,39 +49,6 @@ __all__ = [
     "quat_to_matrix",
 ]
 
-#: Marker id -> (face normal, marker up direction), cube frame.
-FACES: dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
-    0: ((1, 0, 0), (0, 0, 1)),
-    1: ((-1, 0, 0), (0, 0, 1)),
-    2: ((0, 1, 0), (0, 0, 1)),
-    3: ((0, -1, 0), (0, 0, 1)),
-    4: ((0, 0, 1), (1, 0, 0)),
-    5: ((0, 0, -1), (1, 0, 0)),
-}
-
-
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    """Pinhole intrinsics of a colour frame (px) and its distortion (OpenCV order)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    dist: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=float)
-
-    @classmethod
-    def from_fovy(cls, width: int, height: int, fovy_deg: float) -> CameraIntrinsics:
-        """Square pixels, principal point at the centre, vertical field of view ``fovy_deg``."""
-        f = (height / 2) / np.tan(np.radians(fovy_deg) / 2)
-        return cls(width, height, float(f), float(f), width / 2, height / 2)
-
 
 @dataclass(frozen=True)
 class CubePose:
@@ -75,40 +60,10 @@ class CubePose:
     reprojection_error: float
 
 
-def marker_dictionary(name: str) -> cv2.aruco.Dictionary:
-    """The predefined ArUco dictionary called ``name`` ("DICT_4X4_50")."""
-    code = getattr(cv2.aruco, name, None)
-    if not isinstance(code, int):
-        raise ValueError(f"unknown ArUco dictionary {name!r}")
-    return cv2.aruco.getPredefinedDictionary(code)
-
-
-def marker_in_cube(marker_id: int, cube_size: float) -> np.ndarray:
-    """4x4 transform of marker ``marker_id``'s frame in the cube frame."""
-    normal, up = (np.asarray(v, dtype=float) for v in FACES[marker_id])
-    right = np.cross(up, normal)
-    transform = np.eye(4)
-    transform[:3, :3] = np.column_stack([right, up, normal])
-    transform[:3, 3] = normal * cube_size / 2
-    return transform
-
-
 def _marker_corners(length: float) -> np.ndarray:
     """The four corners in the marker frame, in ArUco's order (top-left, clockwise)."""
     h = length / 2
     return np.array([[-h, h, 0], [h, h, 0], [h, -h, 0], [-h, -h, 0]], dtype=np.float64)
-
-
-def face_image(
-    marker_id: int, dictionary: str, cube_size: float, marker_length: float, pixels: int = 250
-) -> np.ndarray:
-    """A face's square gray image (white border, the marker centred), ``pixels`` wide."""
-    inner = round(pixels * marker_length / cube_size)
-    marker = cv2.aruco.generateImageMarker(marker_dictionary(dictionary), marker_id, inner)
-    face = np.full((pixels, pixels), 255, np.uint8)
-    start = (pixels - inner) // 2
-    face[start : start + inner, start : start + inner] = marker
-    return face
 
 
 def marker_sheet(
@@ -128,39 +83,6 @@ def marker_sheet(
     return sheet
 
 
-def quat_to_matrix(quat: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a unit quaternion (w, x, y, z)."""
-    w, x, y, z = np.asarray(quat, dtype=float) / np.linalg.norm(quat)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def matrix_to_quat(matrix: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), w >= 0, of a rotation matrix."""
-    m = np.asarray(matrix, dtype=float)
-    trace = np.trace(m)
-    if trace > 0:
-        s = 2 * np.sqrt(trace + 1)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2 * np.sqrt(1 + m[i, i] - m[j, j] - m[k, k])
-        q = [0.0, 0.0, 0.0, 0.0]
-        q[0] = (m[k, j] - m[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + k] = (m[k, i] + m[i, k]) / s
-    quat = np.asarray(q)
-    quat /= np.linalg.norm(quat)
-    return quat if quat[0] >= 0 else -quat
-
-
 def _transform(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :3] = cv2.Rodrigues(np.asarray(rvec, dtype=float))[0]
@@ -175,9 +97,9 @@ class CubeDetector:
         self,
         intrinsics: CameraIntrinsics,
         base_from_camera: np.ndarray,
-        dictionary: str = "DICT_4X4_50",
-        cube_size: float = 0.05,
-        marker_length: float = 0.04,
+        dictionary: str = MARKER_DICTIONARY,
+        cube_size: float = CUBE_SIZE,
+        marker_length: float = MARKER_LENGTH,
     ):
         self.intrinsics = intrinsics
         self.base_from_camera = np.asarray(base_from_camera, dtype=float)

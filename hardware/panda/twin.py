@@ -3,8 +3,8 @@
 * Arm and hand: :class:`TwinArmServer` starts :mod:`.twin_server` (franky-sim 1.0.4, the
   libfranka FR3 protocol) on a random 127.x.y.z address; the real franky driver connects to it.
 * Scene: :class:`TwinScene` is the simulator's pick scene (:func:`sim2online_envs.sim.panda.
-  build_scene`) with ArUco-textured cube faces (the textures made here with
-  ``cv2.aruco.generateImageMarker``) and an occluder plate for fault tests. It follows the
+  scene_spec`) with ArUco-textured cube faces (:func:`sim2online_envs.sim.panda.
+  add_marker_faces`, the simulator's own) and an occluder plate for fault tests. It follows the
   measured joints and gripper width of every read (the arm set kinematically along the
   interpolated path, the fingers servoed to the measured width with the hand's force limit) and
   simulates the cube, so the hand can push, grasp and lift it.
@@ -45,12 +45,7 @@ from sim2online_envs.hardware.panda.calibration import (
 )
 from sim2online_envs.hardware.panda.config import PandaHardwareConfig
 from sim2online_envs.hardware.panda.facts import HOME_QPOS
-from sim2online_envs.hardware.panda.markers import (
-    FACES,
-    CameraIntrinsics,
-    face_image,
-    marker_in_cube,
-)
+from sim2online_envs.hardware.panda.markers import CameraIntrinsics
 
 from sim2online_envs.vision import center_square_crop
 
@@ -127,50 +122,33 @@ class TwinArmServer:
                 process.stdout.close()
 
 
-def _capture_scene_spec(sim_config: Any) -> Any:
-    """The ``MjSpec`` :func:`build_scene` compiles (it returns only the model).
-
-    MjSpec.compile is wrapped for the duration of the call to keep the spec; the simulator
-    module would do better to offer the spec itself (see the report).
-    """
-    import mujoco
-
-    from sim2online_envs.sim.panda import build_scene
-
-    captured: list[Any] = []
-    original = mujoco.MjSpec.compile
-
-    def keep(self: Any, *args: Any, **kwargs: Any) -> Any:
-        captured.append(self)
-        return original(self, *args, **kwargs)
-
-    mujoco.MjSpec.compile = keep
-    try:
-        build_scene("cube", sim_config)
-    finally:
-        mujoco.MjSpec.compile = original
-    return captured[-1]
-
-
 class TwinScene:
     """The pick scene following the measured arm, with the marker cube and an occluder."""
 
     def __init__(
-        self, config: PandaHardwareConfig, width: int, height: int, sim_config: Any = None
+        self,
+        config: PandaHardwareConfig,
+        width: int,
+        height: int,
+        sim_config: Any = None,
+        hand_marker: tuple[int, float] | None = None,
     ):
         import mujoco
 
-        from sim2online_envs.sim.panda import PandaSimConfig
+        from sim2online_envs.sim.panda import PandaSimConfig, add_marker_faces, scene_spec
 
         self.mujoco = mujoco
         self.sim_config = sim_config or PandaSimConfig()
-        spec = _capture_scene_spec(self.sim_config)
+        spec = scene_spec("cube", self.sim_config)
         spec.visual.global_.offwidth = max(int(width), spec.visual.global_.offwidth)
         spec.visual.global_.offheight = max(int(height), spec.visual.global_.offheight)
         # No shadow pass: it triples the cost of a full-size frame on a software renderer, and
         # the cube's corners are found more precisely without the hand's shadow on them.
         spec.visual.quality.shadowsize = 0
-        self._add_markers(spec, config)
+        if not getattr(self.sim_config, "cube_markers", False):
+            add_marker_faces(spec, config.cube_size, config.marker_dictionary, config.marker_length)
+        if hand_marker is not None:
+            self._add_hand_marker(spec, config, *hand_marker)
         occluder = spec.worldbody.add_body(name="occluder", mocap=True, pos=[0, 0, -5])
         occluder.add_geom(
             type=mujoco.mjtGeom.mjGEOM_BOX,
@@ -201,53 +179,63 @@ class TwinScene:
         self.data.act[self.gripper_act_adr] = 0.08
         mujoco.mj_forward(self.model, self.data)
 
-    def _add_markers(self, spec: Any, config: PandaHardwareConfig) -> None:
+    def _add_hand_marker(
+        self, spec: Any, config: PandaHardwareConfig, marker_id: int, length: float
+    ) -> None:
+        """A calibration marker plate held at the TCP as ``calibration.marker_in_hand`` says."""
         import cv2
+        from sim2online_envs.hardware.panda.calibration import marker_in_hand
+
+        from sim2online_envs.robots.panda import TCP_OFFSET
 
         mujoco = self.mujoco
-        body = spec.body("object")
-        half = config.cube_size / 2
-        for marker_id in FACES:
-            gray = face_image(
-                marker_id, config.marker_dictionary, config.cube_size, config.marker_length
-            )
-            rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-            name = f"aruco{marker_id}"
-            texture = spec.add_texture(
-                name=name,
-                type=mujoco.mjtTexture.mjTEXTURE_2D,
-                width=rgb.shape[1],
-                height=rgb.shape[0],
-                nchannel=3,
-            )
-            texture.data = rgb.tobytes()
-            material = spec.add_material(name=name)
-            material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = name
-            frame = marker_in_cube(marker_id, config.cube_size)
-            right, up, normal = frame[:3, 0], frame[:3, 1], frame[:3, 2]
-            centre = normal * (half + 0.0003)
-            corners = [
-                centre - right * half + up * half,
-                centre + right * half + up * half,
-                centre + right * half - up * half,
-                centre - right * half - up * half,
-            ]
-            mesh = spec.add_mesh(
-                name=name,
-                uservert=np.asarray(corners).ravel().tolist(),
-                userface=[0, 2, 1, 0, 3, 2],
-                usertexcoord=[0, 0, 1, 0, 1, 1, 0, 1],
-            )
-            mesh.inertia = mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL
-            body.add_geom(
-                name=name,
-                type=mujoco.mjtGeom.mjGEOM_MESH,
-                meshname=name,
-                material=name,
-                contype=0,
-                conaffinity=0,
-                mass=1e-5,
-            )
+        side = length * 1.25  # the white border
+        pixels = 250
+        inner = round(pixels * length / side)
+        gray = np.full((pixels, pixels), 255, np.uint8)
+        start = (pixels - inner) // 2
+        gray[start : start + inner, start : start + inner] = cv2.aruco.generateImageMarker(
+            cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, config.marker_dictionary)),
+            marker_id,
+            inner,
+        )
+        rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+        texture = spec.add_texture(
+            name="calibration_marker",
+            type=mujoco.mjtTexture.mjTEXTURE_2D,
+            width=pixels,
+            height=pixels,
+            nchannel=3,
+        )
+        texture.data = rgb.tobytes()
+        material = spec.add_material(name="calibration_marker")
+        material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "calibration_marker"
+        frame = marker_in_hand()
+        right, up = frame[:3, 0], frame[:3, 1]
+        centre = np.array([0.0, 0.0, TCP_OFFSET]) + frame[:3, 3]  # the TCP in the hand frame
+        half = side / 2
+        corners = [
+            centre - right * half + up * half,
+            centre + right * half + up * half,
+            centre + right * half - up * half,
+            centre - right * half - up * half,
+        ]
+        mesh = spec.add_mesh(
+            name="calibration_marker",
+            uservert=np.asarray(corners).ravel().tolist(),
+            userface=[0, 2, 1, 0, 3, 2],
+            usertexcoord=[0, 0, 1, 0, 1, 1, 0, 1],
+        )
+        mesh.inertia = mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL
+        spec.body("hand").add_geom(
+            name="calibration_marker",
+            type=mujoco.mjtGeom.mjGEOM_MESH,
+            meshname="calibration_marker",
+            material="calibration_marker",
+            contype=0,
+            conaffinity=0,
+            mass=1e-5,
+        )
 
     # -- scene control -------------------------------------------------------------------------
 
@@ -418,7 +406,13 @@ class TwinCamera:
 class PandaTwin:
     """Everything ``hardware="twin"`` runs: franky-sim, the scene, the camera, a calibration."""
 
-    def __init__(self, config: PandaHardwareConfig, sim_config: Any = None, fps: int = 10):
+    def __init__(
+        self,
+        config: PandaHardwareConfig,
+        sim_config: Any = None,
+        fps: int = 10,
+        hand_marker: tuple[int, float] | None = None,
+    ):
         if config.driver != "franky":
             raise ValueError(
                 "the twin runs the franky driver only: panda-py's libfranka 0.9.2 speaks the "
@@ -426,6 +420,7 @@ class PandaTwin:
             )
         self.config = config
         self.fps = fps
+        self.hand_marker = hand_marker
         self.server = TwinArmServer()
         self.scene: TwinScene | None = None
         self.camera: TwinCamera | None = None
@@ -441,7 +436,7 @@ class PandaTwin:
         try:
             self.server.start()
             width, height = self.config.camera_width, self.config.camera_height
-            self.scene = TwinScene(self.config, width, height, None)
+            self.scene = TwinScene(self.config, width, height, None, self.hand_marker)
             save_calibration(self.scene.camera_calibration(width, height), self.calibration_path)
             self.camera = TwinCamera(self.scene, width, height, self.fps)
         except BaseException:

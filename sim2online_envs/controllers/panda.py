@@ -16,8 +16,13 @@ descend     above the object, tip not yet at its centre       object centre, ope
 close       tip at the object's centre                        stay, closed
 =========== ================================================= ==============================
 
-Actions are proportional to the tip's distance from the phase's target, saturated at the
-action bound, so the controller uses the env's action space like a policy does. It proves the
+Actions are proportional to the distance of the controller's tip target (the state's
+``tip_target``, what the arm is being driven to) from the phase's target, saturated at the action
+bound, so the controller uses the env's action space like a policy does. The phases follow the
+measured tip. Acting on the target rather than on the measured tip is what keeps the controller
+from winding up against an arm that lags (the real arm's Cartesian controller, the twin): the
+target settles where the phase wants it and the arm follows, instead of the target being pushed
+on for as long as the arm has not arrived. It proves the
 task solvable and the reward and success wiring right (tests), demonstrates the task
 (``sim2online demo``) and can collect an offline buffer with ``make_vec``.
 """
@@ -32,7 +37,7 @@ import numpy as np
 
 from sim2online_envs.controllers import ScriptedPolicy
 from sim2online_envs.core import TaskEnv
-from sim2online_envs.robots.panda import MAX_TIP_STEP
+from sim2online_envs.robots.panda import GRIPPER_CLOSE_SIGN, MAX_TIP_STEP
 
 __all__ = ["PandaScriptedController", "ScriptedPickConfig", "make_controller", "scripted_actions"]
 
@@ -61,14 +66,17 @@ def scripted_actions(
     object_pos: np.ndarray,
     goal: np.ndarray,
     config: ScriptedPickConfig | None = None,
+    tip_target: np.ndarray | None = None,
 ) -> np.ndarray:
     """(B, 4) float32 actions for a batch of worlds.
 
-    :param tip_pos: (B, 3) fingertip centres (m).
+    :param tip_pos: (B, 3) measured fingertip centres (m).
     :param gripper_holding: (B,) whether the closed gripper squeezes something (the state's
         ``gripper_holding``).
     :param object_pos: (B, 3) object centres (m).
     :param goal: (B, 3) goals (m).
+    :param tip_target: (B, 3) the tip targets the arm is driven to (the state's ``tip_target``);
+        the steps are computed from them (None: from the measured tips).
     """
     cfg = config or ScriptedPickConfig()
     tip = np.atleast_2d(np.asarray(tip_pos, dtype=np.float64))
@@ -99,8 +107,9 @@ def scripted_actions(
     close = held | at_object
 
     action = np.empty((tip.shape[0], 4), dtype=np.float32)
-    action[:, :3] = np.clip(cfg.gain * (target - tip) / cfg.max_tip_step, -1.0, 1.0)
-    action[:, 3] = np.where(close, 1.0, -1.0)
+    reference = tip if tip_target is None else np.atleast_2d(np.asarray(tip_target, np.float64))
+    action[:, :3] = np.clip(cfg.gain * (target - reference) / cfg.max_tip_step, -1.0, 1.0)
+    action[:, 3] = np.where(close, GRIPPER_CLOSE_SIGN, -GRIPPER_CLOSE_SIGN)
     return action
 
 
@@ -134,6 +143,7 @@ class PandaScriptedController(ScriptedPolicy):
             self.env.backend.privileged()["object_pos"],
             self.env.task_state["goal"],
             self.config,
+            tip_target=raw["tip_target"],
         )
         return action[0]
 

@@ -64,12 +64,17 @@ __all__ = [
     "COMMAND_KEYS",
     "CONTROLLER_MODULE",
     "CONTROL_DT",
+    "CUBE_SIZE",
     "FINGER_JOINT_NAMES",
     "FINGER_SPEED",
     "FINGER_TRAVEL",
     "GRASP_FORCE",
+    "GRIPPER_CLOSE_SIGN",
     "HOME_QPOS",
     "HOME_TIP_POS",
+    "MARKER_DICTIONARY",
+    "MARKER_FACES",
+    "MARKER_LENGTH",
     "MAX_GRIPPER_OPENING",
     "MAX_TARGET_LEAD",
     "MAX_TIP_STEP",
@@ -118,11 +123,11 @@ ARM_TORQUE_LIMITS = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])
 #: Fingertip centre (TCP) from the flange along the flange's z [m] (Franka Hand manual).
 TCP_OFFSET = 0.1034
 #: Home joint posture [rad]: TCP at :data:`HOME_TIP_POS`, hand pointing down, fingers along
-#: world y (solved once by DLS IK from Franka's "ready" posture; tests check it by forward
-#: kinematics).
-HOME_QPOS = np.array([0.0, -0.25943, 0.0, -2.43148, 0.0, 2.17205, 0.78540])
-#: TCP position at the home posture, world frame [m], above the table's centre.
-HOME_TIP_POS = np.array([0.45, 0.0, 0.30])
+#: world y (solved once by DLS IK; tests check it by forward kinematics).
+HOME_QPOS = np.array([0.0, 0.50203, 0.0, -1.75907, 0.0, 2.26110, 0.78540])
+#: TCP position at the home posture (the episode's start), world frame [m]: the study's start
+#: pose (its ``start_pos`` and the sim's ``low_home`` keyframe tip), 3 cm beyond the cube's row.
+HOME_TIP_POS = np.array([0.661, 0.0, 0.179])
 #: TCP orientation the Cartesian controller holds: x along world x, z straight down.
 TIP_DOWN_ROTATION = np.diag([1.0, -1.0, -1.0])
 
@@ -143,8 +148,12 @@ GRASP_FORCE = 70.0
 
 #: Control period [s]: 20 Hz-class Cartesian control (the study's Panda).
 CONTROL_DT = 0.05
-#: Tip target displacement per step at |a_i| = 1, per axis [m]: 2 cm per 50 ms = 0.4 m/s.
-MAX_TIP_STEP = 0.02
+#: Tip target displacement per step at |a_i| = 1, per axis [m]: the study's 5 mm per 50 ms
+#: (0.1 m/s; its ``action_scale``).
+MAX_TIP_STEP = 0.005
+#: The sign of the gripper action g that closes the hand: the study's ``a < 0`` closes
+#: (``pick_cartesian.py``: ``close_gripper = action[3] < 0``).
+GRIPPER_CLOSE_SIGN = -1.0
 #: The tip target never leads the measured tip by more than this per axis [m].
 MAX_TARGET_LEAD = 0.04
 #: Box the tip target is clamped to [m], world frame: all of it reachable with the hand pointing
@@ -152,16 +161,36 @@ MAX_TARGET_LEAD = 0.04
 WORKSPACE_LOW = (0.30, -0.30, 0.015)
 WORKSPACE_HIGH = (0.68, 0.30, 0.35)
 
+# -- the cube ------------------------------------------------------------------------------------
+
+#: Edge of the cube to pick [m] (the study's 50 mm cube).
+CUBE_SIZE = 0.05
+#: The cube's ArUco markers: one per face, ids 0-5 of this OpenCV dictionary, the black square
+#: this long [m], centred on its face with a white border.
+MARKER_DICTIONARY = "DICT_4X4_50"
+MARKER_LENGTH = 0.04
+#: Marker id -> (face normal, the marker image's "up"), in the cube frame (x forward, z up when
+#: resting): 0 +x, 1 -x, 2 +y, 3 -y (up toward +z), 4 on top, 5 underneath (up toward +x).
+MARKER_FACES: dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    0: ((1, 0, 0), (0, 0, 1)),
+    1: ((-1, 0, 0), (0, 0, 1)),
+    2: ((0, 1, 0), (0, 0, 1)),
+    3: ((0, -1, 0), (0, 0, 1)),
+    4: ((0, 0, 1), (1, 0, 0)),
+    5: ((0, 0, -1), (1, 0, 0)),
+}
+
 # -- camera --------------------------------------------------------------------------------------
 
-#: The Intel RealSense D455 in front of the robot, a little to its left, looking back and down
-#: at the workspace, about 0.6 m from the cube region. The colour sensor sees about 90 x 65
-#: deg; the centre square crop the policy gets spans its full 65 deg height, resized to 64 px.
+#: The study's Intel RealSense D455: in front of the robot at (0.915, -0.02, 0.32) m, looking
+#: back at it, 29 deg down (its sim camera ``euler="0 1.0646 1.5708"``, radians: the optical
+#: axis meets the table top at (0.338, -0.02, 0)), with a 60 deg vertical field of view of the
+#: centre square the policy gets, resized to 64 px (``mjx_single_cube_camera.xml``).
 CAMERA = CameraSpec(
     name="d455",
-    pos=(1.05, 0.15, 0.38),
-    target=(0.48, 0.0, 0.14),
-    fovy=65.0,
+    pos=(0.915, -0.02, 0.32),
+    target=(0.33777, -0.02, 0.0),
+    fovy=60.0,
     crop="center_square",
     image_size=64,
     grayscale=True,

@@ -54,15 +54,27 @@ import mujoco.batch
 import numpy as np
 
 from sim2online_envs.core import Backend, Batch, SimReadings
+from sim2online_envs.kinematics import dls_step
 from sim2online_envs.robots import panda as panda_robot
 from sim2online_envs.robots.panda import (
     ARM_JOINT_NAMES,
     CAMERA,
+    CUBE_SIZE,
     FINGER_JOINT_NAMES,
     HOME_QPOS,
     HOME_TIP_POS,
+    MARKER_DICTIONARY,
+    MARKER_FACES,
+    MARKER_LENGTH,
     MAX_GRIPPER_OPENING,
     TIP_DOWN_ROTATION,
+)
+from sim2online_envs.vision import (
+    face_image,
+    load_calibration,
+    marker_in_cube,
+    mujoco_camera,
+    policy_image,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,8 +87,11 @@ __all__ = [
     "ObjectSpec",
     "PandaSimConfig",
     "PandaVectorBackend",
+    "add_marker_faces",
     "build_scene",
+    "camera_pose",
     "check_model",
+    "scene_spec",
     "write_robot_facts",
 ]
 
@@ -123,7 +138,7 @@ class ObjectSpec:
 OBJECTS: dict[str, ObjectSpec] = {
     "cube": ObjectSpec(
         kind="box",
-        size=0.05,
+        size=CUBE_SIZE,
         mass=0.1,
         friction=(1.0, 0.005, 0.0001),
         solref=(0.004, 1.0),
@@ -165,9 +180,14 @@ class PandaSimConfig:
     #: the robot, a little to its left, looking back and down at the workspace.
     camera_pos: tuple[float, float, float] = CAMERA.pos
     camera_target: tuple[float, float, float] = CAMERA.target
+    #: A calibration file (``sim2online calibrate panda-camera``): when given, the D455's pose
+    #: and field of view come from it (:func:`sim2online_envs.vision.mujoco_camera`: the
+    #: calibrated camera pose, the fovy of the policy's crop) instead of the three fields above,
+    #: so the simulator renders from where the user's camera stands.
+    camera_calibration: str | None = None
     #: Region the object's centre is placed in at reset (x, y), and its yaw range (+-rad).
-    object_xy_low: tuple[float, float] = (0.38, -0.15)
-    object_xy_high: tuple[float, float] = (0.58, 0.15)
+    object_xy_low: tuple[float, float] = (0.50, -0.10)
+    object_xy_high: tuple[float, float] = (0.65, 0.10)
     object_yaw_range: float = math.pi / 6
     #: Differential IK: damping (m), orientation gain, null-space gain toward the home posture,
     #: and the largest position error one IK step acts on (m).
@@ -256,8 +276,29 @@ def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
     return quat
 
 
+def camera_pose(config: PandaSimConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """The D455's position (m), quaternion (w, x, y, z) and fovy (deg) for ``config``: from its
+    calibration file when it names one, else from ``camera_pos``, ``camera_target`` and
+    ``camera_fovy``."""
+    if config.camera_calibration is not None:
+        return mujoco_camera(load_calibration(config.camera_calibration))
+    pos = np.array(config.camera_pos, dtype=np.float64)
+    return pos, _look_at_quat(pos, np.array(config.camera_target)), float(config.camera_fovy)
+
+
 def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> mujoco.MjModel:
-    """Compile the pick scene: table, robot, object, goal marker, cameras, lights."""
+    """Compile the pick scene of :func:`scene_spec` and check it against the robot module."""
+    model = scene_spec(object, config).compile()
+    check_model(model)
+    return model
+
+
+def scene_spec(object: str = "cube", config: PandaSimConfig | None = None) -> mujoco.MjSpec:
+    """The pick scene as an ``MjSpec``: table, robot, object, goal marker, cameras, lights.
+
+    :func:`build_scene` compiles it; the twin (:mod:`sim2online_envs.hardware.panda.twin`) adds
+    its occluder before compiling.
+    """
     if object not in OBJECTS:
         raise ValueError(f"object must be one of {sorted(OBJECTS)}, got {object!r}")
     config = config or PandaSimConfig()
@@ -327,12 +368,8 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
         specular=[0.0, 0.0, 0.0],
         castshadow=False,
     )
-    world.add_camera(
-        name=CAMERA.name,
-        pos=list(config.camera_pos),
-        quat=list(_look_at_quat(np.array(config.camera_pos), np.array(config.camera_target))),
-        fovy=config.camera_fovy,
-    )
+    cam_pos, cam_quat, cam_fovy = camera_pose(config)
+    world.add_camera(name=CAMERA.name, pos=list(cam_pos), quat=list(cam_quat), fovy=cam_fovy)
     overview_pos = np.array([1.15, -0.75, 0.7])
     world.add_camera(
         name="overview",
@@ -360,9 +397,63 @@ def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> m
     # The goal: a translucent marker (site group 5) that only the overview camera shows.
     goal = world.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.2])
     goal.add_site(name="goal", size=[0.02, 0.0, 0.0], rgba=[0.1, 0.8, 0.2, 0.5], group=5)
-    model = spec.compile()
-    check_model(model)
-    return model
+    return spec
+
+
+def add_marker_faces(
+    spec: mujoco.MjSpec,
+    cube_size: float = CUBE_SIZE,
+    dictionary: str = MARKER_DICTIONARY,
+    marker_length: float = MARKER_LENGTH,
+    pixels: int = 250,
+) -> None:
+    """Texture the faces of the spec's cube (body "object") with its ArUco markers.
+
+    Each face gets a thin visual-only square just outside the cube, textured with
+    :func:`sim2online_envs.vision.face_image` (the printed sheet's image) in the layout of
+    :data:`~sim2online_envs.robots.panda.MARKER_FACES`.
+    """
+    body = spec.body("object")
+    half = cube_size / 2
+    for marker_id in MARKER_FACES:
+        gray = face_image(marker_id, dictionary, cube_size, marker_length, pixels)
+        rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+        name = f"aruco{marker_id}"
+        texture = spec.add_texture(
+            name=name,
+            type=mujoco.mjtTexture.mjTEXTURE_2D,
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            nchannel=3,
+        )
+        texture.data = rgb.tobytes()
+        material = spec.add_material(name=name)
+        material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = name
+        frame = marker_in_cube(marker_id, cube_size)
+        right, up, normal = frame[:3, 0], frame[:3, 1], frame[:3, 2]
+        centre = normal * (half + 0.0003)
+        corners = [
+            centre - right * half + up * half,
+            centre + right * half + up * half,
+            centre + right * half - up * half,
+            centre - right * half - up * half,
+        ]
+        mesh = spec.add_mesh(
+            name=name,
+            uservert=np.asarray(corners).ravel().tolist(),
+            userface=[0, 2, 1, 0, 3, 2],
+            usertexcoord=[0, 0, 1, 0, 1, 1, 0, 1],
+        )
+        mesh.inertia = mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL
+        body.add_geom(
+            name=name,
+            type=mujoco.mjtGeom.mjGEOM_MESH,
+            meshname=name,
+            material=name,
+            contype=0,
+            conaffinity=0,
+            mass=1e-5,
+        )
 
 
 def write_robot_facts(spec: mujoco.MjSpec) -> None:
@@ -756,28 +847,29 @@ class PandaVectorBackend(Backend):
         axes = self._xaxis[:, self._arm_joint_ids]
         jac_pos = np.cross(axes, tip[:, None, :] - anchors).transpose(0, 2, 1)  # (N, 3, 7)
         jac = np.concatenate([jac_pos, axes.transpose(0, 2, 1)], axis=1)  # (N, 6, 7)
-
-        err_pos = tip_target - tip
-        norm = np.linalg.norm(err_pos, axis=1, keepdims=True)
-        err_pos = err_pos * np.minimum(1.0, cfg.ik_max_error / np.maximum(norm, 1e-12))
-        # Rotation error (axis * angle for small errors): 0.5 * sum_i r_i x r_i^desired.
-        err_rot = 0.5 * np.cross(rot, TIP_DOWN_ROTATION[None], axis=1).sum(axis=2)
-        err = np.concatenate([err_pos, cfg.ik_orientation_gain * err_rot], axis=1)
-
-        jjt = jac @ jac.transpose(0, 2, 1) + cfg.ik_damping**2 * np.eye(6)
-        pinv = jac.transpose(0, 2, 1) @ np.linalg.inv(jjt)  # (N, 7, 6)
-        dq = (pinv @ err[:, :, None])[:, :, 0]
-        null = np.eye(7) - pinv @ jac
-        dq += (null @ (cfg.ik_nullspace_gain * (HOME_QPOS - q))[:, :, None])[:, :, 0]
-        return np.clip(q + dq, self._arm_lo, self._arm_hi)
+        q_target = dls_step(
+            q,
+            tip,
+            rot,
+            jac,
+            tip_target,
+            TIP_DOWN_ROTATION,
+            HOME_QPOS,
+            damping=cfg.ik_damping,
+            max_error=cfg.ik_max_error,
+            nullspace_gain=cfg.ik_nullspace_gain,
+            orientation_gain=cfg.ik_orientation_gain,
+        )
+        return np.clip(q_target, self._arm_lo, self._arm_hi)
 
     # ------------------------------------------------------------------ rendering
 
     def render_pixels(self, world: int) -> np.ndarray:
         """The (S, S, 1) uint8 grayscale D455 image of world ``world`` at its current state.
 
-        Rendered at ``pixel_supersample`` times S, made grayscale, area-averaged down to S x S
-        (``cv2.INTER_AREA``) and scaled by the world's brightness factor. Every world is drawn
+        Rendered at ``pixel_supersample`` times S, then :func:`sim2online_envs.vision.policy_image`
+        (the real camera's pipeline): grayscale, area-averaged down to S x S
+        (``cv2.INTER_AREA``), scaled by the world's brightness factor. Every world is drawn
         alone, at the same place of one renderer's buffer, so a world's image does not depend on
         how many worlds the backend holds. (Drawing 64 worlds side by side into one buffer, read
         back once, changed one or two pixels in 2 or 3 of the 64 frames on llvmpipe, by up to 26
@@ -793,11 +885,7 @@ class PandaVectorBackend(Backend):
         self._load_render_world(world)
         self._pixel_renderer.update_scene(self._render_data, camera=self._camera)
         rgb = self._pixel_renderer.render(out=self._pixel_rgb)
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if gray.shape[0] != size:
-            gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
-        gray = cv2.convertScaleAbs(gray, alpha=float(self._brightness[world]))
-        return gray[:, :, None]
+        return policy_image(rgb, size, brightness=float(self._brightness[world]))
 
     def set_object_pose(self, world: int, pos: np.ndarray, quat: np.ndarray | None = None) -> Batch:
         """Teleport the object of one world at rest (tests, debugging); return the state."""

@@ -72,7 +72,7 @@ class PandaTaskConfig:
     max_episode_steps: int = 250
     #: Side of the square grayscale image (px).
     image_size: int = panda_robot.CAMERA.image_size
-    #: Tip displacement per step at |a_i| = 1 (m), per axis: 2 cm per 50 ms step = 0.4 m/s.
+    #: Tip displacement per step at |a_i| = 1 (m), per axis: the study's 5 mm per 50 ms step.
     max_tip_step: float = panda_robot.MAX_TIP_STEP
     #: The tip target never leads the measured tip by more than this per axis (m): pressing
     #: against the table or an object does not wind the target up.
@@ -211,7 +211,8 @@ class PandaPickTask(Task):
 
     Actions (B, 4) in [-1, 1]: (dx, dy, dz) scaled by ``max_tip_step`` and added to the
     controller's tip target (clamped to lead the measured tip by at most ``max_target_lead`` and
-    to the workspace box); g > 0 closes the gripper, g <= 0 opens it.
+    to the workspace box); g < 0 closes the gripper, g >= 0 opens it (the study's sign,
+    ``GRIPPER_CLOSE_SIGN`` of the robot module).
     """
 
     robot: ClassVar[str] = panda_robot.NAME
@@ -263,7 +264,8 @@ class PandaPickTask(Task):
         target = state["tip_target"] + cfg.max_tip_step * action[:, :3]
         target = np.clip(target, tip - cfg.max_target_lead, tip + cfg.max_target_lead)
         target = np.clip(target, self._workspace_low, self._workspace_high)
-        return {"tip_target": target, "gripper_closed": (action[:, 3] > 0).astype(np.float64)}
+        closed = panda_robot.GRIPPER_CLOSE_SIGN * action[:, 3] > 0
+        return {"tip_target": target, "gripper_closed": closed.astype(np.float64)}
 
     def observe(self, state: Batch, task_state: Batch) -> Batch:
         """``pixels`` (B, S, S, 1) uint8 and ``state`` (B, 4): tip xyz (m), opening (m)."""
