@@ -42,10 +42,10 @@ class PandaEnv(TaskEnv):
 
     | Num | Action | Min | Max | Meaning                                                   |
     |-----|--------|-----|-----|-----------------------------------------------------------|
-    | 0   | dx     | -1  | 1   | tip target step along world x, times 0.02 m                |
-    | 1   | dy     | -1  | 1   | tip target step along world y, times 0.02 m                |
-    | 2   | dz     | -1  | 1   | tip target step along world z, times 0.02 m                |
-    | 3   | g      | -1  | 1   | g > 0 closes the gripper, g <= 0 opens it (see below)      |
+    | 0   | dx     | -1  | 1   | tip target step along world x, times 0.005 m               |
+    | 1   | dy     | -1  | 1   | tip target step along world y, times 0.005 m               |
+    | 2   | dz     | -1  | 1   | tip target step along world z, times 0.005 m               |
+    | 3   | g      | -1  | 1   | g < 0 closes the gripper, g >= 0 opens it (the study's)    |
 
     The step is added to the controller's tip target, which is then held within 0.04 m of the
     measured tip per axis (no wind-up against the table) and clamped to the workspace box
@@ -94,9 +94,9 @@ class PandaEnv(TaskEnv):
 
     ## Starting State
 
-    The arm at its home posture (fingertip centre at (0.45, 0, 0.30) m, hand pointing down,
-    fingers along y, gripper open). The cube rests on the table at x ~ U(0.38, 0.58),
-    y ~ U(-0.15, 0.15) m with yaw ~ U(-30, 30) deg. The goal is above the cube's start at a
+    The arm at its home posture (fingertip centre at the study's start (0.661, 0, 0.179) m, hand
+    pointing down, fingers along y, gripper open). The cube rests on the table at x ~ U(0.50, 0.65),
+    y ~ U(-0.10, 0.10) m with yaw ~ U(-30, 30) deg. The goal is above the cube's start at a
     height ~ U(0.10, 0.20) m above the table (the goal is not observed, so by default it is
     reached by lifting the cube straight up; ``goal_xy_offset_low/high`` in the task config move
     it sideways). With ``domain_randomization`` each reset also draws the two lights' positions
