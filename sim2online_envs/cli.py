@@ -1,5 +1,6 @@
 """Command line: ``sim2online demo`` runs every sim robot with its scripted controller;
-``sim2online check <robot>`` runs a real robot's (or its twin's) pre-flight checks.
+``sim2online check <robot>`` runs a real robot's (or its twin's) pre-flight checks;
+``sim2online calibrate panda-camera [--twin]`` calibrates the Panda's camera.
 
 The demo is the package's main job on its embedded default (no hardware attached): for each
 robot it runs one seeded episode with the privileged scripted controller and writes a PNG strip
@@ -152,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sysid.add_argument("--out", type=Path, default=Path("racecar_sysid.toml"), help="preset file")
     sysid.add_argument("--base", default=robots.racecar.DEFAULT_PRESET, help="preset to fit from")
     sysid.add_argument("--mass", type=float, default=None, help="weighed mass, kg (not fitted)")
+    calibrate = sub.add_parser("calibrate", help="calibrate a real robot's camera (or its twin's)")
+    calibrate.add_argument("target", choices=["panda-camera"], help="what to calibrate")
+    calibrate.add_argument("--twin", action="store_true", help="calibrate the twin's camera")
+    calibrate.add_argument("--poses", type=int, default=12, help="arm poses to visit")
+    calibrate.add_argument("--method", choices=["pnp", "handeye"], default="pnp")
+    calibrate.add_argument("--out", type=Path, default=None, help="calibration file to write")
+    calibrate.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE"
+    )
     from sim2online_envs.train import add_subcommands
 
     add_subcommands(sub)  # pretrain, finetune, evaluate
@@ -161,6 +171,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.job(args)
     if args.command == "check":
         return run_check(args.robot, "twin" if args.twin else "real", args.settings)
+    if args.command == "calibrate":
+        from sim2online_envs.hardware.panda.calibration import run_calibration
+
+        _, path, report = run_calibration(
+            hardware="twin" if args.twin else "real",
+            poses=args.poses,
+            method=args.method,
+            out=args.out,
+            **dict(_setting(item) for item in args.settings),
+        )
+        logger.info("panda-camera calibration written to %s: %s", path, report)
+        return 0
     if args.command == "sysid":
         from sim2online_envs.sysid import sysid_racecar
 
