@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sim2online_envs.train import add_subcommands
 
     add_subcommands(sub)  # pretrain, finetune, evaluate
+    from sim2online_envs.agents.distributed_cli import add_subcommands as add_distributed
+
+    add_distributed(sub)  # learner, actor (agents.distributed, docs/distributed.md)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "job", None) is not None:
