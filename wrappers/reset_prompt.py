@@ -435,9 +435,9 @@ class DriveBackReset(AutoReset):
 class PandaHomeReset(AutoReset):
     """Panda: open the gripper and move the tip back to ``home``, through the env's own action.
 
-    Relies on the state key ``tip_pos`` and the action (Δx, Δy, Δz, g), g <= 0 opening the
-    gripper; a unit action moves the target by the task's ``max_tip_step`` (m). The default
-    home is the sim's home posture's tip (0.45, 0, 0.30) m, above the table's centre.
+    Relies on the state key ``tip_pos`` and the action (Δx, Δy, Δz, g), g of the sign opposite
+    to the robot module's ``GRIPPER_CLOSE_SIGN`` opening the gripper; a unit action moves the
+    target by the task's ``max_tip_step`` (m). The default home is the robot module's home tip.
     """
 
     home: tuple[float, float, float] = tuple(robots.panda.HOME_TIP_POS.tolist())
@@ -457,7 +457,8 @@ class PandaHomeReset(AutoReset):
             if np.linalg.norm(error) < self.tolerance:
                 return True
             delta = np.clip(error / step, -1.0, 1.0)
-            base.step(np.array([*delta, -1.0], dtype=np.float32))
+            opening = -robots.panda.GRIPPER_CLOSE_SIGN
+            base.step(np.array([*delta, opening], dtype=np.float32))
         logger.warning(
             "Panda auto reset did not reach %s within %d steps", self.home, self.max_steps
         )
