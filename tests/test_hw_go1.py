@@ -226,3 +226,27 @@ def test_check_against_the_twin() -> None:
     failed = run_checks(robot_ip="127.0.0.1", robot_port=9, local_port=0, connect_timeout=0.3)
     assert failed[-1][0] == "robot answers" and not failed[-1][1]
     assert "127.0.0.1:9" in failed[-1][2]
+
+
+def test_sb3_policy_trained_in_sim_runs_whole_episode_on_the_twin() -> None:
+    """A policy trained on SimGo1-v0 (briefly: this checks the hand-off, not the skill) runs a
+    whole episode on the twin through SB3's own predict, as a user's script would."""
+    sb3 = pytest.importorskip("stable_baselines3")
+
+    sim = gym.make("SimGo1-v0")
+    model = sb3.SAC("MlpPolicy", sim, learning_starts=64, batch_size=64, seed=0, device="cpu")
+    model.learn(total_timesteps=150)
+    sim.close()
+    real = _make(steps=60)
+    try:
+        obs, _ = real.reset(seed=5)
+        for _ in range(61):
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, info = real.step(action)
+            assert _finite(obs, reward)
+            if terminated or truncated:
+                break
+        # The episode ends as in simulation: its time limit, or a fall (a termination).
+        assert terminated or info["truncation_reason"] == "time_limit", info
+    finally:
+        real.close()
