@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from sim2online_envs.hardware.settings import env_prefix, resolve_settings
 
 from sim2online_envs.robots.panda import CUBE_SIZE, MARKER_DICTIONARY, MARKER_LENGTH
 
-__all__ = ["DRIVERS", "PandaHardwareConfig", "config_path", "resolve_config"]
+__all__ = ["DRIVERS", "ENV_PREFIX", "PandaHardwareConfig", "resolve_config"]
 
 #: Arm drivers: franky (libfranka 0.21, Franka Research 3) and panda-py (libfranka 0.9.2, the
 #: older Panda / FER). See docs/hardware/panda.md for which arm takes which.
 DRIVERS = ("franky", "panda_py")
 
 ARM_MODES = ("joint", "impedance", "motion")
-ENV_PREFIX = "SIM2ONLINE_PANDA_"
+ENV_PREFIX = env_prefix("panda")
 TABLE = "panda"
 
 
@@ -119,55 +117,7 @@ class PandaHardwareConfig:
         return Path(os.path.expanduser(self.calibration))
 
 
-def config_path() -> Path:
-    """The TOML file the settings are read from (it may not exist)."""
-    raw = os.environ.get("SIM2ONLINE_CONFIG", "~/.config/sim2online/hardware.toml")
-    return Path(os.path.expanduser(raw))
-
-
-def _known() -> dict[str, Any]:
-    hints = typing.get_type_hints(PandaHardwareConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(PandaHardwareConfig)}
-
-
-def _check_keys(keys: Any, where: str, known: Mapping[str, Any]) -> None:
-    unknown = sorted(set(keys) - set(known))
-    if unknown:
-        raise TypeError(f"{where}: unknown Panda settings {unknown}; known: {sorted(known)}")
-
-
-def _coerce(name: str, kind: Any, value: Any, where: str) -> Any:
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if kind is int:
-            return int(value)
-        if kind is float:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {name}={value!r} is not a {kind.__name__}") from None
-
-
 def resolve_config(**kwargs: Any) -> PandaHardwareConfig:
-    """The settings from keyword arguments > environment > TOML > defaults."""
-    known = _known()
-    _check_keys(kwargs, "keyword arguments", known)
-    values: dict[str, Any] = {}
-    path = config_path()
-    if path.is_file():
-        with path.open("rb") as handle:
-            table = tomllib.load(handle).get(TABLE, {})
-        if not isinstance(table, Mapping):
-            raise TypeError(f"{path}: [{TABLE}] must be a table")
-        _check_keys(table, f"{path} [{TABLE}]", known)
-        values.update({k: _coerce(k, known[k], v, str(path)) for k, v in table.items()})
-    env_keys = [key for key in os.environ if key.startswith(ENV_PREFIX)]
-    env_names = {key[len(ENV_PREFIX) :].lower(): key for key in env_keys}
-    _check_keys(env_names, "environment", known)
-    for name, key in env_names.items():
-        values[name] = _coerce(name, known[name], os.environ[key], key)
-    values.update({k: _coerce(k, known[k], v, "keyword") for k, v in kwargs.items()})
-    return PandaHardwareConfig(**values)
+    """The settings from keyword arguments > environment > TOML > defaults
+    (:func:`sim2online_envs.hardware.settings.resolve_settings`)."""
+    return resolve_settings(PandaHardwareConfig, TABLE, kwargs)
