@@ -130,19 +130,16 @@ def start_engine(num_cpus: int | None = None) -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def connect_engine(address: str, timeout_s: float = 30.0) -> None:
-    """Join a learner server as a Ray Client (``ray://HOST:PORT``); no-op when connected."""
+def connect_engine(address: str) -> None:
+    """Join a learner server as a Ray Client (``ray://HOST:PORT``); no-op when connected.
+
+    Ray Client retries the connection for about 30 s before ``ray.init`` raises."""
     ray = _ray()
     if ray.is_initialized():
         return
     loopback_environment()
     host, port = parse_address(address)
-    ray.init(
-        f"ray://{host}:{port}",
-        namespace=NAMESPACE,
-        log_to_driver=False,
-        _connect_timeout=int(timeout_s),
-    )
+    ray.init(f"ray://{host}:{port}", namespace=NAMESPACE)
 
 
 def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -284,6 +281,19 @@ def episode_key(episode: dict[str, np.ndarray]) -> tuple[str, int]:
 # -- the actor's spool ---------------------------------------------------------------------------
 
 
+def _replace_file(path: pathlib.Path, write: Any) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path`` (no fsync)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+
+
 class EpisodeSpool:
     """Finished episodes of one actor on disk until the learner has them in a checkpoint.
 
@@ -302,16 +312,31 @@ class EpisodeSpool:
         return self.directory / f"episode-{seq:08d}.npz"
 
     def take_seq(self) -> int:
-        """The next sequence number, persisted before it is used."""
+        """The next sequence number, recorded before it is used."""
         seq = self._next
         self._next += 1
-        text = str(self._next).encode()
-        atomic_write(self.directory / "next_seq", lambda file: file.write(text))
+        _replace_file(
+            self.directory / "next_seq", lambda file: file.write(str(self._next).encode())
+        )
         return seq
 
     def put(self, episode: dict[str, np.ndarray]) -> None:
+        """Write the episode (renamed into place; :meth:`make_durable` fsyncs it later, off the
+        control thread: a process crash keeps it, a power cut may lose the newest)."""
         _, seq = episode_key(episode)
-        atomic_write(self._path(seq), lambda file: np.savez(file, **episode))
+        _replace_file(self._path(seq), lambda file: np.savez(file, **episode))
+
+    def make_durable(self, seq: int) -> None:
+        """fsync the episode, the counter and the folder (before the episode is sent)."""
+        for path in (self._path(seq), self.directory / "next_seq"):
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as file:
+                os.fsync(file.fileno())
+        with contextlib.suppress(OSError):
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def get(self, seq: int) -> dict[str, np.ndarray]:
         with np.load(self._path(seq), allow_pickle=False) as data:
@@ -532,14 +557,20 @@ class _LearnerService:
         checkpoint_every: int = 1,
         threads: int = 1,
         device: str = "auto",
+        nice: int = 10,
     ):
         th.set_num_threads(max(int(threads), 1))
+        if nice:
+            # Below the control loop where both share a machine: the robot's ticks come first.
+            with contextlib.suppress(OSError):
+                os.nice(nice)
         self.core = LearnerCore(algorithm, checkpoint_dir, checkpoint_every, device)
         self._lock = threading.Lock()
         self._queue: queue.Queue[dict[str, np.ndarray]] = queue.Queue()
         self._busy = False
         self._error: str | None = None
         self._stop = threading.Event()
+        self._published = threading.Condition()
         self._thread = threading.Thread(target=self._train_loop, name="learner", daemon=True)
         self._thread.start()
 
@@ -553,6 +584,8 @@ class _LearnerService:
                 self._busy = True
             try:
                 self.core.process(episode)
+                with self._published:
+                    self._published.notify_all()
                 if self.core.due_checkpoint():
                     self.core.checkpoint()
             except Exception as error:  # reported through stats(); the service keeps serving
@@ -585,6 +618,16 @@ class _LearnerService:
         """The latest weights if their version is above ``newer_than``, else None."""
         current = self.core.weights
         return current if int(current["meta/version"]) > newer_than else None
+
+    def wait_weights(self, newer_than: int, timeout_s: float) -> dict[str, np.ndarray] | None:
+        """Like :meth:`weights`, waiting (at most ``timeout_s``) for a version above
+        ``newer_than``: actors long-poll, so a publication reaches them at once."""
+        with self._published:
+            self._published.wait_for(
+                lambda: int(self.core.weights["meta/version"]) > newer_than,
+                timeout=min(max(timeout_s, 0.0), 5.0),
+            )
+        return self.weights(newer_than)
 
     def stats(self) -> dict[str, Any]:
         core = self.core
@@ -628,7 +671,7 @@ class _LearnerService:
 def learner_actor_class() -> Any:
     """The Ray actor class of the learner (restarted by Ray after a crash: ``max_restarts``)."""
     ray = _ray()
-    return ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=8, num_cpus=0)(
+    return ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0)(
         _LearnerService
     )
 
@@ -644,11 +687,15 @@ def spawn_learner(
     detached: bool = False,
 ) -> Any:
     """Start a learner process from ``model`` (saved as the checkpoint's first generation unless
-    ``checkpoint_dir`` already holds one: then that is resumed). Returns the Ray actor handle."""
+    ``checkpoint_dir`` already holds one: then that is resumed; ``model`` may then be the
+    algorithm class). Returns the Ray actor handle."""
     checkpoint_dir = pathlib.Path(checkpoint_dir)
+    cls = model if isinstance(model, type) else type(model)
     try:
         read_manifest(checkpoint_dir)
     except FileNotFoundError:
+        if isinstance(model, type):
+            raise
         save_checkpoint(model, checkpoint_dir)
     options: dict[str, Any] = {"name": name or f"{LEARNER_NAME}-{uuid.uuid4().hex[:8]}"}
     if detached:
@@ -656,7 +703,7 @@ def spawn_learner(
     return (
         learner_actor_class()
         .options(**options)
-        .remote(algorithm_path(type(model)), str(checkpoint_dir), checkpoint_every, threads, device)
+        .remote(algorithm_path(cls), str(checkpoint_dir), checkpoint_every, threads, device)
     )
 
 
@@ -673,7 +720,8 @@ class LearnerLink:
         learner_name: str,
         actor_id: str,
         spool: EpisodeSpool,
-        poll_s: float = 0.05,
+        poll_s: float = 0.01,
+        long_poll_s: float = 0.3,
         call_timeout_s: float = 10.0,
         resend_after_s: float = 5.0,
     ):
@@ -681,6 +729,7 @@ class LearnerLink:
         self.actor_id = actor_id
         self.spool = spool
         self.poll_s = poll_s
+        self.long_poll_s = long_poll_s
         self.call_timeout_s = call_timeout_s
         self.resend_after_s = resend_after_s
         self._handle: Any = None
@@ -758,19 +807,20 @@ class LearnerLink:
             if now - self._sent_at.get(seq, -np.inf) < self.resend_after_s:
                 continue
             try:
+                self.spool.make_durable(seq)
                 episode = self.spool.get(seq)
             except FileNotFoundError:
                 continue
             self._call("submit", episode)
             self._sent_at[seq] = time.monotonic()
-        if int(status["version"]) > self._weights_version:
-            weights = self._call("weights", self._weights_version)
-            if weights is not None:
-                check_plain(weights, "weights")
-                self.publish_latency_s.append(time.time() - float(weights["meta/published_at"]))
-                with self._lock:
-                    self._weights_version = int(weights["meta/version"])
-                    self._weights = weights
+        # Long poll: returns as soon as the learner publishes, else after long_poll_s.
+        weights = self._call("wait_weights", self._weights_version, self.long_poll_s)
+        if weights is not None:
+            check_plain(weights, "weights")
+            self.publish_latency_s.append(time.time() - float(weights["meta/published_at"]))
+            with self._lock:
+                self._weights_version = int(weights["meta/version"])
+                self._weights = weights
 
     def wait_committed(self, timeout_s: float) -> bool:
         """Block (bounded) until no episode is left in the spool."""
@@ -884,6 +934,8 @@ class ProcessLearner:
         self.staging = EpisodeRecorder()
         self.version = 0
         self.versions: list[int] = []
+        #: the learner's gradient steps known at each boundary (what the acting policy has had)
+        self.boundary_updates: list[int] = []
         self.episodes_sent = 0
         self.jobs_started = 0
         self.boundaries_busy = 0
@@ -931,6 +983,7 @@ class ProcessLearner:
             self._swap(weights)
         else:
             self.boundaries_busy += 1
+        self.boundary_updates.append(int(self.model._n_updates))
 
     def _wait_for_training(self, seq: int, timeout_s: float = 600.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -9,13 +9,18 @@ boundary (reset plus, in synchronous mode, the K gradient steps). Run::
     .venv/bin/python benchmarks/agents_latency.py --paper            # BRO 512, K = 2500
 
 and read the table: with ``async_updates=True`` the boundary costs a weight copy instead of K
-gradient steps, at the price of some jitter inside episodes while the learner thread runs.
+gradient steps, at the price of some jitter inside episodes while the learner thread runs; with
+``async_updates="process"`` (``--modes process``, needs Ray) the learner runs in a process of its
+own (agents.distributed) and the loop shares no interpreter with it. For that mode the table
+also gives the gradient steps per episode the learner had done by the last episode's end and
+after ``learn`` returned (it waits for the learner), and the weight-publish latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -66,7 +71,8 @@ class RealTimeRobot(gym.Wrapper):
 def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
     env = RealTimeRobot(gym.make("SimRaceCar-v0"), 1 / 60)
     recipe = paper_recipe("racecar", buffer_size=100_000)
-    recipe.update(warm_start_steps=0, async_updates=(mode == "async"), seed=0)
+    async_updates: bool | str = {"sync": False, "async": True, "process": "process"}[mode]
+    recipe.update(warm_start_steps=0, async_updates=async_updates, seed=0)
     if not args.paper:
         recipe.update(gradient_steps=args.gradient_steps, batch_size=args.batch_size)
         recipe["policy_kwargs"].update(critic_width=args.critic_width, net_arch=[256, 256])
@@ -75,6 +81,14 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
     start = time.perf_counter()
     model.learn(250 * episodes)
     wall = time.perf_counter() - start
+    during, publish_ms = float("nan"), float("nan")
+    if mode == "process":
+        from sim2online_envs.agents.distributed import last_process_learner
+
+        process = last_process_learner(model)
+        during = process.boundary_updates[-1] / max(len(process.boundary_updates), 1)
+        if process.link.publish_latency_s:
+            publish_ms = 1e3 * float(np.median(process.link.publish_latency_s))
     times = np.array(env.command_times)
     intervals = np.diff(times) * 1e3
     boundary = np.array(env.after_reset[1:])
@@ -92,6 +106,10 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
         "late": int(np.sum(inside > 1.5 * dt_ms)),
         "steps": int(inside.size),
         "updates": int(model._n_updates),
+        "episodes": int(np.sum(env.after_reset)),
+        "during": during,
+        "publish_ms": publish_ms,
+        "late_5ms": int(np.sum(intervals - dt_ms > 5.0)),
         "wall": wall,
     }
 
@@ -104,26 +122,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--critic-width", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--paper", action="store_true", help="the recipe's K and critic size")
+    parser.add_argument("--modes", default="sync,async", help="comma-separated: sync,async,process")
     args = parser.parse_args(argv)
     th.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
-    rows = [run(mode, args) for mode in ("sync", "async")]
+    rows = [run(mode, args) for mode in args.modes.split(",")]
+    load = os.getloadavg()
     print(
         f"SimRaceCar-v0 at 60 Hz (16.7 ms), {args.episodes} episodes of 250 steps, "
-        f"torch threads {args.threads}, {sys.platform}"
+        f"torch threads {args.threads}, {sys.platform}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min) at the end"
     )
     print()
     print(
         "| updates | K | critic | median step (ms) | p99 in episode | worst in episode "
-        "| worst at episode boundary | late steps (>25 ms) | gradient steps | wall (s) |"
+        "| worst at episode boundary | late steps (>25 ms) | steps >5 ms late (all) "
+        "| gradient steps | steps/episode at last boundary | publish latency (ms) | wall (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['mode']} | {r['K']} | {r['critic']} | {r['median']:.1f} | {r['p99']:.1f} "
             f"| {r['max_inside']:.1f} | {r['max_boundary']:.1f} | {r['late']}/{r['steps']} "
-            f"| {r['updates']} | {r['wall']:.0f} |"
+            f"| {r['late_5ms']} | {r['updates']} ({r['updates'] / max(r['episodes'], 1):.0f}/ep) "
+            f"| {r['during']:.0f} | {r['publish_ms']:.1f} | {r['wall']:.0f} |"
         )
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -23,6 +26,7 @@ ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not inst
 
 from sim2online_envs.agents import SAC, load_checkpoint, save_checkpoint  # noqa: E402
 from sim2online_envs.agents.distributed import (  # noqa: E402
+    LOOPBACK,
     EpisodeRecorder,
     EpisodeSpool,
     LearnerCore,
@@ -265,3 +269,75 @@ def test_link_down_keeps_episodes_on_disk_and_sends_them_when_it_returns(
     stats = ray.get(back.stats.remote(), timeout=30)
     ray.kill(back, no_restart=True)
     assert stats["episodes_processed"] == 2 and stats["n_updates"] == 2 * K
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((LOOPBACK, port)) == 0
+
+
+@pytest.mark.slow
+def test_learner_and_actor_commands_over_loopback(cluster: Any, tmp_path: pathlib.Path) -> None:
+    """``sim2online learner --listen`` and ``sim2online actor --learner`` as two processes (a
+    second Ray instance, held to loopback, and a Ray Client)."""
+    with socket.socket() as free:
+        free.bind((LOOPBACK, 0))
+        port = free.getsockname()[1]
+    make_model(seed=2).save(tmp_path / "prior.zip")
+    command = [sys.executable, "-m", "sim2online_envs"]
+    server = subprocess.Popen(
+        [
+            *command,
+            "learner",
+            "--listen",
+            f"{LOOPBACK}:{port}",
+            "--model",
+            "prior.zip",
+            "--checkpoint-dir",
+            "ckpt",
+            "--report-every",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not _port_open(port) and time.monotonic() < deadline:
+            assert server.poll() is None, "the learner server exited"
+            time.sleep(0.5)
+        outside = [
+            item for item in cluster_listeners(server.pid) if not address_is_loopback(item[1])
+        ]
+        assert not outside, outside
+        actor = subprocess.run(
+            [
+                *command,
+                "actor",
+                "SimRaceCar-v0",
+                "--learner",
+                f"{LOOPBACK}:{port}",
+                "--model",
+                "prior.zip",
+                "--actor-id",
+                "robot-pc",
+                "--spool",
+                "spool",
+                "--steps",
+                str(2 * EPISODE),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert actor.returncode == 0, actor.stderr[-3000:]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=180)
+    ledger = final_ledger(tmp_path / "ckpt")
+    seqs = [seq for who, seq, *_ in ledger["log"] if who == "robot-pc"]
+    assert len(seqs) >= 2 and seqs == list(range(len(seqs)))
+    assert not EpisodeSpool(tmp_path / "spool").pending()
