@@ -71,11 +71,15 @@ class RealTimeRobot(gym.Wrapper):
 def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
     env = RealTimeRobot(gym.make("SimRaceCar-v0"), 1 / 60)
     recipe = paper_recipe("racecar", buffer_size=100_000)
-    async_updates: bool | str = {"sync": False, "async": True, "process": "process"}[mode]
+    # "idle": the same loop with no gradient step at all, the floor this machine's load sets
+    modes = {"idle": False, "sync": False, "async": True, "process": "process"}
+    async_updates: bool | str = modes[mode]
     recipe.update(warm_start_steps=0, async_updates=async_updates, seed=0)
     if not args.paper:
         recipe.update(gradient_steps=args.gradient_steps, batch_size=args.batch_size)
         recipe["policy_kwargs"].update(critic_width=args.critic_width, net_arch=[256, 256])
+    if mode == "idle":
+        recipe.update(gradient_steps=0)
     model = SAC("MlpPolicy", env, **recipe)
     episodes = args.episodes
     start = time.perf_counter()
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--critic-width", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--paper", action="store_true", help="the recipe's K and critic size")
-    parser.add_argument("--modes", default="sync,async", help="comma-separated: sync,async,process")
+    parser.add_argument("--modes", default="sync,async", help="idle,sync,async,process")
     args = parser.parse_args(argv)
     th.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
