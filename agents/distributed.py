@@ -396,9 +396,16 @@ class LearnerCore:
         checkpoint_dir: str | pathlib.Path,
         checkpoint_every: int = 1,
         device: str = "auto",
+        publish: str = "actor",
     ):
         self.checkpoint_dir = pathlib.Path(checkpoint_dir)
         self.checkpoint_every = max(int(checkpoint_every), 1)
+        if publish not in ("actor", "policy"):
+            raise ValueError(f"publish must be 'actor' or 'policy', got {publish!r}")
+        #: "actor": the acting network only (what inference needs: ~0.3 MB for the paper's
+        #: policy); "policy": critics and targets too (17 MB with BRO 512), for callbacks that
+        #: read the critic on the actor's side
+        self.publish_what = publish
         cls = resolve_algorithm(algorithm)
         self.model = load_checkpoint(cls, self.checkpoint_dir, device=device)
         self.model.set_logger(Logger(folder=None, output_formats=[]))
@@ -486,6 +493,7 @@ class LearnerCore:
         weights = {
             f"policy/{key}": value.detach().cpu().numpy().copy()
             for key, value in self.model.policy.state_dict().items()
+            if self.publish_what == "policy" or key.startswith("actor.")
         }
         meta = {
             "version": self.version,
@@ -558,13 +566,14 @@ class _LearnerService:
         threads: int = 1,
         device: str = "auto",
         nice: int = 10,
+        publish: str = "actor",
     ):
         th.set_num_threads(max(int(threads), 1))
         if nice:
             # Below the control loop where both share a machine: the robot's ticks come first.
             with contextlib.suppress(OSError):
                 os.nice(nice)
-        self.core = LearnerCore(algorithm, checkpoint_dir, checkpoint_every, device)
+        self.core = LearnerCore(algorithm, checkpoint_dir, checkpoint_every, device, publish)
         self._lock = threading.Lock()
         self._queue: queue.Queue[dict[str, np.ndarray]] = queue.Queue()
         self._busy = False
@@ -685,6 +694,7 @@ def spawn_learner(
     threads: int = 1,
     device: str = "auto",
     detached: bool = False,
+    publish: str = "actor",
 ) -> Any:
     """Start a learner process from ``model`` (saved as the checkpoint's first generation unless
     ``checkpoint_dir`` already holds one: then that is resumed; ``model`` may then be the
@@ -703,7 +713,9 @@ def spawn_learner(
     return (
         learner_actor_class()
         .options(**options)
-        .remote(algorithm_path(cls), str(checkpoint_dir), checkpoint_every, threads, device)
+        .remote(
+            algorithm_path(cls), str(checkpoint_dir), checkpoint_every, threads, device, 10, publish
+        )
     )
 
 
@@ -847,6 +859,7 @@ class LearnerOptions:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1
     learner_threads: int = 1
+    publish: str = "actor"
     lockstep: bool = False
     first_weights_timeout_s: float = 30.0
     finish_timeout_s: float = 600.0
@@ -864,7 +877,9 @@ def attach_learner(model: Any, **options: Any) -> LearnerOptions:
     checkpoints (default: a temporary folder). With ``address="HOST:PORT"`` the model joins the
     learner that ``sim2online learner --listen HOST:PORT`` serves. ``actor_id`` names this
     actor's episodes, ``spool_dir`` keeps them until the learner has checkpointed them,
-    ``lockstep=True`` waits at each boundary for the weights trained on the episode just sent.
+    ``lockstep=True`` waits at each boundary for the weights trained on the episode just sent;
+    ``publish="policy"`` sends critics with the weights too (default ``"actor"``: what acting
+    needs; the local learner's whole state still comes back at the end of ``learn``).
     """
     settings = LearnerOptions(**options)
     model.async_updates = "process"
@@ -889,7 +904,9 @@ def load_weights(model: Any, weights: dict[str, np.ndarray]) -> None:
         for key, value in weights.items()
         if key.startswith("policy/")
     }
-    model.policy.load_state_dict(state)
+    missing, unexpected = model.policy.load_state_dict(state, strict=False)
+    if unexpected or not state or any(key.startswith("actor.") for key in missing):
+        raise ValueError(f"weights do not fit the policy: missing {missing}, extra {unexpected}")
     model._n_updates = int(weights["meta/n_updates"])
     if hasattr(model, "_n_actor_updates"):
         model._n_actor_updates = int(weights["meta/n_actor_updates"])
@@ -926,6 +943,7 @@ class ProcessLearner:
                 name=name,
                 checkpoint_every=options.checkpoint_every,
                 threads=options.learner_threads,
+                publish=options.publish,
             )
         self.learner_name = name
         spool_dir = options.spool_dir or str(base / "spool")  # type: ignore[operator]
