@@ -1028,8 +1028,10 @@ class ProcessLearner:
                 return
             if not self.link.wait_committed(self.options.finish_timeout_s):
                 logger.warning(
-                    "learner unreachable: %d episodes stay in %s, sent when it returns",
+                    "learner has not checkpointed %d episodes within %.0f s (unreachable or "
+                    "still training): they stay in %s and are sent when it returns",
                     len(self.spool.pending()),
+                    self.options.finish_timeout_s,
                     self.spool.directory,
                 )
                 return
