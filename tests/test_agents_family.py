@@ -174,6 +174,17 @@ class RecordActing(BaseCallback):
         return True
 
 
+class RecordActingSlowly(RecordActing):
+    """As a robot whose episodes outlast a job: each rollout ends once the running job is done,
+    so every boundary publishes (on a loaded machine the job could otherwise span all episodes)."""
+
+    def _on_rollout_end(self) -> None:
+        learner = getattr(self.model, "_learner", None)
+        thread = getattr(learner, "_thread", None)
+        if thread is not None:
+            thread.join(timeout=120)
+
+
 def weights_hash(state: dict[str, th.Tensor]) -> float:
     return float(sum(v.detach().double().sum() * (i + 1) for i, v in enumerate(state.values())))
 
@@ -300,7 +311,7 @@ def test_own_learning_rates(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_background_learner_keeps_weights_fixed_within_episodes(name: str) -> None:
     model = build(name, warm_start_steps=0, async_updates=True, policy_delay=2)
-    recorder = RecordActing()
+    recorder = RecordActingSlowly()
     episodes = 4
     model.learn(EPISODE * episodes, callback=recorder)
     hashes = np.array(recorder.actor_hash).reshape(episodes, EPISODE)

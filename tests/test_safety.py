@@ -37,8 +37,13 @@ from sim2online_envs.safety import (
     roll_pitch,
 )
 
+# Derandomised: the same examples on every run, so that CI's answer does not depend on the draw
+# (the fixtures' "hostile actions reached the backend" count included).
 HYPOTHESIS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 SAFETY_KEYS = {"interventions", "episode_interventions", "abort", "applied_action"}
 HOME = np.array([[0.0, 0.9, -1.8] * 4])
