@@ -40,12 +40,13 @@ import cloudpickle
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sim2online_envs.agents.schedules import StepScheduleLike, as_step_schedule
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
+
+from sim2online_envs.agents.schedules import StepScheduleLike, as_step_schedule
 
 logger = logging.getLogger(__name__)
 

@@ -34,10 +34,11 @@ from typing import IO, Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sim2online_envs.agents.buffers import MixingReplayBuffer
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_pkl
+
+from sim2online_envs.agents.buffers import MixingReplayBuffer
 
 logger = logging.getLogger(__name__)
 

@@ -26,13 +26,6 @@ import cloudpickle
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sim2online_envs.agents.buffers import MixingReplayBuffer
-from sim2online_envs.agents.checkpoint import (
-    atomic_write,
-    capture_rng_state,
-    restore_rng_state,
-    with_suffix_if_missing,
-)
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise
@@ -46,6 +39,14 @@ from stable_baselines3.common.type_aliases import (
     TrainFrequencyUnit,
 )
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+
+from sim2online_envs.agents.buffers import MixingReplayBuffer
+from sim2online_envs.agents.checkpoint import (
+    atomic_write,
+    capture_rng_state,
+    restore_rng_state,
+    with_suffix_if_missing,
+)
 
 logger = logging.getLogger(__name__)
 

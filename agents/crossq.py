@@ -10,12 +10,13 @@ import numpy as np
 import torch as th
 from sb3_contrib import CrossQ as ContribCrossQ
 from sb3_contrib.crossq.policies import CrossQPolicy
-from sim2online_envs.agents.common import frozen
-from sim2online_envs.agents.sac import SoftActorCriticMixin
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch.nn import functional
+
+from sim2online_envs.agents.common import frozen
+from sim2online_envs.agents.sac import SoftActorCriticMixin
 
 
 class CrossQ(SoftActorCriticMixin, ContribCrossQ):

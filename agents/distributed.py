@@ -43,14 +43,15 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import RolloutReturn
+
 from sim2online_envs.agents.checkpoint import (
     atomic_write,
     load_checkpoint,
     read_manifest,
     save_checkpoint,
 )
-from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.type_aliases import RolloutReturn
 
 logger = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ def serve_learner(args: argparse.Namespace) -> int:
     """Start (or resume) the learner and serve it on ``--listen`` until stopped."""
     import ray
     from ray.util.client.server.server import serve
+
     from sim2online_envs.agents.checkpoint import read_manifest, save_checkpoint
     from sim2online_envs.agents.distributed import (
         LEARNER_NAME,
@@ -86,9 +87,9 @@ def serve_learner(args: argparse.Namespace) -> int:
 def run_actor(args: argparse.Namespace) -> int:
     """Act on ``env_id`` with the prior in ``--model`` and fine-tune through the learner."""
     import gymnasium as gym
-    from sim2online_envs.agents.distributed import attach_learner, last_process_learner
 
     import sim2online_envs  # noqa: F401  (registers the ids)
+    from sim2online_envs.agents.distributed import attach_learner, last_process_learner
 
     env = gym.make(args.env_id, **dict(args.env))
     model = _algorithm(args.algorithm).load(args.model, env=env, seed=args.seed)

@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sim2online_envs.agents.buffers import MixingReplayBuffer
-from sim2online_envs.agents.policies import SACActor
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
+
+from sim2online_envs.agents.buffers import MixingReplayBuffer
+from sim2online_envs.agents.policies import SACActor
 
 #: ResFiT's residual scale (``action_scale`` in its code; its paper runs use 0.2).
 RESFIT_RESIDUAL_SCALE = 0.1

@@ -39,6 +39,7 @@ import pathlib
 from typing import Any
 
 import torch as th
+
 from sim2online_envs.agents.buffers import MixingReplayBuffer, OfflineSource
 from sim2online_envs.agents.policies import ImageEncoder, MultiInputEncoder
 

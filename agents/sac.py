@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 import numpy as np
 import stable_baselines3.sac.policies as sb3_sac_policies
 import torch as th
-from sim2online_envs.agents.common import FineTuningMixin, frozen
-from sim2online_envs.agents.policies import SACCnnPolicy, SACMultiInputPolicy, SACPolicy
 from stable_baselines3 import SAC as SB3SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
@@ -30,6 +28,9 @@ from stable_baselines3.common.utils import (
     update_learning_rate,
 )
 from torch.nn import functional
+
+from sim2online_envs.agents.common import FineTuningMixin, frozen
+from sim2online_envs.agents.policies import SACCnnPolicy, SACMultiInputPolicy, SACPolicy
 
 
 class SoftActorCriticMixin(FineTuningMixin):

@@ -9,8 +9,6 @@ from typing import Any, ClassVar
 import numpy as np
 import stable_baselines3.td3.policies as sb3_td3_policies
 import torch as th
-from sim2online_envs.agents.common import FineTuningMixin, frozen
-from sim2online_envs.agents.policies import TD3CnnPolicy, TD3MultiInputPolicy, TD3Policy
 from stable_baselines3 import TD3 as SB3TD3
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
@@ -18,6 +16,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from torch.nn import functional
+
+from sim2online_envs.agents.common import FineTuningMixin, frozen
+from sim2online_envs.agents.policies import TD3CnnPolicy, TD3MultiInputPolicy, TD3Policy
 
 
 class TD3(FineTuningMixin, SB3TD3):

@@ -9,11 +9,12 @@ import torch as th
 from sb3_contrib import TQC as ContribTQC  # noqa: N811
 from sb3_contrib.common.utils import quantile_huber_loss
 from sb3_contrib.tqc.policies import TQCPolicy
-from sim2online_envs.agents.sac import SoftActorCriticMixin
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import get_parameters_by_name
+
+from sim2online_envs.agents.sac import SoftActorCriticMixin
 
 
 class TQC(SoftActorCriticMixin, ContribTQC):

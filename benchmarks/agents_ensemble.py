@@ -23,10 +23,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from sim2online_envs.agents import SAC
 from stable_baselines3.common.logger import configure
 
 from benchmarks._timing import Row, markdown_table, measure_interleaved
+from sim2online_envs.agents import SAC
 
 logger = logging.getLogger("agents_ensemble")
 

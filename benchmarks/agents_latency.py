@@ -28,9 +28,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from sim2online_envs.agents import SAC, paper_recipe
 
 import sim2online_envs  # noqa: F401  (registers the env ids)
+from sim2online_envs.agents import SAC, paper_recipe
 
 logger = logging.getLogger("agents_latency")
 

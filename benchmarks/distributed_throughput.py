@@ -17,14 +17,14 @@ import time
 
 import gymnasium as gym
 import numpy as np
+
+import sim2online_envs  # noqa: F401  (registers the env ids)
 from sim2online_envs.agents import SAC, paper_recipe
 from sim2online_envs.agents.distributed import (
     EpisodeRecorder,
     spawn_learner,
     start_engine,
 )
-
-import sim2online_envs  # noqa: F401  (registers the env ids)
 
 
 def episode(env: gym.Env, seq: int) -> dict[str, np.ndarray]:

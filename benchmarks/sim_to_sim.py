@@ -199,6 +199,7 @@ class Job:
 def finetune_run(job: Job) -> list[dict[str, Any]]:
     """Fine-tune the seed's prior with one method; a row per fine-tuning episode."""
     import torch as th
+
     from sim2online_envs.agents import (
         SAC,
         MixingReplayBuffer,
@@ -582,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _gap_candidate(budget: Budget, seed: int, prior_dir: str, name: str) -> dict[str, Any]:
     import torch as th
+
     from sim2online_envs.agents import SAC, load_checkpoint
 
     th.set_num_threads(1)
@@ -595,6 +597,7 @@ def _gap_candidate(budget: Budget, seed: int, prior_dir: str, name: str) -> dict
 def _gap(budget: Budget, seed: int, prior_dir: str) -> dict[str, float]:
     """The prior's deterministic return on sim and on reality (the gap fine-tuning faces)."""
     import torch as th
+
     from sim2online_envs.agents import SAC, load_checkpoint
 
     th.set_num_threads(1)

@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from sim2online_envs.agents import SAC, paper_recipe, save_checkpoint
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 import sim2online_envs
+from sim2online_envs.agents import SAC, paper_recipe, save_checkpoint
 
 logger = logging.getLogger("examples.batched_pretraining_go1")
 

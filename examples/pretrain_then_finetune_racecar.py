@@ -63,6 +63,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+
+import sim2online_envs
 from sim2online_envs.agents import (
     SAC,
     MixingReplayBuffer,
@@ -73,9 +76,6 @@ from sim2online_envs.agents import (
     save_checkpoint,
     vanilla_recipe,
 )
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
-
-import sim2online_envs
 from sim2online_envs.controllers.racecar import make_controller
 
 logger = logging.getLogger("examples.pretrain_then_finetune_racecar")

@@ -43,6 +43,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+import sim2online_envs
 from sim2online_envs.agents import SAC, MixingReplayBuffer, paper_recipe
 from sim2online_envs.wrappers import (
     RecordEpisodes,
@@ -50,9 +53,6 @@ from sim2online_envs.wrappers import (
     fill_offline_buffer,
     load_episodes,
 )
-from stable_baselines3.common.callbacks import BaseCallback
-
-import sim2online_envs
 
 logger = logging.getLogger("examples.record_and_reuse")
 

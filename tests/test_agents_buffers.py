@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.save_util import save_to_pkl
+
 from sim2online_envs.agents import (
     DictMixingReplayBuffer,
     LinearStepSchedule,
@@ -15,8 +18,6 @@ from sim2online_envs.agents import (
     retain_online_buffer,
 )
 from sim2online_envs.agents.buffers import buffer_transitions
-from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
-from stable_baselines3.common.save_util import save_to_pkl
 
 BOX = spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACTIONS = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -356,13 +357,13 @@ def test_linear_step_schedule() -> None:
 def test_recorded_episodes_fill_d0(tmp_path) -> None:
     """The recording wrapper's loader hands episodes to add_offline_transitions."""
     import gymnasium as gym
+
+    import sim2online_envs  # noqa: F401  (registers the env ids)
     from sim2online_envs.wrappers.recording import (
         RecordEpisodes,
         RecordingConfig,
         fill_offline_buffer,
     )
-
-    import sim2online_envs  # noqa: F401  (registers the env ids)
 
     env = RecordEpisodes(
         gym.make("SimRaceCar-v0", task_config={"max_episode_steps": 20}),

@@ -13,6 +13,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.noise import NormalActionNoise
+
 from sim2online_envs.agents import (
     SAC,
     TD3,
@@ -22,7 +24,6 @@ from sim2online_envs.agents import (
     save_checkpoint,
 )
 from sim2online_envs.agents.checkpoint import MANIFEST, CheckpointCallback, atomic_write
-from stable_baselines3.common.noise import NormalActionNoise
 
 EPISODE = 30
 

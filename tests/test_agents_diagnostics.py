@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.logger import configure
+
 from sim2online_envs.agents import SAC, TD3, TQC, CrossQ, QErrorCallback
 from sim2online_envs.agents.diagnostics import discounted_returns, trend_t_statistic
-from stable_baselines3.common.logger import configure
 
 
 @pytest.fixture(autouse=True)

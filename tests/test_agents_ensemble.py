@@ -9,8 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from sim2online_envs.agents import SAC, LayerNormCritic
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+from sim2online_envs.agents import SAC, LayerNormCritic
 
 N, M, BATCH = 5, 2, 4
 

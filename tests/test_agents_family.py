@@ -12,6 +12,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.noise import NormalActionNoise
+
 from sim2online_envs.agents import (
     SAC,
     TD3,
@@ -22,9 +26,6 @@ from sim2online_envs.agents import (
     load_checkpoint,
     save_checkpoint,
 )
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import configure
-from stable_baselines3.common.noise import NormalActionNoise
 
 EPISODE = 30
 ALGORITHMS = {"SAC": SAC, "TD3": TD3, "TQC": TQC, "CrossQ": CrossQ}

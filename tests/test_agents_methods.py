@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+
 from sim2online_envs.agents import (
     METHODS,
     SAC,

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.logger import configure
+
 from sim2online_envs.agents import SAC, TD3, BROCritic, ImageEncoder, MultiInputEncoder
 from sim2online_envs.agents.policies import BROBlock, random_shift
-from stable_baselines3.common.logger import configure
 
 
 @pytest.fixture(autouse=True)

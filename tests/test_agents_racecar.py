@@ -26,10 +26,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from sim2online_envs.agents import SAC, paper_recipe
 from stable_baselines3.common.logger import configure
 
 import sim2online_envs  # noqa: F401  (registers the env ids)
+from sim2online_envs.agents import SAC, paper_recipe
 from sim2online_envs.controllers.racecar import make_controller
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+
 from sim2online_envs.agents import SAC, BROCritic, MixingReplayBuffer, paper_recipe, vanilla_recipe
 from sim2online_envs.agents.policies import MultiInputEncoder
-from stable_baselines3.common.buffers import ReplayBuffer
 
 
 class PandaLikeSpaces(gym.Env):

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import stable_baselines3 as sb3
 import torch as th
-from sim2online_envs.agents import SAC, TD3, MixingReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise
+
+from sim2online_envs.agents import SAC, TD3, MixingReplayBuffer
 
 TINY = {"net_arch": [16, 16]}  # copied per model: SB3 writes into policy_kwargs
 

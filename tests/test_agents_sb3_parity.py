@@ -16,8 +16,9 @@ import pytest
 import sb3_contrib
 import stable_baselines3 as sb3
 import torch as th
-from sim2online_envs.agents import SAC, TD3, TQC, CrossQ
 from stable_baselines3.common.logger import configure
+
+from sim2online_envs.agents import SAC, TD3, TQC, CrossQ
 
 OURS_AND_SB3 = {
     "SAC": (SAC, sb3.SAC),

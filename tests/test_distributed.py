@@ -24,6 +24,9 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
 
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+
+import sim2online_envs  # noqa: E402, F401  (registers the env ids)
 from sim2online_envs.agents import SAC, load_checkpoint, save_checkpoint  # noqa: E402
 from sim2online_envs.agents.distributed import (  # noqa: E402
     LOOPBACK,
@@ -41,9 +44,6 @@ from sim2online_envs.agents.distributed import (  # noqa: E402
     spawn_learner,
     start_engine,
 )
-from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
-
-import sim2online_envs  # noqa: E402, F401  (registers the env ids)
 
 EPISODE = 250  # SimRaceCar-v0's episode length (a car that leaves the track ends sooner)
 K = 4  # gradient steps per episode (the recipe's K, small for the tests)

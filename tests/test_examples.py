@@ -16,11 +16,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+
+import sim2online_envs  # noqa: F401  (registers the env ids)
 from sim2online_envs.agents import SAC, load_checkpoint, paper_recipe
 from sim2online_envs.agents.checkpoint import read_manifest
 from sim2online_envs.wrappers import load_episodes
-
-import sim2online_envs  # noqa: F401  (registers the env ids)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

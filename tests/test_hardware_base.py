@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 from gymnasium import spaces
+
+from sim2online_envs.core import FAULT, STAMP, VALID, Batch, Task
+from sim2online_envs.env import TaskEnv
 from sim2online_envs.hardware.base import (
     FAULT_DRIVER,
     FAULT_STALE,
@@ -26,9 +29,6 @@ from sim2online_envs.hardware.base import (
     RealBackend,
     StaleReadingError,
 )
-
-from sim2online_envs.core import FAULT, STAMP, VALID, Batch, Task
-from sim2online_envs.env import TaskEnv
 
 TELEMETRY_KEYS = {"period", "target_period", "lateness", "late_ticks", "latency", "reading_age"}
 

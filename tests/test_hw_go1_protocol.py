@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from sim2online_envs.hardware.go1 import protocol
 from sim2online_envs.hardware.go1.config import Go1Config, resolve_config
 from sim2online_envs.hardware.go1.estimator import (
@@ -16,7 +17,6 @@ from sim2online_envs.hardware.go1.estimator import (
     kinematic_state,
     quat_to_rot,
 )
-
 from sim2online_envs.robots.go1 import FOOT_RADIUS, HOME_JOINT_POS, feet_in_trunk
 
 

@@ -9,6 +9,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+
 from sim2online_envs.hardware.base import StaleReadingError
 from sim2online_envs.hardware.panda.arm import (
     GripperWorker,
@@ -36,7 +37,6 @@ from sim2online_envs.hardware.panda.markers import (
     marker_sheet,
     quat_to_matrix,
 )
-
 from sim2online_envs.vision import center_square_crop, policy_image
 
 
@@ -327,7 +327,6 @@ def test_gripper_worker_keeps_errors_and_treats_a_miss_as_no_error():
 def test_the_joint_mode_ik_is_the_simulators_step():
     """``arm_mode="joint"``'s IK (libfranka's Jacobian) is the simulator's DLS step."""
     from sim2online_envs.hardware.panda.arm import dls_joint_target
-
     from sim2online_envs.sim.panda import HOME_QPOS, PandaVectorBackend
 
     sim = PandaVectorBackend(1, domain_randomization=False, render_pixels=False)

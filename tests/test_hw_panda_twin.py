@@ -283,7 +283,7 @@ def test_calibrate_panda_camera_recovers_the_twins_camera(tmp_path, monkeypatch)
 
     monkeypatch.setenv("SIM2ONLINE_CONFIG", str(tmp_path / "none.toml"))
     out = tmp_path / "calibration.json"
-    calibration, path, report = run_calibration(hardware="twin", poses=8, out=out)
+    _calibration, path, report = run_calibration(hardware="twin", poses=8, out=out)
     print(f"twin calibration: {report}")
     assert path == out and out.is_file()
     assert report["poses_used"] >= 6

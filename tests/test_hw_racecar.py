@@ -12,6 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
+
 from sim2online_envs.hardware.racecar import config as car_config
 from sim2online_envs.hardware.racecar import firmware, protocol
 from sim2online_envs.hardware.racecar.config import Calibration, load_calibration, resolve_config

@@ -30,14 +30,13 @@ if firmware.missing_tools(twin=True):
         allow_module_level=True,
     )
 
+from sim2online_envs.controllers.racecar import make_controller
 from sim2online_envs.hardware.racecar.env import RealRaceCarEnv
 from sim2online_envs.wrappers.recording import (
     RecordEpisodes,
     RecordingConfig,
     load_episodes,
 )
-
-from sim2online_envs.controllers.racecar import make_controller
 
 #: Tolerances for a shared, loaded CI machine, where the test's own step loop can stall for
 #: 100 ms (the real car's defaults are tighter, see the docs; the failsafe test sets 100 ms).

@@ -15,6 +15,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+
+import sim2online_envs
+import sim2online_envs.make as make_module
+from sim2online_envs import robots
+from sim2online_envs.env import TaskEnv
+from sim2online_envs.safety import Go1Limits, PandaLimits, RaceCarLimits, SafetyConfig
 from sim2online_envs.wrappers import (
     RecordEpisodes,
     ResetPromptConfig,
@@ -25,12 +31,6 @@ from sim2online_envs.wrappers import (
     TerminalOperator,
     load_episodes,
 )
-
-import sim2online_envs
-import sim2online_envs.make as make_module
-from sim2online_envs import robots
-from sim2online_envs.env import TaskEnv
-from sim2online_envs.safety import Go1Limits, PandaLimits, RaceCarLimits, SafetyConfig
 
 SAFETY_KEYS = {"interventions", "episode_interventions", "abort", "applied_action"}
 OURS = (RewardShapingWrapper, ResetPromptWrapper, RecordEpisodes)

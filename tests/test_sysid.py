@@ -18,12 +18,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from sim2online_envs.wrappers.recording import RecordEpisodes, RecordingConfig, load_episodes
 
 import sim2online_envs  # noqa: F401  (registers the ids)
 from sim2online_envs import cli
 from sim2online_envs.sim.racecar import car_params, load_preset
 from sim2online_envs.sysid import fit_racecar, prediction_error
+from sim2online_envs.wrappers.recording import RecordEpisodes, RecordingConfig, load_episodes
 
 BASE = car_params("study")
 TRUTH = {

@@ -10,6 +10,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecTransposeImage
+
+import sim2online_envs
 from sim2online_envs.agents import SAC
 from sim2online_envs.agents.buffers import MixingReplayBuffer
 from sim2online_envs.wrappers import recording
@@ -22,9 +25,6 @@ from sim2online_envs.wrappers.recording import (
     load_episode,
     load_episodes,
 )
-from stable_baselines3.common.vec_env import VecTransposeImage
-
-import sim2online_envs
 
 
 def rollout(env: gym.Env, episodes: int, seed: int) -> dict[str, list]:

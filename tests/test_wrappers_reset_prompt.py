@@ -14,6 +14,11 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 import pytest
+
+import sim2online_envs  # noqa: F401  (registers the ids)
+from sim2online_envs.env import TaskEnv
+from sim2online_envs.sim.go1 import Go1VectorBackend
+from sim2online_envs.tasks.go1 import Go1JoystickTask
 from sim2online_envs.wrappers.reset_prompt import (
     AUTO,
     OPERATOR_ABORT,
@@ -34,11 +39,6 @@ from sim2online_envs.wrappers.reset_prompt import (
     ScriptedOperator,
     TerminalOperator,
 )
-
-import sim2online_envs  # noqa: F401  (registers the ids)
-from sim2online_envs.env import TaskEnv
-from sim2online_envs.sim.go1 import Go1VectorBackend
-from sim2online_envs.tasks.go1 import Go1JoystickTask
 
 
 def car(answers: Sequence[str], **config: object) -> tuple[ResetPromptWrapper, ScriptedOperator]:

@@ -8,14 +8,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+
+import sim2online_envs  # noqa: F401  (registers the ids)
 from sim2online_envs.wrappers.rewards import (
     RewardConfig,
     RewardShapingWrapper,
     info_progress,
     progress_reward,
 )
-
-import sim2online_envs  # noqa: F401  (registers the ids)
 
 
 class ScriptedEnv(gym.Env):

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+
 from sim2online_envs.hardware.base import ClockConfig, HardwareError, Reading, RealBackend
 from sim2online_envs.hardware.go1.config import Go1Config
 from sim2online_envs.hardware.go1.driver import Go1Driver
-
 from sim2online_envs.robots.go1 import CONTROL_DT, STATE_KEYS
 
 #: The driver's fault when the trunk tips past the task's fall tilt (a true end of the task).

@@ -2,7 +2,8 @@
 
 Checks, in order (a failed one stops the checks that need it): the SDK loads; the robot answers
 at its address within the connection timeout; the battery's charge; the IMU is sane (a unit
-quaternion, gravity about 9.81 m/s² on the accelerometer, upright or lying flat); every joint
+quaternion, gravity about 9.81 m/s² on the accelerometer's median while at rest, upright or
+lying flat); every joint
 inside its limits; damping responds (the motors report the damping command's torques: with the
 robot still, near zero). Nothing moves: the robot stays in damping throughout.
 """
@@ -14,15 +15,53 @@ import time
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import HardwareError
 from sim2online_envs.hardware.go1.config import resolve_config
-
 from sim2online_envs.robots.go1 import JOINT_LOWER, JOINT_UPPER
 
 __all__ = ["run_checks"]
 
 #: Battery charge [%] below which the check fails.
 MIN_BATTERY = 20.0
+
+
+#: Gravity [m/s²] and how far the accelerometer's median at rest may be from it.
+GRAVITY = 9.81
+GRAVITY_TOLERANCE = 1.5
+#: Readings in the IMU's window, their spacing [s], and the longest the check waits for the
+#: robot to be at rest [s].
+IMU_WINDOW = 25
+IMU_SPACING_S = 0.02
+IMU_SETTLE_S = 3.0
+#: At rest: the window's 10th to 90th percentile spread of |a| below this [m/s²].
+IMU_REST_SPREAD = 2.0
+#: How far beyond its limit a joint may read [rad]: a leg folded under a resting trunk presses
+#: its knee against the mechanical stop, a little past the model's limit.
+JOINT_STOP_TOLERANCE = 0.05
+
+
+def _gravity_at_rest(driver: Any) -> tuple[float, Any]:
+    """The median accelerometer norm over the last ``IMU_WINDOW`` readings (``IMU_SPACING_S``
+    apart), sampled until the robot is at rest (a narrow window) near gravity or until
+    ``IMU_SETTLE_S`` has passed: one reading can catch a sagging leg or a bump, a window of a
+    robot at rest cannot. Returns the median and the newest reading."""
+    norms: list[float] = []
+    deadline = time.monotonic() + IMU_SETTLE_S
+    while True:
+        reading = driver.latest(1.0)
+        norms.append(float(np.linalg.norm(reading.state["accelerometer"])))
+        window = norms[-IMU_WINDOW:]
+        median = float(np.median(window))
+        low, high = np.percentile(window, [10, 90])
+        settled = (
+            len(window) == IMU_WINDOW
+            and high - low < IMU_REST_SPREAD
+            and abs(median - GRAVITY) < GRAVITY_TOLERANCE
+        )
+        if settled or time.monotonic() > deadline:
+            return median, reading
+        time.sleep(IMU_SPACING_S)
 
 
 def run_checks(**settings: Any) -> list[tuple[str, bool, str]]:
@@ -45,6 +84,7 @@ def run_checks(**settings: Any) -> list[tuple[str, bool, str]]:
 
         config = dataclasses.replace(config, robot_ip="127.0.0.1", robot_port=0, local_port=0)
         twin = Go1Twin(config)
+        twin.reset(lying=True)  # as an operator leaves a robot in damping: lying, at rest
         config = dataclasses.replace(config, robot_port=twin.port)
     from sim2online_envs.hardware.go1.driver import Go1Driver
 
@@ -59,18 +99,20 @@ def run_checks(**settings: Any) -> list[tuple[str, bool, str]]:
         results.append(
             ("robot answers", True, f"{config.address} in {time.monotonic() - start:.2f} s")
         )
-        time.sleep(20 * driver.period)  # a few hundred states for the estimates below
-        reading = driver.latest(1.0)
+        g, reading = _gravity_at_rest(driver)
         state, extra = reading.state, reading.extra
         battery = float(extra.get("battery", float("nan")))
         results.append(("battery", battery >= MIN_BATTERY, f"{battery:.0f} % charge"))
-        quat, accel = state["base_quat"], state["accelerometer"]
-        g = float(np.linalg.norm(accel))
+        quat = state["base_quat"]
         up_z = 1.0 - 2.0 * (quat[1] ** 2 + quat[2] ** 2)
-        imu_ok = abs(g - 9.81) < 1.5 and np.all(np.isfinite(quat))
-        results.append(("imu", bool(imu_ok), f"|a| = {g:.2f} m/s², trunk up axis z = {up_z:.2f}"))
+        imu_ok = abs(g - GRAVITY) < GRAVITY_TOLERANCE and np.all(np.isfinite(quat))
+        results.append(
+            ("imu", bool(imu_ok), f"median |a| = {g:.2f} m/s², trunk up axis z = {up_z:.2f}")
+        )
         q = state["joint_pos"]
-        outside = np.flatnonzero((q < JOINT_LOWER) | (q > JOINT_UPPER))
+        outside = np.flatnonzero(
+            (q < JOINT_LOWER - JOINT_STOP_TOLERANCE) | (q > JOINT_UPPER + JOINT_STOP_TOLERANCE)
+        )
         results.append(
             (
                 "joints inside limits",

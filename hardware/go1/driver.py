@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import (
     ConnectionTimeoutError,
     HardwareError,
@@ -42,7 +43,6 @@ from sim2online_envs.hardware.base import (
 from sim2online_envs.hardware.go1.config import Go1Config
 from sim2online_envs.hardware.go1.estimator import VelocityFilter, kinematic_state, quat_to_rot
 from sim2online_envs.hardware.go1.protocol import LOWLEVEL
-
 from sim2online_envs.robots.go1 import (
     HOME_JOINT_POS,
     JOINT_LOWER,

@@ -27,11 +27,10 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from sim2online_envs.hardware.go1.backend import Go1RealBackend
-from sim2online_envs.hardware.go1.config import resolve_config
-
 from sim2online_envs.env import TaskEnv
 from sim2online_envs.envs.go1 import Go1Env
+from sim2online_envs.hardware.go1.backend import Go1RealBackend
+from sim2online_envs.hardware.go1.config import resolve_config
 from sim2online_envs.tasks.go1 import Go1TaskConfig
 
 __all__ = ["HARDWARE", "RealGo1Env", "build_backend"]

@@ -35,9 +35,9 @@ from typing import Any
 
 import mujoco
 import numpy as np
+
 from sim2online_envs.hardware.go1 import protocol
 from sim2online_envs.hardware.go1.config import Go1Config
-
 from sim2online_envs.robots.go1 import FOOT_NAMES, NUM_JOINTS
 from sim2online_envs.sim.go1 import load_model
 

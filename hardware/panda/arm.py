@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import ConnectionTimeoutError, HardwareError
 from sim2online_envs.hardware.panda.config import PandaHardwareConfig
 from sim2online_envs.hardware.panda.markers import matrix_to_quat
@@ -543,7 +544,6 @@ def dls_joint_target(
     and Jacobian (6x7).
     """
     from sim2online_envs.hardware.panda.facts import HOME_QPOS, TIP_DOWN_ROTATION
-
     from sim2online_envs.kinematics import dls_step
 
     tip = np.asarray(tip, dtype=np.float64)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import (
     ClockConfig,
     HardwareError,
@@ -53,7 +54,6 @@ from sim2online_envs.hardware.panda.camera import RealSenseCamera
 from sim2online_envs.hardware.panda.config import PandaHardwareConfig
 from sim2online_envs.hardware.panda.facts import HOME_QPOS
 from sim2online_envs.hardware.panda.markers import CubeDetector
-
 from sim2online_envs.vision import policy_image
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sim2online_envs.hardware.panda.markers import _marker_corners
 
+from sim2online_envs.hardware.panda.markers import _marker_corners
 from sim2online_envs.vision import (
     Calibration,
     CameraIntrinsics,

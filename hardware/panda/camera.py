@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import ConnectionTimeoutError, HardwareError, StaleReadingError
 from sim2online_envs.hardware.panda.markers import CameraIntrinsics
 

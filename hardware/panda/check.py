@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import HardwareError
 
 __all__ = ["run_checks"]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from sim2online_envs.hardware.settings import env_prefix, resolve_settings
-
 from sim2online_envs.robots.panda import CUBE_SIZE, MARKER_DICTIONARY, MARKER_LENGTH
 
 __all__ = ["DRIVERS", "ENV_PREFIX", "PandaHardwareConfig", "resolve_config"]

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+
+from sim2online_envs.env import TaskEnv
 from sim2online_envs.hardware.panda.arm import make_arm
 from sim2online_envs.hardware.panda.backend import RealPandaBackend
 from sim2online_envs.hardware.panda.calibration import load_calibration
 from sim2online_envs.hardware.panda.camera import RealSenseCamera
 from sim2online_envs.hardware.panda.config import resolve_config
-
-from sim2online_envs.env import TaskEnv
 from sim2online_envs.safety import PandaLimits, SafetyConfig
 
 logger = logging.getLogger(__name__)

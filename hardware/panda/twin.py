@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import ConnectionTimeoutError, HardwareError
 from sim2online_envs.hardware.panda.arm import ArmSample, GripperSample
 from sim2online_envs.hardware.panda.calibration import (
@@ -46,7 +47,6 @@ from sim2online_envs.hardware.panda.calibration import (
 from sim2online_envs.hardware.panda.config import PandaHardwareConfig
 from sim2online_envs.hardware.panda.facts import HOME_QPOS
 from sim2online_envs.hardware.panda.markers import CameraIntrinsics
-
 from sim2online_envs.vision import center_square_crop
 
 logger = logging.getLogger(__name__)
@@ -184,8 +184,8 @@ class TwinScene:
     ) -> None:
         """A calibration marker plate held at the TCP as ``calibration.marker_in_hand`` says."""
         import cv2
-        from sim2online_envs.hardware.panda.calibration import marker_in_hand
 
+        from sim2online_envs.hardware.panda.calibration import marker_in_hand
         from sim2online_envs.robots.panda import TCP_OFFSET
 
         mujoco = self.mujoco

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import (
     ClockConfig,
     ConnectionTimeoutError,
@@ -28,7 +29,6 @@ from sim2online_envs.hardware.base import (
 from sim2online_envs.hardware.racecar.config import Calibration, RaceCarConfig, load_calibration
 from sim2online_envs.hardware.racecar.mocap import FAULT_MOCAP_STALE, NatNetMocap
 from sim2online_envs.hardware.racecar.serial_link import FAULT_SERIAL_LOST, SerialLink
-
 from sim2online_envs.robots import racecar as robot
 
 __all__ = ["RealRaceCarBackend"]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
-from sim2online_envs.hardware.settings import env_prefix, resolve_settings
 
+from sim2online_envs.hardware.settings import env_prefix, resolve_settings
 from sim2online_envs.robots import racecar as robot
 
 __all__ = ["ENV_PREFIX", "Calibration", "RaceCarConfig", "load_calibration", "resolve_config"]

@@ -6,11 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sim2online_envs.hardware.racecar.backend import RealRaceCarBackend
-from sim2online_envs.hardware.racecar.config import resolve_config
-
 from sim2online_envs.env import TaskEnv
 from sim2online_envs.envs.racecar import RaceCarEnv
+from sim2online_envs.hardware.racecar.backend import RealRaceCarBackend
+from sim2online_envs.hardware.racecar.config import resolve_config
 from sim2online_envs.safety import RaceCarLimits, SafetyConfig
 from sim2online_envs.tasks.racecar import RaceCarTaskConfig
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import ConnectionTimeoutError, Reading, StaleReadingError
 from sim2online_envs.hardware.racecar.config import Calibration, RaceCarConfig
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.base import ConnectionTimeoutError, HardwareError, Reading
 from sim2online_envs.hardware.racecar import protocol
 from sim2online_envs.hardware.racecar.config import Calibration, RaceCarConfig

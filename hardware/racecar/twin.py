@@ -40,11 +40,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2online_envs.hardware.racecar import firmware
 from sim2online_envs.hardware.racecar.config import RaceCarConfig, load_calibration
 from sim2online_envs.hardware.racecar.mocap import ArenaTransform
 from sim2online_envs.hardware.racecar.natnet_server import NatNetServer, quaternion_about
-
 from sim2online_envs.robots import racecar as robot
 
 __all__ = ["FAULTS", "REALITY", "RaceCarTwin", "TwinError"]
