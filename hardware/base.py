@@ -15,8 +15,10 @@ state (:meth:`RealBackend.stop`) first.
 ``stop()`` is fast, idempotent and callable from any thread (the command watchdog's and
 Ctrl-C's target). It latches: until the next :meth:`reset_worlds`, :meth:`apply` sends nothing
 and returns an invalid reading (``fault="stopped"``). A command watchdog, owned by the backend,
-calls ``stop()`` when no command has arrived for ``watchdog_periods`` control periods, inside
-an episode or between episodes (while the operator resets the scene or the learner trains).
+calls ``stop()`` when no command has arrived for ``watchdog_periods`` control periods after
+one did: inside an episode, and after its last command (the robot may still be moving while the
+learner trains or the operator resets the scene). A reset disarms it: the robot rests or holds
+as the reset left it until the next episode's first command arms it again.
 
 Telemetry of the clock is in :meth:`RealBackend.telemetry` (``info["timing"]`` in the env):
 
@@ -277,10 +279,11 @@ class RealBackend(Backend):
         self._next_tick = None
         self._last_send = None
         self._telemetry = {}
-        state = self._read_state(time.monotonic())
-        if self._watchdog is not None:
-            self._watchdog.arm()
-        return state
+        # The watchdog stays disarmed until the episode's first command: the robot rests or holds
+        # as prepare_episode left it (car idle, Go1 standing, arm at home) for as long as the
+        # learner trains before that command; stopping it there (the Go1: damping) would spoil
+        # the episode before it starts.
+        return self._read_state(time.monotonic())
 
     def apply(self, command: Batch) -> Batch:
         """Send now, wait for the tick, read: one control period on the robot."""

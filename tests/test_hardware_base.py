@@ -304,9 +304,14 @@ def test_the_watchdog_stops_the_robot_without_commands() -> None:
         state = robot.apply(push(1.0))
         assert state[FAULT].tolist() == [FAULT_WATCHDOG] and not state[VALID][0]
         assert len(robot.received) == sent
-        # Between episodes too: armed at reset.
+        # After a reset it waits for the episode's first command: the robot rests or holds as
+        # the reset left it however long the learner trains, and the first step is valid.
         start(robot)
         stops = len(robot.stops)
+        time.sleep(10 * 3 * 0.01)
+        assert not robot.stopped and len(robot.stops) == stops
+        assert robot.apply(push(0.0))[VALID][0]
+        # ... and armed again by that command: after the episode's last one, it stops the robot.
         assert wait_for(lambda: robot.stopped and len(robot.stops) > stops)
     finally:
         robot.close()
