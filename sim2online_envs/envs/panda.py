@@ -99,9 +99,12 @@ class PandaEnv(TaskEnv):
     y ~ U(-0.10, 0.10) m with yaw ~ U(-30, 30) deg. The goal is above the cube's start at a
     height ~ U(0.10, 0.20) m above the table (the goal is not observed, so by default it is
     reached by lifting the cube straight up; ``goal_xy_offset_low/high`` in the task config move
-    it sideways). With ``domain_randomization`` each reset also draws the two lights' positions
-    (+-0.3 m) and intensities (x0.5-1.2), a small camera pose jitter (+-1.5 cm, +-2 deg), the
-    table colour, the floor and wall gray, and an image brightness scale (x0.7-1.3).
+    it sideways). The scene is the study's: a dark table (gray 0.21), a 5 cm cube with an ArUco
+    marker on each face, one directional light in front of the robot. With
+    ``domain_randomization`` each reset also draws, over the study's ranges, the light's place
+    (a box 1.5-3 m in front, 0.8-1.5 m up), its aim (turned up to 20 deg) and its shadows (on
+    with p = 0.75), the camera's pose (+-5 cm per axis, turned up to 10 deg), the table's gray
+    (0-0.25) and an image brightness scale (x0.75-2.0), and the floor and wall gray.
     ``reset(options={"object_pos": (x, y, z), "object_yaw": yaw})`` places the cube.
 
     ## Episode End
@@ -118,7 +121,7 @@ class PandaEnv(TaskEnv):
     |--------------------------|------------|------------------------------------------------|
     | ``backend``              | ``"sim"``  | ``"sim"``: the MuJoCo simulator                |
     | ``object``               | ``"cube"`` | ``"cube"`` or ``"soft_ball"``                  |
-    | ``domain_randomization`` | ``True``   | lights, camera, colours, brightness per reset  |
+    | ``domain_randomization`` | ``True``   | light, camera, grays, brightness per reset     |
     | ``control_dt``           | ``0.05``   | seconds per step (a multiple of 0.002 s)       |
     | ``image_size``           | ``64``     | side of the square grayscale image, pixels     |
     | ``max_episode_steps``    | ``250``    | time limit in steps (through ``gym.make`` pass |

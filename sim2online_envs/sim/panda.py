@@ -1,8 +1,10 @@
 """MuJoCo simulator of the Franka Panda pick-cube scene, N worlds on ``mujoco.batch.Batch``.
 
-The scene is composed with MuJoCo's spec API: the arm and hand of ``assets/panda.xml`` on a
-table, a 5 cm cube (or, for sim-to-sim mismatch, a compliant foam ball), a fixed camera where the
-real Intel RealSense D455 stands, an overview camera for ``render_mode="rgb_array"``, two lights.
+The scene is composed with MuJoCo's spec API, as the study's: the arm and hand of
+``assets/panda.xml`` on a dark table, a 5 cm cube textured with its ArUco markers (or, for
+sim-to-sim mismatch, a compliant foam ball), a fixed camera where the real Intel RealSense D455
+stands, an overview camera for ``render_mode="rgb_array"``, one directional light in front of the
+robot (and the headlight).
 
 Control: the Task sends a Cartesian tip target and a gripper command once per control period.
 :class:`PandaVectorBackend` turns the target into joint targets with one damped-least-squares
@@ -25,16 +27,18 @@ Speed (2-core CPU, Mesa llvmpipe through EGL): physics alone about 1,400 control
 substeps each); a frame costs most of a step, about 3 ms of CPU with the default settings
 (128 px without anti-aliasing, 128 px shadow map, area-averaged to 64 px) against about 5 ms
 for 64 px with 4x anti-aliasing and a 256 px shadow map, and about 1 ms without shadows
-(``PandaSimConfig(pixel_shadow_size=0)``, which puts the image off by about 6 gray levels).
+(``PandaSimConfig(pixel_shadow_size=0)``, which leaves the shadows out: under the study's light,
+in front of the robot, they fall mostly behind the arm and the cube, a small part of the frame;
+docs/parameters.md).
 llvmpipe spends it on vertices (every geom is drawn three times with shadows on) more than on
 pixels. For such small frames llvmpipe is cheaper on one thread: ``LP_NUM_THREADS=0`` in the
 environment before the first renderer is made (20-30 % less CPU per frame in most runs here).
 
 Randomness: :meth:`PandaVectorBackend.reset_worlds` draws, from each world's generator and in this
-order, the object's position and yaw, then the lights, the camera pose, the table and floor colours
-and the brightness scale. The randomisation is drawn (and discarded) with ``domain_randomization``
-off too, so that a seed gives the same episode, object placement and the task's goal drawn after
-the reset, with and without domain randomisation.
+order, the object's position and yaw, then the light (position, turn, shadows), the camera pose,
+the table and floor grays and the brightness scale. The randomisation is drawn (and discarded)
+with ``domain_randomization`` off too, so that a seed gives the same episode, object placement
+and the task's goal drawn after the reset, with and without domain randomisation.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -104,6 +108,12 @@ ARM_JOINTS = ARM_JOINT_NAMES
 FINGER_JOINTS = FINGER_JOINT_NAMES
 #: Fully open gripper (m).
 GRIPPER_OPEN = MAX_GRIPPER_OPENING
+#: The scene's lighting: the headlight (at the rendering camera) and the directional light's
+#: diffuse colour, set so that the study's black table and marker cube render at the gray
+#: levels of its real frame (docs/parameters.md).
+HEADLIGHT_AMBIENT = (0.55, 0.55, 0.55)
+HEADLIGHT_DIFFUSE = (0.25, 0.25, 0.25)
+LIGHT_DIFFUSE = (0.55, 0.55, 0.55)
 #: The closed gripper holds something when its width target is this far inside the measured
 #: width (m): the fingers have stopped on an object and squeeze it (25 N at the servo's gain).
 HOLD_LAG = 0.01
@@ -143,7 +153,7 @@ OBJECTS: dict[str, ObjectSpec] = {
         friction=(1.0, 0.005, 0.0001),
         solref=(0.004, 1.0),
         solimp=(0.95, 0.99, 0.001),
-        rgba=(0.85, 0.15, 0.1, 1.0),
+        rgba=(0.9, 0.9, 0.9, 1.0),
     ),
     "soft_ball": ObjectSpec(
         kind="sphere",
@@ -195,21 +205,39 @@ class PandaSimConfig:
     ik_orientation_gain: float = 1.0
     ik_nullspace_gain: float = 0.3
     ik_max_error: float = 0.08
-    #: Domain randomisation ranges (used when enabled): light position offset (+-m per axis),
-    #: light intensity scale, camera position offset (+-m per axis), camera rotation (+-rad per
-    #: axis), per-channel table colour offset, floor and wall gray level, image brightness.
-    light_pos_jitter: float = 0.3
-    light_intensity_range: tuple[float, float] = (0.5, 1.2)
-    camera_pos_jitter: float = 0.015
-    camera_rot_jitter: float = 0.035
-    table_rgb_jitter: float = 0.15
+    #: Domain randomisation, the study's (``pick_cartesian.py`` ``domain_randomize`` in
+    #: yardenas/safe-learning, Playground's ``randomize_vision``; digest: /work/shared/research/
+    #: study_code.md, section 1.5), used when enabled. The one directional light stands in this
+    #: box (m), aimed at the start tip and turned by up to ``light_dir_jitter`` (rad) about a
+    #: random axis, and casts shadows with probability ``light_shadow_probability``; without
+    #: randomisation it stands at the box's centre, aimed at the start tip, with shadows.
+    light_pos_low: tuple[float, float, float] = (1.5, -0.2, 0.8)
+    light_pos_high: tuple[float, float, float] = (3.0, 0.2, 1.5)
+    light_dir_jitter: float = math.radians(20.0)
+    light_shadow_probability: float = 0.75
+    #: The D455 moves by up to this per axis (m) and turns by up to ``camera_rot_jitter`` (rad)
+    #: about a random axis (the study's +-5 cm and 10 deg).
+    camera_pos_jitter: float = 0.05
+    camera_rot_jitter: float = math.radians(10.0)
+    #: Gray level of the table top (the study's floor, on which the robot and the cube stand):
+    #: drawn from ``table_gray_range`` (the study's), ``table_gray`` without randomisation (the
+    #: black cloth of the study's real table; see docs/parameters.md for the gray levels it
+    #: renders at).
+    table_gray_range: tuple[float, float] = (0.0, 0.25)
+    table_gray: float = 0.21
+    #: Gray level of the floor below the table and the wall behind the robot (not in the
+    #: study's scene, which has neither; this package's range).
     floor_gray_range: tuple[float, float] = (0.15, 0.7)
-    brightness_range: tuple[float, float] = (0.7, 1.3)
+    #: The image's gray levels are scaled by a factor from this range (the study's
+    #: ``obs_noise.brightness`` of ``franka_sim_to_real.yaml``).
+    brightness_range: tuple[float, float] = (0.75, 2.0)
+    #: Texture the cube's faces with its ArUco markers (:func:`add_marker_faces`, the robot
+    #: module's dictionary, ids and layout, as on the real cube).
+    cube_markers: bool = True
     #: Observation images: multisampling (MSAA) samples, shadow-map size (0: no shadows, which
-    #: puts the image off by about 6 gray levels: the arm's and the object's shadows are part of
-    #: it), tessellation of capsules and spheres (slices, stacks; coarse, as 64x64 pixels cannot
-    #: show more), and supersampling: the frame is rendered at ``pixel_supersample`` times
-    #: ``image_size`` and area-averaged down. The defaults (128 px without MSAA, area-averaged,
+    #: leaves out the arm's and the object's shadows), tessellation of capsules and spheres
+    #: (slices, stacks; coarse, as 64x64 pixels cannot show more), and supersampling: the frame
+    #: is rendered at ``pixel_supersample`` times ``image_size`` and area-averaged down. The defaults (128 px without MSAA, area-averaged,
     #: 128 px shadow map) came out of ``benchmarks/images.py``: closer to a high-quality render
     #: (0.9 gray levels off on average) than 64 px with 4x MSAA and a 256 px shadow map (1.0),
     #: at about 40 % less CPU per frame on llvmpipe.
@@ -222,8 +250,6 @@ class PandaSimConfig:
     overview_samples: int = 4
     overview_shadow_size: int = 1024
     overview_tessellation: tuple[int, int] = (28, 16)
-    #: Table colour without randomisation.
-    table_rgba: tuple[float, float, float, float] = field(default=(0.72, 0.72, 0.7, 1.0))
 
     def __post_init__(self) -> None:
         for name in ("physics_dt", "control_dt"):
@@ -263,6 +289,11 @@ class PandaSimConfig:
         return n_substeps
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float64)
+    return vector / np.linalg.norm(vector)
+
+
 def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Quaternion of a MuJoCo camera at ``pos`` looking at ``target`` with world z up."""
     forward = np.asarray(target, float) - np.asarray(pos, float)
@@ -273,6 +304,17 @@ def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
     mat = np.stack([right, up, -forward], axis=1)  # camera looks along its -z
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, mat.ravel())
+    return quat
+
+
+def _random_turn(rng: np.random.Generator, max_angle: float) -> np.ndarray:
+    """A rotation (quaternion w, x, y, z) by U(0, ``max_angle``) rad about a random axis whose
+    x and z components are U(-1, 1) and y component U(0, 1), normalised: the study's (and
+    Playground's) ``perturb_orientation``."""
+    axis = np.array([rng.uniform(-1.0, 1.0), rng.uniform(0.0, 1.0), rng.uniform(-1.0, 1.0)])
+    angle = rng.uniform(0.0, max_angle)
+    quat = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(quat, _unit(axis), angle)
     return quat
 
 
@@ -317,8 +359,8 @@ def scene_spec(object: str = "cube", config: PandaSimConfig | None = None) -> mu
     spec.visual.quality.offsamples = config.pixel_samples
     spec.visual.quality.shadowsize = config.pixel_shadow_size
     spec.visual.quality.numslices, spec.visual.quality.numstacks = config.pixel_tessellation
-    spec.visual.headlight.ambient = [0.25, 0.25, 0.25]
-    spec.visual.headlight.diffuse = [0.2, 0.2, 0.2]
+    spec.visual.headlight.ambient = list(HEADLIGHT_AMBIENT)
+    spec.visual.headlight.diffuse = list(HEADLIGHT_DIFFUSE)
     spec.visual.headlight.specular = [0.0, 0.0, 0.0]
 
     world = spec.worldbody
@@ -342,31 +384,27 @@ def scene_spec(object: str = "cube", config: PandaSimConfig | None = None) -> mu
         contype=0,
         conaffinity=0,
     )
+    table_gray = float(config.table_gray)
     world.add_geom(
         name="table",
         type=mujoco.mjtGeom.mjGEOM_BOX,
         size=[0.6, 0.7, 0.375],
         pos=[0.35, 0.0, -0.375],
-        rgba=list(config.table_rgba),
+        rgba=[table_gray, table_gray, table_gray, 1.0],
         contype=0,
         conaffinity=1,
         friction=[0.8, 0.005, 0.0001],
     )
+    # The study's one directional light, in front of the robot, aimed at the start tip.
+    light_pos = (np.asarray(config.light_pos_low) + np.asarray(config.light_pos_high)) / 2
     world.add_light(
         name="key",
-        pos=[0.3, -0.8, 1.6],
-        dir=[0.2, 0.8, -1.6],
-        diffuse=[0.7, 0.7, 0.7],
-        specular=[0.2, 0.2, 0.2],
-        castshadow=True,
-    )
-    world.add_light(
-        name="fill",
-        pos=[1.4, 0.6, 1.2],
-        dir=[-1.0, -0.6, -1.2],
-        diffuse=[0.35, 0.35, 0.35],
+        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+        pos=list(light_pos),
+        dir=list(_unit(HOME_TIP_POS - light_pos)),
+        diffuse=list(LIGHT_DIFFUSE),
         specular=[0.0, 0.0, 0.0],
-        castshadow=False,
+        castshadow=True,
     )
     cam_pos, cam_quat, cam_fovy = camera_pose(config)
     world.add_camera(name=CAMERA.name, pos=list(cam_pos), quat=list(cam_quat), fovy=cam_fovy)
@@ -394,6 +432,8 @@ def scene_spec(object: str = "cube", config: PandaSimConfig | None = None) -> mu
         contype=1,
         conaffinity=1,
     )
+    if config.cube_markers and obj.kind == "box":
+        add_marker_faces(spec, obj.size)
     # The goal: a translucent marker (site group 5) that only the overview camera shows.
     goal = world.add_body(name="goal", mocap=True, pos=[0.5, 0.0, 0.2])
     goal.add_site(name="goal", size=[0.02, 0.0, 0.0], rgba=[0.1, 0.8, 0.2, 0.5], group=5)
@@ -570,8 +610,8 @@ class PandaVectorBackend(Backend):
 
     :param num_worlds: number of worlds.
     :param object: "cube" or "soft_ball".
-    :param domain_randomization: randomise lights, camera pose, table and floor colours and
-        image brightness at every reset.
+    :param domain_randomization: randomise the light, the camera pose, the table and floor
+        grays and the image brightness at every reset (the study's ranges).
     :param config: physics, controller, camera and randomisation settings.
     :param num_threads: threads of the batch (None: 1 for one world, else all CPUs).
     :param render_pixels: render the grayscale image into the state after each step (turn off
@@ -633,7 +673,7 @@ class PandaVectorBackend(Backend):
         self._goal_mocap = int(m.body("goal").mocapid[0])
         self._camera = int(m.camera(CAMERA.name).id)
         self._overview = int(m.camera("overview").id)
-        self._light_ids = np.array([m.light("key").id, m.light("fill").id])
+        self._light = int(m.light("key").id)
         self._table_geom = int(m.geom("table").id)
         self._backdrop_geoms = np.array([m.geom("floor").id, m.geom("wall").id])
 
@@ -656,10 +696,15 @@ class PandaVectorBackend(Backend):
         # Per-world model fields that domain randomisation writes (and rendering copies).
         self._randomized: dict[str, np.ndarray] = {}
         if self.domain_randomization:
-            for name in ("light_pos", "light_diffuse", "cam_pos", "cam_quat", "geom_rgba"):
+            for name in (
+                "light_pos",
+                "light_dir",
+                "light_castshadow",
+                "cam_pos",
+                "cam_quat",
+                "geom_rgba",
+            ):
                 self._randomized[name] = b.expand(name)
-        self._base_light_pos = m.light_pos.copy()
-        self._base_light_diffuse = m.light_diffuse.copy()
         self._base_cam_pos = m.cam_pos.copy()
         self._base_cam_quat = m.cam_quat.copy()
 
@@ -923,38 +968,36 @@ class PandaVectorBackend(Backend):
         self._brightness[world] = 1.0
 
     def _randomize(self, world: int, rng: np.random.Generator) -> None:
-        """Draw the world's lights, camera, colours, brightness (fixed order); apply if enabled."""
+        """Draw the world's light, camera, gray levels, brightness (fixed order); apply if
+        enabled. The study's draws: the light's place in its box, its aim turned about a random
+        axis, its shadows on or off; the camera shifted and turned; the table's gray."""
         cfg = self.config
-        nlight = len(self._light_ids)
-        light_offset = rng.uniform(-cfg.light_pos_jitter, cfg.light_pos_jitter, (nlight, 3))
-        light_scale = rng.uniform(*cfg.light_intensity_range, nlight)
+        light_pos = rng.uniform(cfg.light_pos_low, cfg.light_pos_high)
+        light_turn = _random_turn(rng, cfg.light_dir_jitter)
+        shadows = rng.uniform() < cfg.light_shadow_probability
         cam_offset = rng.uniform(-cfg.camera_pos_jitter, cfg.camera_pos_jitter, 3)
-        cam_rotvec = rng.uniform(-cfg.camera_rot_jitter, cfg.camera_rot_jitter, 3)
-        table_rgb = rng.uniform(-cfg.table_rgb_jitter, cfg.table_rgb_jitter, 3)
+        cam_turn = _random_turn(rng, cfg.camera_rot_jitter)
+        table_gray = rng.uniform(*cfg.table_gray_range)
         floor_gray = rng.uniform(*cfg.floor_gray_range)
         brightness = rng.uniform(*cfg.brightness_range)
         if not self.domain_randomization:
             return
         self._brightness[world] = brightness
 
-        lights = self._light_ids
-        self._randomized["light_pos"][world, lights] = self._base_light_pos[lights] + light_offset
-        self._randomized["light_diffuse"][world, lights] = (
-            self._base_light_diffuse[lights] * light_scale[:, None]
-        )
+        light = self._light
+        aim = _unit(HOME_TIP_POS - light_pos)
+        light_dir = np.zeros(3)
+        mujoco.mju_rotVecQuat(light_dir, aim, light_turn)
+        self._randomized["light_pos"][world, light] = light_pos
+        self._randomized["light_dir"][world, light] = light_dir
+        self._randomized["light_castshadow"][world, light] = shadows
         cam = self._camera
         self._randomized["cam_pos"][world, cam] = self._base_cam_pos[cam] + cam_offset
-        dquat = np.zeros(4)
-        mujoco.mju_axisAngle2Quat(
-            dquat, cam_rotvec / max(np.linalg.norm(cam_rotvec), 1e-12), np.linalg.norm(cam_rotvec)
-        )
         quat = np.zeros(4)
-        mujoco.mju_mulQuat(quat, dquat, self._base_cam_quat[cam])
+        mujoco.mju_mulQuat(quat, cam_turn, self._base_cam_quat[cam])
         self._randomized["cam_quat"][world, cam] = quat
         rgba = self._randomized["geom_rgba"]
-        rgba[world, self._table_geom, :3] = np.clip(
-            np.asarray(self.config.table_rgba[:3]) + table_rgb, 0.0, 1.0
-        )
+        rgba[world, self._table_geom, :3] = table_gray
         rgba[world, self._backdrop_geoms, :3] = floor_gray
 
     def _load_render_world(self, world: int, goal: np.ndarray | None = None) -> None:
