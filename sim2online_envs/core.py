@@ -291,17 +291,28 @@ class Backend(abc.ABC):
         """Release resources; for real robots, leave the robot in a safe state."""
 
 
+#: Batches narrower than this are summed with one ``np.add.accumulate`` call.
+_ACCUMULATE_BELOW = 128
+
+
 def sum_reward_rows(matrix: np.ndarray) -> np.ndarray:
     """The (B,) reward of a (K, B) matrix of terms: the rows added one by one, in order.
 
     Every env sums through here (or through a fused task's identical loop), so rewards agree
-    bit for bit whatever the batch size: a running sum (``np.add.accumulate``) is sequential,
-    whereas NumPy's ``sum`` is pairwise and Python's built-in ``sum`` is compensated from 3.12 on.
+    bit for bit whatever the batch size: row after row is sequential, whereas NumPy's ``sum``
+    is pairwise and Python's built-in ``sum`` is compensated from 3.12 on. A running sum
+    (``np.add.accumulate``) is one call for a few worlds; for many it strides across memory, so
+    the rows are added in place instead (the same additions in the same order, the same bits).
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] == 0:
         raise ValueError(f"need a (K, B) matrix of K >= 1 reward terms, got shape {matrix.shape}")
-    return np.add.accumulate(matrix, axis=0)[-1]
+    if matrix.shape[1] < _ACCUMULATE_BELOW:
+        return np.add.accumulate(matrix, axis=0)[-1]
+    total = matrix[0].copy()
+    for row in matrix[1:]:
+        total += row
+    return total
 
 
 def sum_reward_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -31,6 +31,7 @@ One step of ``N`` worlds, in this order:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ from sim2online_envs.safety import (
     CommandLimits,
     SafetyConfig,
     UnsafeCommandError,
+    all_finite,
     no_reasons,
     reasons_from_masks,
 )
@@ -100,6 +102,27 @@ def _rows_finite(value: np.ndarray) -> np.ndarray:
     return finite
 
 
+#: ``np.add.reduce``: ``ndarray.sum`` without its Python wrapper.
+_sum = np.add.reduce
+
+
+def _all_finite(value: Any) -> bool:
+    """Every entry of an array is finite (integer and bool arrays always are): one sum, as in
+    :func:`~sim2online_envs.safety.all_finite` (written out here: this runs several times a
+    step)."""
+    if type(value) is not np.ndarray:
+        value = np.asarray(value)
+    kind = value.dtype.kind
+    if kind == "f":
+        return math.isfinite(_sum(value, None)) or bool(np.isfinite(value).all())
+    return kind != "c" or bool(np.isfinite(value).all())
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
 def take_rows(batch: Mapping[str, np.ndarray], ids: np.ndarray) -> Batch:
     """The rows ``ids`` of every array in a batched dict."""
     return {key: np.asarray(value)[ids] for key, value in batch.items()}
@@ -154,7 +177,8 @@ class StepLoop:
         limit_names = self.limits.intervention_names if self.limits is not None else ()
         #: Column names of :attr:`StepResult.interventions` and :attr:`episode_interventions`.
         self.intervention_names: tuple[str, ...] = (*SANITATION_NAMES, *limit_names, ABORT)
-        self._limit_columns = [self.intervention_names.index(name) for name in limit_names]
+        self._limit_columns = [(self.intervention_names.index(name), name) for name in limit_names]
+        self._interventions_shape = (self.num_worlds, len(self.intervention_names))
         self._abort_column = self.intervention_names.index(ABORT)
         n = self.num_worlds
         self.state: Batch | None = None
@@ -166,6 +190,11 @@ class StepLoop:
         self.episode_interventions = np.zeros((n, len(self.intervention_names)), dtype=np.int64)
         self._previous_command: Batch | None = None
         self._fresh = np.ones(n, dtype=bool)
+        self._any_fresh = True
+        # What a step returns for worlds where nothing happened, shared by every such step
+        # (read-only): no reason strings and no per-world flags are allocated for them.
+        self._no_reasons = _read_only(no_reasons(n))
+        self._no_worlds = _read_only(np.zeros(n, dtype=bool))
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -187,6 +216,17 @@ class StepLoop:
 
     def sanitize(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
         """The (N, A) float64 actions the task will get, and the (N, 2) sanitation counts."""
+        array, replaced, clipped = self._sanitize(actions)
+        counts = np.zeros((self.num_worlds, len(SANITATION_NAMES)), dtype=np.int64)
+        if replaced is not None:
+            counts[replaced, 0] = 1
+        if clipped is not None:
+            counts[:, 1] = clipped
+        return array, counts
+
+    def _sanitize(self, actions: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`sanitize` with the counts as the worlds whose action was replaced and the
+        (N,) bool clipped flags, each None where none (nothing allocated for them)."""
         try:
             array = np.asarray(actions)
         except (ValueError, TypeError) as error:
@@ -201,10 +241,9 @@ class StepLoop:
                 f"actions must have shape {self._shape} (worlds, action dims), got {array.shape}"
             )
         array = array.astype(np.float64)
-        counts = np.zeros((self.num_worlds, len(SANITATION_NAMES)), dtype=np.int64)
-        finite = _rows_finite(array)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
+        replaced = clipped = None
+        if not all_finite(array):
+            bad = np.flatnonzero(~_rows_finite(array))
             if self.safety.non_finite == "raise":
                 world = int(bad[0])
                 where = "" if self.num_worlds == 1 else f" of world {world}"
@@ -214,17 +253,19 @@ class StepLoop:
                 )
             logger.warning("non-finite actions of worlds %s replaced by the safe action", bad)
             array[bad] = self._safe_action
-            counts[bad, 0] = 1
+            replaced = bad
         if self.safety.clip:
-            clipped = np.clip(array, self._low, self._high)
-            counts[:, 1] = (clipped != array).reshape(self.num_worlds, -1).any(axis=1)
-            array = clipped
+            bounded = array.clip(self._low, self._high)
+            changed = bounded != array
+            if np.count_nonzero(changed):
+                clipped = changed.reshape(self.num_worlds, -1).any(axis=1)
+            array = bounded
         elif np.any(array < self._low) or np.any(array > self._high):
             raise ValueError(
                 f"action {array.tolist()} is outside the action space [{self._low.tolist()}, "
                 f"{self._high.tolist()}] and clipping is off"
             )
-        return array, counts
+        return array, replaced, clipped
 
     # -- resets ----------------------------------------------------------------------------------
 
@@ -246,6 +287,7 @@ class StepLoop:
         self.episode_interventions[:] = 0
         self._previous_command = None
         self._fresh[:] = True
+        self._any_fresh = True
         self.observation = self.task.observe(state, self.task_state)
         return self.observation
 
@@ -262,6 +304,7 @@ class StepLoop:
         self.steps[ids] = 0
         self.episode_interventions[ids] = 0
         self._fresh[ids] = True
+        self._any_fresh = True
         new_obs = self.task.observe(rows, take_rows(self.task_state, ids))
         if isinstance(self.observation, dict):
             observation = {
@@ -288,50 +331,70 @@ class StepLoop:
     # -- the step --------------------------------------------------------------------------------
 
     def step(self, actions: Any, rngs: list[np.random.Generator]) -> StepResult:
-        """One control period of every world (module docstring)."""
-        state, task_state = self.state, self.task_state
-        if state is None or task_state is None or self.observation is None:
+        """One control period of every world (module docstring).
+
+        Where nothing unusual happens (every reading valid and finite, no abort, no episode
+        end) the step allocates no reason strings and no per-world flags: at batch size 1 its
+        cost is the number of NumPy calls, so the rare cases pay for themselves.
+        """
+        state, task_state, last_observation = self.state, self.task_state, self.observation
+        if state is None or task_state is None or last_observation is None:
             raise RuntimeError("call reset() before step()")
         task, n = self.task, self.num_worlds
-        actions, sanitation = self.sanitize(actions)
-        interventions = np.zeros((n, len(self.intervention_names)), dtype=np.int64)
-        interventions[:, : len(SANITATION_NAMES)] = sanitation
+        actions, replaced, clipped = self._sanitize(actions)
+        interventions = np.zeros(self._interventions_shape, dtype=np.int64)
+        if replaced is not None:
+            interventions[replaced, 0] = 1
+        if clipped is not None:
+            interventions[:, 1] = clipped
 
         command = task.command(actions, state, task_state)
-        if self.limits is not None:
-            command, counts = self.limits.limit(command, state, self._previous_command, self._fresh)
-            for column, name in zip(
-                self._limit_columns, self.limits.intervention_names, strict=True
-            ):
+        limits = self.limits
+        if limits is not None:
+            command, counts = limits.limit(command, state, self._previous_command, self._fresh)
+            for column, name in self._limit_columns:
                 interventions[:, column] = counts[name]
         for key, value in command.items():
-            if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+            if not _all_finite(value):
                 raise UnsafeCommandError(
                     f"command {key!r} is not finite ({np.asarray(value).tolist()}); refused "
                     "before the backend"
                 )
         new_state = self.backend.apply(command)
         self._previous_command = command
-        self._fresh[:] = False
-        self.steps += 1
+        if self._any_fresh:
+            self._fresh[:] = False
+            self._any_fresh = False
+        steps = self.steps
+        steps += 1
 
-        valid = np.asarray(new_state[VALID], dtype=bool) if VALID in new_state else np.ones(n, bool)
-        if not valid.all():
+        flags = new_state.get(VALID)
+        valid = None if flags is None else np.asarray(flags, dtype=bool)
+        # np.count_nonzero: a fifth of the cost of .all() / .any() on a few worlds
+        all_valid = valid is None or np.count_nonzero(valid) == n
+        if not all_valid:
             new_state = self._keep_last_valid(new_state, state, ~valid)
 
-        outcome = task.transition(state, new_state, actions, task_state, self.steps.copy(), rngs)
+        outcome = task.transition(state, new_state, actions, task_state, steps.copy(), rngs)
         reward, observation = outcome.reward, outcome.observation
-        finite = _rows_finite(reward)
-        if isinstance(observation, dict):
-            for value in observation.values():
-                finite &= _rows_finite(value)
-        else:
-            finite &= _rows_finite(observation)
-        broken = valid & ~finite
-        invalid = ~valid | broken
         terms, terminated = outcome.reward_terms, outcome.terminated
         success, next_task_state = outcome.success, outcome.task_state
-        if invalid.any():
+        if all_valid and _all_finite(reward) and self._observation_finite(observation):
+            invalid = broken = self._no_worlds
+            any_invalid = False
+        else:
+            if valid is None:
+                valid = np.ones(n, dtype=bool)
+            finite = _rows_finite(reward)
+            if isinstance(observation, dict):
+                for value in observation.values():
+                    finite &= _rows_finite(value)
+            else:
+                finite &= _rows_finite(observation)
+            broken = valid & ~finite
+            invalid = ~valid | broken
+            any_invalid = np.count_nonzero(invalid) > 0
+        if any_invalid:
             bad_ids = np.flatnonzero(invalid)
             if broken.any():
                 logger.error(
@@ -340,7 +403,7 @@ class StepLoop:
                     np.flatnonzero(broken).tolist(),
                 )
                 new_state = self._keep_last_valid(new_state, state, broken)
-            observation = self._replace_rows(observation, self.observation, bad_ids)
+            observation = self._replace_rows(observation, last_observation, bad_ids)
             reward = np.array(reward, copy=True)
             reward[bad_ids] = 0.0
             terms = np.array(terms, copy=True)
@@ -351,24 +414,32 @@ class StepLoop:
             success[bad_ids] = False
             next_task_state = put_rows(next_task_state, bad_ids, take_rows(task_state, bad_ids))
 
-        masks = self.limits.abort_masks(new_state) if self.limits is not None else {}
-        aborted = np.zeros(n, dtype=bool)
-        for mask in masks.values():
-            aborted |= mask
-        aborted &= ~invalid
-        interventions[:, self._abort_column] = aborted
-        time_up = self.steps >= task.max_episode_steps
-        truncated = ~terminated & (time_up | aborted | invalid)
-        aborts = no_reasons(n)
-        reasons = no_reasons(n)
-        if aborted.any():
+        masks = limits.abort_masks(new_state) if limits is not None else {}
+        aborted = _union(masks.values())
+        if aborted is not None and any_invalid:
+            aborted = aborted & ~invalid
+        any_aborted = aborted is not None and np.count_nonzero(aborted) > 0
+        if any_aborted:
+            interventions[:, self._abort_column] = aborted
+        time_up = steps >= task.max_episode_steps
+        if any_aborted or any_invalid:
+            ended = time_up | invalid
+            if any_aborted:
+                ended |= aborted
+            truncated = ~terminated & ended
+        else:
+            truncated = time_up & ~terminated
+        aborts = reasons = self._no_reasons
+        if any_aborted:
             aborts = reasons_from_masks(masks, n)
             aborts[~aborted] = ""
-        if truncated.any():
+        if np.count_nonzero(truncated):
             # Strings only for the worlds that end: invalid reading > safety abort > time limit.
+            reasons = no_reasons(n)
             reasons[time_up & truncated] = TIME_LIMIT
-            reasons[aborted & truncated] = aborts[aborted & truncated]
-            if invalid.any():
+            if any_aborted:
+                reasons[aborted & truncated] = aborts[aborted & truncated]
+            if any_invalid:
                 faults = np.asarray(new_state.get(FAULT, reasons), dtype=REASON_DTYPE)[invalid]
                 faults[faults == ""] = INVALID_READING
                 faults[broken[invalid]] = NON_FINITE_TRANSITION
@@ -392,6 +463,12 @@ class StepLoop:
             interventions=interventions,
             applied_action=actions,
         )
+
+    @staticmethod
+    def _observation_finite(observation: np.ndarray | Batch) -> bool:
+        if isinstance(observation, dict):
+            return all(_all_finite(value) for value in observation.values())
+        return _all_finite(observation)
 
     @staticmethod
     def _keep_last_valid(new_state: Batch, state: Batch, bad: np.ndarray) -> Batch:
@@ -423,22 +500,72 @@ class StepLoop:
     def safety_info(self, world: int, result: StepResult | None) -> dict[str, Any]:
         """``info["safety"]`` of one world: this step's and the episode's interventions by
         name, the limits' abort reason (None if none) and the action as applied."""
+        return self.safety_infos(np.array([world]), result)[0]
+
+    def safety_infos(
+        self, worlds: np.ndarray | None, result: StepResult | None
+    ) -> list[dict[str, Any]]:
+        """:meth:`safety_info` of the worlds ``worlds`` (None: all), from one ``tolist`` of
+        each batched array (a row view of one float32 array is each world's applied action)."""
         names = self.intervention_names
-        episode = dict(zip(names, self.episode_interventions[world].tolist(), strict=True))
+        episode = (
+            self.episode_interventions if worlds is None else self.episode_interventions[worlds]
+        )
         if result is None:
-            return {
-                "interventions": dict.fromkeys(names, 0),
-                "episode_interventions": episode,
-                "abort": None,
-                "applied_action": None,
+            return [
+                {
+                    "interventions": dict.fromkeys(names, 0),
+                    "episode_interventions": totals,
+                    "abort": None,
+                    "applied_action": None,
+                }
+                for totals in _count_dicts(names, episode.tolist())
+            ]
+        step = result.interventions if worlds is None else result.interventions[worlds]
+        actions = result.applied_action if worlds is None else result.applied_action[worlds]
+        if np.count_nonzero(step[:, self._abort_column]):
+            aborts = (result.aborts if worlds is None else result.aborts[worlds]).tolist()
+        else:
+            aborts = [""] * len(step)
+        return [
+            {
+                "interventions": counts,
+                "episode_interventions": totals,
+                "abort": abort or None,
+                "applied_action": action,
             }
-        abort = str(result.aborts[world])
-        return {
-            "interventions": dict(zip(names, result.interventions[world].tolist(), strict=True)),
-            "episode_interventions": episode,
-            "abort": abort or None,
-            "applied_action": result.applied_action[world].astype(np.float32),
-        }
+            for counts, totals, abort, action in zip(
+                _count_dicts(names, step.tolist()),
+                _count_dicts(names, episode.tolist()),
+                aborts,
+                actions.astype(np.float32),
+                strict=True,
+            )
+        ]
+
+
+def _count_dicts(names: tuple[str, ...], rows: list[list[int]]) -> list[dict[str, int]]:
+    """One ``{name: count}`` dict per row. Rows repeat (mostly all zeros), so for many worlds
+    each distinct row is zipped once and copied: half the cost of a zip per world."""
+    if len(rows) < 8:
+        return [dict(zip(names, row, strict=True)) for row in rows]
+    built: dict[tuple[int, ...], dict[str, int]] = {}
+    out = []
+    for row in rows:
+        key = tuple(row)
+        counts = built.get(key)
+        if counts is None:
+            counts = built[key] = dict(zip(names, row, strict=True))
+        out.append(counts.copy())
+    return out
+
+
+def _union(masks: Any) -> np.ndarray | None:
+    """(N,) bool: the worlds any of the abort masks holds; None when there are no masks."""
+    union = None
+    for mask in masks:
+        union = np.asarray(mask, dtype=bool) if union is None else union | mask
+    return union
 
 
 class LoopViews:

@@ -401,22 +401,21 @@ class TaskVecEnv(LoopViews, VecEnv):
             # or a row of a multi-dimensional value.
             for info, item in zip(infos, pick(value), strict=True):
                 info[key] = item
-        loop = self.loop
-        for info, world in zip(infos, world_ids, strict=True):
-            info["safety"] = loop.safety_info(world, result)
+        ids = worlds if worlds is not None else rows
+        for info, safety in zip(infos, self.loop.safety_infos(ids, result), strict=True):
+            info["safety"] = safety
             info["timing"] = {}
         if result is not None:
-            truncated = pick(result.truncated).tolist()
-            reasons = pick(result.reasons).tolist()
-            invalid = pick(result.invalid).tolist()
-            for info, world, flag, reason, bad in zip(
-                infos, world_ids, truncated, reasons, invalid, strict=True
-            ):
+            truncated = pick(result.truncated)
+            for info, flag in zip(infos, truncated.tolist(), strict=True):
                 info["TimeLimit.truncated"] = flag
-                if flag:
-                    info["truncation_reason"] = reason
-                    if bad:
-                        info["fault_detail"] = self.vector_backend.fault_detail(world)
+            # reasons only for the worlds that end (the rest have none to read)
+            for k in np.flatnonzero(truncated).tolist():
+                world = world_ids[k]
+                info = infos[k]
+                info["truncation_reason"] = str(result.reasons[world])
+                if result.invalid[world]:
+                    info["fault_detail"] = self.vector_backend.fault_detail(world)
         return infos
 
     def close(self) -> None:

@@ -868,9 +868,18 @@ class Go1JoystickTask(Task):
         return np.where(change, np.where(nonzero, drawn, 0.0), command)
 
     def _draw_noise(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        """Each world's ``rng.uniform(-1, 1, 48)`` times the half-widths: NumPy's uniform is
+        ``low + (high - low) * random()``, so the same draws into one array, without the
+        per-call cost of ``uniform`` (three times that of ``random``), give the same bits."""
         if not self.config.obs_noise:
             return np.zeros((len(rngs), OBS_DIM))
-        return np.stack([rng.uniform(-1.0, 1.0, OBS_DIM) for rng in rngs]) * self._noise_half_widths
+        noise = np.empty((len(rngs), OBS_DIM))
+        for row, rng in zip(noise, rngs, strict=True):
+            rng.random(out=row)
+        noise *= 2.0
+        noise -= 1.0
+        noise *= self._noise_half_widths
+        return noise
 
     def initial_task_state(self, state: Batch, rngs: list[np.random.Generator]) -> Batch:
         count = state["joint_pos"].shape[0]
