@@ -283,7 +283,12 @@ def test_panda_scene_is_written_from_the_robot_module() -> None:
     assert (config.camera_pos, config.camera_target) == (panda.CAMERA.pos, panda.CAMERA.target)
     assert (config.camera_fovy, config.image_size) == (panda.CAMERA.fovy, panda.CAMERA.image_size)
     assert config.control_dt == panda.CONTROL_DT
-    model = build_scene("cube")
+    impedance = build_scene("cube")  # the default arm control: the real Cartesian impedance
+    motors = [impedance.actuator(name).id for name in panda.ARM_JOINT_NAMES]
+    np.testing.assert_array_equal(impedance.actuator_ctrlrange[motors, 1], panda.ARM_TORQUE_LIMITS)
+    tcp = [impedance.actuator(f"tcp_{axis}").id for axis in "xyz"]
+    assert list(impedance.actuator_gainprm[tcp, 0]) == [panda.IMPEDANCE_TRANSLATIONAL_STIFFNESS] * 3
+    model = build_scene("cube", PandaSimConfig(arm_control="joint_servo"))
     arm = [model.joint(name).id for name in panda.ARM_JOINT_NAMES]
     servos = [model.actuator(name).id for name in panda.ARM_JOINT_NAMES]
     np.testing.assert_array_equal(model.jnt_range[arm, 0], panda.ARM_JOINT_LOWER)

@@ -41,9 +41,11 @@ key                  shape            unit   frame  meaning
 ===================  ===============  =====  =====  ============================================
 
 Sources: joint and torque limits, Franka's published limits ("Robot and interface
-specifications", frankaemika.github.io/docs/control_parameters.html); finger travel, grasp speed
-and the 70 N continuous grasp force, the Franka Hand product manual; the D455 colour sensor's
-field of view (90 x 65 deg) and resolution (1280 x 800), the Intel RealSense D400 datasheet.
+specifications", frankaemika.github.io/docs/control_parameters.html); finger travel, finger speed
+and the 70 N continuous grasp force, the Franka Hand product manual and datasheet; the Cartesian
+impedance controller, franka_ros (frankaemika/franka_ros, ``franka_example_controllers``); the
+D455 colour sensor's field of view (90 x 65 deg) and resolution (1280 x 800), the Intel
+RealSense D400 datasheet.
 """
 
 from __future__ import annotations
@@ -72,6 +74,16 @@ __all__ = [
     "GRIPPER_CLOSE_SIGN",
     "HOME_QPOS",
     "HOME_TIP_POS",
+    "IMPEDANCE_CYCLE",
+    "IMPEDANCE_FILTER_GAIN",
+    "IMPEDANCE_FILTER_TIME_CONSTANT",
+    "IMPEDANCE_NULLSPACE_DAMPING",
+    "IMPEDANCE_NULLSPACE_STIFFNESS",
+    "IMPEDANCE_PINV_DAMPING",
+    "IMPEDANCE_ROTATIONAL_DAMPING",
+    "IMPEDANCE_ROTATIONAL_STIFFNESS",
+    "IMPEDANCE_TRANSLATIONAL_DAMPING",
+    "IMPEDANCE_TRANSLATIONAL_STIFFNESS",
     "MARKER_DICTIONARY",
     "MARKER_FACES",
     "MARKER_LENGTH",
@@ -138,9 +150,9 @@ FINGER_JOINT_NAMES = ("finger_left", "finger_right")
 #: Travel of each finger [m] (Franka Hand manual), so the opening is 0 ... 0.08 m.
 FINGER_TRAVEL = 0.04
 MAX_GRIPPER_OPENING = 2 * FINGER_TRAVEL
-#: Finger speed [m/s] per finger (libfranka's usual grasp speed; the opening changes twice as
-#: fast).
-FINGER_SPEED = 0.1
+#: Largest finger speed [m/s] per finger (Franka Hand datasheet, 50 mm/s; the opening changes
+#: twice as fast). The study's gripper commands ask for more (``speed 10``), which the hand caps.
+FINGER_SPEED = 0.05
 #: Continuous grasp force of the Franka Hand [N].
 GRASP_FORCE = 70.0
 
@@ -154,6 +166,30 @@ MAX_TIP_STEP = 0.005
 #: The sign of the gripper action g that closes the hand: the study's ``a < 0`` closes
 #: (``pick_cartesian.py``: ``close_gripper = action[3] < 0``).
 GRIPPER_CLOSE_SIGN = -1.0
+#: The arm's Cartesian impedance controller, the one the study's rig runs (franka_ros
+#: ``franka_example_controllers/cartesian_impedance_example_controller``, launched by
+#: panda-rl-kit's ``bringup_real.launch``; its ``cfg/compliance_param.cfg`` defaults): at 1 kHz,
+#: ``tau = J^T (-K e - D J dq) + N (k_n (q_n - q) - d_n dq) + coriolis`` with ``e`` the TCP's
+#: pose error to the equilibrium pose, ``D = 2 sqrt(K)`` (damping ratio 1 at unit mass), ``N``
+#: the null-space projector ``I - J^T pinv(J^T)`` (damped pseudo-inverse) and ``q_n`` the
+#: posture at the controller's start; the equilibrium follows the commanded pose through a
+#: first-order filter, ``x_d += a (x_target - x_d)`` per cycle. libfranka's own
+#: ``cartesian_impedance_control`` example is the same law at 150 N/m without the filter and the
+#: null-space term. Stiffness: translation [N/m], rotation [N m/rad], null space [N m/rad].
+IMPEDANCE_TRANSLATIONAL_STIFFNESS = 200.0
+IMPEDANCE_ROTATIONAL_STIFFNESS = 10.0
+IMPEDANCE_NULLSPACE_STIFFNESS = 0.5
+#: Damping: critical for unit mass, ``2 sqrt(stiffness)`` [N s/m, N m s/rad].
+IMPEDANCE_TRANSLATIONAL_DAMPING = 2.0 * math.sqrt(IMPEDANCE_TRANSLATIONAL_STIFFNESS)
+IMPEDANCE_ROTATIONAL_DAMPING = 2.0 * math.sqrt(IMPEDANCE_ROTATIONAL_STIFFNESS)
+IMPEDANCE_NULLSPACE_DAMPING = 2.0 * math.sqrt(IMPEDANCE_NULLSPACE_STIFFNESS)
+#: The equilibrium filter's gain per control cycle (``filter_params_``) and the cycle [s]; as a
+#: continuous first-order lag, its time constant [s].
+IMPEDANCE_FILTER_GAIN = 0.005
+IMPEDANCE_CYCLE = 0.001
+IMPEDANCE_FILTER_TIME_CONSTANT = -IMPEDANCE_CYCLE / math.log(1.0 - IMPEDANCE_FILTER_GAIN)
+#: Damping of the pseudo-inverse in the null-space projector (``pseudo_inversion.h``).
+IMPEDANCE_PINV_DAMPING = 0.2
 #: The tip target never leads the measured tip by more than this per axis [m].
 MAX_TARGET_LEAD = 0.04
 #: Box the tip target is clamped to [m], world frame: all of it reachable with the hand pointing

@@ -7,14 +7,20 @@ stands, an overview camera for ``render_mode="rgb_array"``, one directional ligh
 robot (and the headlight).
 
 Control: the Task sends a Cartesian tip target and a gripper command once per control period.
-:class:`PandaVectorBackend` turns the target into joint targets with one damped-least-squares
-differential-IK step over all worlds at once (NumPy, Jacobians from the joint axes MuJoCo
-computes), keeping the hand pointing down and drifting toward the home posture in the null space.
-The joint position servos of the model then track those targets at the physics rate inside
-``Batch.step(nstep=n_substeps)``, so no Python runs per physics substep. The IK closes the loop on
-the measured state every control period; gravity compensation (``gravcomp``) lets the stiff
-servos hold a pose without steady-state error, as the real arm's own controllers do. The
-gripper moves at 0.1 m/s per finger from its current width and squeezes with at most 70 N (see
+By default (``arm_control="impedance"``) the arm tracks it as the study's real arm does, through
+franka_ros's Cartesian impedance controller (:func:`add_impedance_controller`, the robot
+module's ``IMPEDANCE_*``): the target is the equilibrium of a spring-damper on the TCP's pose,
+reached through the real controller's first-order filter, and its force ``J^T (-K e - D J dq)``
+acts at every physics step inside ``Batch.step(nstep=n_substeps)`` (MuJoCo's site-transmission
+actuators, so no Python runs per physics substep); the controller's small null-space and
+Coriolis torques (:meth:`PandaVectorBackend.joint_torques`) are evaluated once per control
+period and held. The arm is compliant: it lags a moving target and gives way under contact. With
+``arm_control="joint_servo"`` the target instead becomes joint targets through one
+damped-least-squares differential-IK step over all worlds
+(:meth:`PandaVectorBackend.joint_targets`, also the hardware's joint mode) that stiff joint
+position servos track, almost perfectly. Either way gravity compensation (``gravcomp``) stands for the real arm's own. The
+gripper moves at the Franka Hand's speed from its current width and squeezes with at most its
+continuous grasp force (the robot module's ``FINGER_SPEED``, ``GRASP_FORCE``; see
 ``assets/panda.xml``); ``gripper_holding`` reports that it has closed on something.
 
 Images: one ``mujoco.Renderer`` (128x128 by default: twice ``image_size``) renders every world
@@ -91,6 +97,7 @@ __all__ = [
     "ObjectSpec",
     "PandaSimConfig",
     "PandaVectorBackend",
+    "add_impedance_controller",
     "add_marker_faces",
     "build_scene",
     "camera_pose",
@@ -117,6 +124,8 @@ LIGHT_DIFFUSE = (0.55, 0.55, 0.55)
 #: The closed gripper holds something when its width target is this far inside the measured
 #: width (m): the fingers have stopped on an object and squeeze it (25 N at the servo's gain).
 HOLD_LAG = 0.01
+#: The arm controllers :class:`PandaSimConfig` offers.
+ARM_CONTROLS = ("impedance", "joint_servo")
 
 
 @dataclass(frozen=True)
@@ -199,8 +208,20 @@ class PandaSimConfig:
     object_xy_low: tuple[float, float] = (0.50, -0.10)
     object_xy_high: tuple[float, float] = (0.65, 0.10)
     object_yaw_range: float = math.pi / 6
-    #: Differential IK: damping (m), orientation gain, null-space gain toward the home posture,
-    #: and the largest position error one IK step acts on (m).
+    #: How the arm tracks the tip target: "impedance", the real arm's Cartesian impedance
+    #: controller (the robot module's ``IMPEDANCE_*``: torques from a spring-damper on the TCP's
+    #: pose, at the physics rate), or "joint_servo", one damped-least-squares IK step per control
+    #: period into stiff joint position servos (nearly perfect tracking).
+    arm_control: str = "impedance"
+    #: The impedance controller's stiffnesses (translation N/m, rotation N m/rad, null space
+    #: N m/rad; each damped critically, 2 sqrt(k)) and its equilibrium filter's time constant
+    #: (s; 0: none), the real controller's by default.
+    translational_stiffness: float = panda_robot.IMPEDANCE_TRANSLATIONAL_STIFFNESS
+    rotational_stiffness: float = panda_robot.IMPEDANCE_ROTATIONAL_STIFFNESS
+    nullspace_stiffness: float = panda_robot.IMPEDANCE_NULLSPACE_STIFFNESS
+    target_time_constant: float = panda_robot.IMPEDANCE_FILTER_TIME_CONSTANT
+    #: Differential IK ("joint_servo"): damping (m), orientation gain, null-space gain toward
+    #: the home posture, and the largest position error one IK step acts on (m).
     ik_damping: float = 0.02
     ik_orientation_gain: float = 1.0
     ik_nullspace_gain: float = 0.3
@@ -237,10 +258,11 @@ class PandaSimConfig:
     #: Observation images: multisampling (MSAA) samples, shadow-map size (0: no shadows, which
     #: leaves out the arm's and the object's shadows), tessellation of capsules and spheres
     #: (slices, stacks; coarse, as 64x64 pixels cannot show more), and supersampling: the frame
-    #: is rendered at ``pixel_supersample`` times ``image_size`` and area-averaged down. The defaults (128 px without MSAA, area-averaged,
-    #: 128 px shadow map) came out of ``benchmarks/images.py``: closer to a high-quality render
-    #: (0.9 gray levels off on average) than 64 px with 4x MSAA and a 256 px shadow map (1.0),
-    #: at about 40 % less CPU per frame on llvmpipe.
+    #: is rendered at ``pixel_supersample`` times ``image_size`` and area-averaged down. The
+    #: defaults (128 px without MSAA, area-averaged, 128 px shadow map) came out of
+    #: ``benchmarks/images.py``: closer to a high-quality render (0.9 gray levels off on
+    #: average) than 64 px with 4x MSAA and a 256 px shadow map (1.0), at about 40 % less CPU
+    #: per frame on llvmpipe.
     pixel_samples: int = 0
     pixel_shadow_size: int = 128
     pixel_tessellation: tuple[int, int] = (12, 6)
@@ -262,6 +284,15 @@ class PandaSimConfig:
                 f"control_dt={self.control_dt} must be a whole multiple of physics_dt="
                 f"{self.physics_dt} (got {self.control_dt / self.physics_dt:.4f} substeps)"
             )
+        if self.arm_control not in ARM_CONTROLS:
+            raise ValueError(f"arm_control must be one of {ARM_CONTROLS}, got {self.arm_control!r}")
+        for name in ("translational_stiffness", "rotational_stiffness", "nullspace_stiffness"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        tau = self.target_time_constant
+        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
+            raise ValueError(f"target_time_constant must be a number of seconds >= 0, got {tau!r}")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
             raise TypeError(f"image_size must be an int, got {type(self.image_size).__name__}")
         if not 8 <= self.image_size <= 512:
@@ -329,10 +360,72 @@ def camera_pose(config: PandaSimConfig) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def build_scene(object: str = "cube", config: PandaSimConfig | None = None) -> mujoco.MjModel:
-    """Compile the pick scene of :func:`scene_spec` and check it against the robot module."""
-    model = scene_spec(object, config).compile()
+    """Compile the pick scene of :func:`scene_spec` with the config's arm controller
+    (:func:`add_impedance_controller` for "impedance") and check it against the robot module."""
+    config = config or PandaSimConfig()
+    spec = scene_spec(object, config)
+    if config.arm_control == "impedance":
+        add_impedance_controller(spec, config)
+    model = spec.compile()
     check_model(model)
     return model
+
+
+def add_impedance_controller(spec: mujoco.MjSpec, config: PandaSimConfig | None = None) -> None:
+    """Drive the spec's arm by the real arm's Cartesian impedance law, at the physics rate.
+
+    ``tau = J^T (-K e - D J dq)`` is MuJoCo's own: six position actuators on the TCP site, each
+    measured against a fixed reference site (``refsite``), whose length is one component of the
+    TCP's position in the world (``tcp_x``, ``tcp_y``, ``tcp_z``: control = the equilibrium
+    position, reached through a first-order filter of ``target_time_constant``, the real
+    controller's equilibrium filter) or of its rotation vector from the hand-down orientation
+    :data:`TIP_DOWN_ROTATION` (``tcp_rx``, ``tcp_ry``, ``tcp_rz``: control 0), with gain K and
+    damping ``D = 2 sqrt(K)``; the force along each maps to joint torques through the site's
+    Jacobian. The joint servos become torque motors (``joint1`` ... ``joint7``) that add the
+    null-space and Coriolis terms (:meth:`PandaVectorBackend.apply`), and each joint's total
+    actuator torque is capped at the robot's torque limit (``actfrcrange``).
+    """
+    config = config or PandaSimConfig()
+    r = panda_robot
+    for index, name in enumerate(ARM_JOINT_NAMES):
+        limit = float(r.ARM_TORQUE_LIMITS[index])
+        joint = spec.joint(name)
+        joint.actfrcrange = [-limit, limit]
+        joint.actfrclimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        motor = spec.actuator(name)
+        motor.set_to_motor()
+        motor.inheritrange = 0
+        motor.ctrlrange = [-limit, limit]
+        motor.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    world = spec.worldbody
+    world.add_site(name="impedance_origin", group=5)
+    down = np.zeros(4)
+    mujoco.mju_mat2Quat(down, TIP_DOWN_ROTATION.ravel())
+    world.add_site(name="impedance_down", quat=list(down), group=5)
+    axes = np.eye(3)
+    translational = config.translational_stiffness
+    rotational = config.rotational_stiffness
+    for index, axis in enumerate("xyz"):
+        position = spec.add_actuator(
+            name=f"tcp_{axis}",
+            trntype=mujoco.mjtTrn.mjTRN_SITE,
+            target="tcp",
+            refsite="impedance_origin",
+            gear=[*axes[index], 0.0, 0.0, 0.0],
+        )
+        position.set_to_position(
+            kp=translational,
+            kv=2.0 * math.sqrt(translational),
+            timeconst=config.target_time_constant if config.target_time_constant > 0 else -1,
+        )
+        rotation = spec.add_actuator(
+            name=f"tcp_r{axis}",
+            trntype=mujoco.mjtTrn.mjTRN_SITE,
+            target="tcp",
+            refsite="impedance_down",
+            gear=[0.0, 0.0, 0.0, *axes[index]],
+        )
+        rotation.set_to_position(kp=rotational, kv=2.0 * math.sqrt(rotational))
 
 
 def scene_spec(object: str = "cube", config: PandaSimConfig | None = None) -> mujoco.MjSpec:
@@ -666,6 +759,11 @@ class PandaVectorBackend(Backend):
         self._finger_qpos_adr = np.array([m.joint(j).qposadr[0] for j in FINGER_JOINTS])
         self._object_qpos_adr = int(m.joint("object").qposadr[0])
         self._arm_act = np.array([m.actuator(j).id for j in ARM_JOINTS])
+        self._arm_dof = np.array([m.joint(j).dofadr[0] for j in ARM_JOINTS])
+        self._impedance = self.config.arm_control == "impedance"
+        if self._impedance:
+            self._tcp_act = np.array([m.actuator(f"tcp_{axis}").id for axis in "xyz"])
+            self._tcp_act_adr = m.actuator_actadr[self._tcp_act]
         self._gripper_act = int(m.actuator("gripper").id)
         self._gripper_act_adr = int(m.actuator_actadr[self._gripper_act])
         self._gripper_speed = float(m.actuator_ctrlrange[self._gripper_act, 1])
@@ -686,6 +784,8 @@ class PandaVectorBackend(Backend):
         self._site_xmat = b.bind("site_xmat")
         self._xanchor = b.bind("xanchor")
         self._xaxis = b.bind("xaxis")
+        self._qfrc_bias = b.bind("qfrc_bias")
+        self._qfrc_gravcomp = b.bind("qfrc_gravcomp")
         # Live view of the warning counters that mean MuJoCo reset a diverged world to the
         # model's default pose (arm straight up, object at its default place).
         first = int(mujoco.mjtWarning.mjWARN_BADQPOS)
@@ -782,7 +882,7 @@ class PandaVectorBackend(Backend):
             # Drawn with randomisation off too: the generator then advances alike, so the task's
             # goal drawn after the reset does not depend on the switch.
             self._randomize(int(world), rng)
-        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_VEL)
         self._warnings_seen[ids] = self._divergence_counts[ids]
         self._readings.reset(ids)
         self._has_state = True
@@ -815,11 +915,15 @@ class PandaVectorBackend(Backend):
             opening = self._qpos[:, self._finger_qpos_adr].sum(axis=1)
             self._act[switched, self._gripper_act_adr] = np.clip(opening[switched], 0, GRIPPER_OPEN)
         self._gripper_closed[:] = closed
-        self._ctrl[:, self._arm_act] = self.joint_targets(target)
+        if self._impedance:
+            self._ctrl[:, self._tcp_act] = target
+            self._ctrl[:, self._arm_act] = self.joint_torques()
+        else:
+            self._ctrl[:, self._arm_act] = self.joint_targets(target)
         self._ctrl[:, self._gripper_act] = np.where(
             closed > 0.5, -self._gripper_speed, self._gripper_speed
         )
-        self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_VEL)
         self._readings.advance()
         self._check_divergence()
         if self.render_pixels_enabled:
@@ -888,10 +992,7 @@ class PandaVectorBackend(Backend):
         q = self._qpos[:, self._arm_qpos_adr]
         tip = self._site_xpos[:, self._tcp]
         rot = self._site_xmat[:, self._tcp].reshape(-1, 3, 3)
-        anchors = self._xanchor[:, self._arm_joint_ids]
-        axes = self._xaxis[:, self._arm_joint_ids]
-        jac_pos = np.cross(axes, tip[:, None, :] - anchors).transpose(0, 2, 1)  # (N, 3, 7)
-        jac = np.concatenate([jac_pos, axes.transpose(0, 2, 1)], axis=1)  # (N, 6, 7)
+        jac = self._tcp_jacobian()
         q_target = dls_step(
             q,
             tip,
@@ -906,6 +1007,38 @@ class PandaVectorBackend(Backend):
             orientation_gain=cfg.ik_orientation_gain,
         )
         return np.clip(q_target, self._arm_lo, self._arm_hi)
+
+    def joint_torques(self) -> np.ndarray:
+        """(N, 7) joint torques the impedance controller adds to its Cartesian spring-damper.
+
+        The real controller's null-space term, ``N (k_n (q_home - q) - 2 sqrt(k_n) dq)`` with
+        ``N = I - J^T pinv(J^T)`` (pseudo-inverse damped by the robot module's
+        ``IMPEDANCE_PINV_DAMPING``), and its Coriolis compensation (MuJoCo's bias force less the
+        gravity compensation), from the current state of every world; the motors hold them for
+        the control period while the Cartesian spring-damper acts at every physics step.
+        """
+        k = self.config.nullspace_stiffness
+        q = self._qpos[:, self._arm_qpos_adr]
+        dq = self._qvel[:, self._arm_dof]
+        jac_t = self._tcp_jacobian().transpose(0, 2, 1)  # (N, 7, 6)
+        u, singular, vt = np.linalg.svd(jac_t, full_matrices=False)
+        damping = panda_robot.IMPEDANCE_PINV_DAMPING
+        scale = singular / (singular**2 + damping**2)
+        pinv = vt.transpose(0, 2, 1) @ (scale[:, :, None] * u.transpose(0, 2, 1))  # (N, 6, 7)
+        projector = np.eye(7) - jac_t @ pinv
+        pull = k * (HOME_QPOS - q) - 2.0 * math.sqrt(k) * dq
+        nullspace = (projector @ pull[:, :, None])[:, :, 0]
+        coriolis = self._qfrc_bias[:, self._arm_dof] - self._qfrc_gravcomp[:, self._arm_dof]
+        return nullspace + coriolis
+
+    def _tcp_jacobian(self) -> np.ndarray:
+        """(N, 6, 7) the TCP's Jacobian (linear rows, then angular) over the arm joints, from
+        the joint anchors and axes MuJoCo computes."""
+        tip = self._site_xpos[:, self._tcp]
+        anchors = self._xanchor[:, self._arm_joint_ids]
+        axes = self._xaxis[:, self._arm_joint_ids]
+        jac_pos = np.cross(axes, tip[:, None, :] - anchors).transpose(0, 2, 1)  # (N, 3, 7)
+        return np.concatenate([jac_pos, axes.transpose(0, 2, 1)], axis=1)
 
     # ------------------------------------------------------------------ rendering
 
@@ -941,7 +1074,7 @@ class PandaVectorBackend(Backend):
             self._qpos[world, adr + 3 : adr + 7] = np.asarray(quat, float)
         dof = int(self.model.joint("object").dofadr[0])
         self._qvel[world, dof : dof + 6] = 0.0
-        self.batch.forward(np.array([world]), stage=mujoco.mjtStage.mjSTAGE_POS)
+        self.batch.forward(np.array([world]), stage=mujoco.mjtStage.mjSTAGE_VEL)
         if self.render_pixels_enabled:
             self._pixels[world] = self.render_pixels(world)
         return self._state()
@@ -960,7 +1093,13 @@ class PandaVectorBackend(Backend):
         adr = self._object_qpos_adr
         qpos[adr : adr + 3] = object_pos
         qpos[adr + 3 : adr + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
-        self._ctrl[world, self._arm_act] = HOME_QPOS
+        if self._impedance:
+            self._ctrl[world, self._arm_act] = 0.0
+            self._ctrl[world, self._tcp_act] = HOME_TIP_POS
+            filtered = self._tcp_act_adr >= 0
+            self._act[world, self._tcp_act_adr[filtered]] = HOME_TIP_POS[filtered]
+        else:
+            self._ctrl[world, self._arm_act] = HOME_QPOS
         self._ctrl[world, self._gripper_act] = self._gripper_speed
         self._act[world, self._gripper_act_adr] = GRIPPER_OPEN
         self._tip_target[world] = HOME_TIP_POS
