@@ -1,6 +1,8 @@
 """Command line: ``sim2online demo`` runs every sim robot with its scripted controller;
 ``sim2online check <robot>`` runs a real robot's (or its twin's) pre-flight checks;
-``sim2online calibrate panda-camera [--twin]`` calibrates the Panda's camera.
+``sim2online calibrate panda-camera [--twin]`` calibrates the Panda's camera;
+``sim2online compare panda-camera --real frame.png`` puts a real camera frame next to the
+simulator's from the same arm pose (:mod:`sim2online_envs.compare`).
 
 The demo is the package's main job on its embedded default (no hardware attached): for each
 robot it runs one seeded episode with the privileged scripted controller and writes a PNG strip
@@ -162,6 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     calibrate.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE"
     )
+    compare = sub.add_parser("compare", help="a real camera frame next to the sim's, same pose")
+    compare.add_argument("target", choices=["panda-camera"], help="what to compare")
+    compare.add_argument("--real", type=Path, default=None, help="real frame (image file)")
+    compare.add_argument("--episode", type=Path, default=None, help="recorded episode (.npz)")
+    compare.add_argument("--step", type=int, default=0, help="the episode's observation index")
+    compare.add_argument("--qpos", type=float, nargs=7, default=None, help="joint angles, rad")
+    compare.add_argument("--opening", type=float, default=0.08, help="gripper opening, m")
+    compare.add_argument("--object-pos", type=float, nargs=3, default=None, help="cube, m")
+    compare.add_argument("--object-yaw", type=float, default=0.0, help="cube yaw, rad")
+    compare.add_argument("--calibration", type=Path, default=None, help="camera calibration")
+    compare.add_argument("--out", type=Path, default=Path("panda_camera_compare.png"))
     from sim2online_envs.train import add_subcommands
 
     add_subcommands(sub)  # pretrain, finetune, evaluate
@@ -185,6 +198,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             **dict(_setting(item) for item in args.settings),
         )
         logger.info("panda-camera calibration written to %s: %s", path, report)
+        return 0
+    if args.command == "compare":
+        from sim2online_envs.compare import compare_panda_camera
+
+        result = compare_panda_camera(
+            args.out,
+            real=args.real,
+            episode=args.episode,
+            step=args.step,
+            qpos=args.qpos,
+            opening=args.opening,
+            object_pos=args.object_pos,
+            object_yaw=args.object_yaw,
+            calibration=args.calibration,
+        )
+        logger.info(
+            "panda-camera: mean |real - sim| %.1f gray levels (sim %.1f, real %.1f) -> %s",
+            result["mean_abs_difference"],
+            result["sim_mean"],
+            result["real_mean"],
+            result["out"],
+        )
         return 0
     if args.command == "sysid":
         from sim2online_envs.sysid import sysid_racecar

@@ -18,10 +18,11 @@ period and held. The arm is compliant: it lags a moving target and gives way und
 ``arm_control="joint_servo"`` the target instead becomes joint targets through one
 damped-least-squares differential-IK step over all worlds
 (:meth:`PandaVectorBackend.joint_targets`, also the hardware's joint mode) that stiff joint
-position servos track, almost perfectly. Either way gravity compensation (``gravcomp``) stands for the real arm's own. The
-gripper moves at the Franka Hand's speed from its current width and squeezes with at most its
-continuous grasp force (the robot module's ``FINGER_SPEED``, ``GRASP_FORCE``; see
-``assets/panda.xml``); ``gripper_holding`` reports that it has closed on something.
+position servos track, almost perfectly. Either way gravity compensation (``gravcomp``) stands
+for the real arm's own. The gripper moves at the Franka Hand's speed from its current width and
+squeezes with at most its continuous grasp force (the robot module's ``FINGER_SPEED``,
+``GRASP_FORCE``; see ``assets/panda.xml``); ``gripper_holding`` reports that it has closed on
+something.
 
 Images: one ``mujoco.Renderer`` (128x128 by default: twice ``image_size``) renders every world
 in turn: each world's randomised model fields and its configuration are copied into a
@@ -1075,6 +1076,33 @@ class PandaVectorBackend(Backend):
         dof = int(self.model.joint("object").dofadr[0])
         self._qvel[world, dof : dof + 6] = 0.0
         self.batch.forward(np.array([world]), stage=mujoco.mjtStage.mjSTAGE_VEL)
+        if self.render_pixels_enabled:
+            self._pixels[world] = self.render_pixels(world)
+        return self._state()
+
+    def set_arm_pose(self, world: int, arm_qpos: np.ndarray, opening: float | None = None) -> Batch:
+        """Teleport the arm (joint angles, rad) and the fingers (``opening``, m) of one world at
+        rest, the tip target and the controller's equilibrium on the tip (rendering a recorded
+        pose, tests); return the state."""
+        self._check_open()
+        qpos = np.asarray(arm_qpos, dtype=np.float64)
+        if qpos.shape != (7,) or not np.isfinite(qpos).all():
+            raise ValueError(f"arm_qpos must be 7 finite joint angles, got {arm_qpos!r}")
+        self._qpos[world, self._arm_qpos_adr] = np.clip(qpos, self._arm_lo, self._arm_hi)
+        self._qvel[world, self._arm_dof] = 0.0
+        if opening is not None:
+            width = float(np.clip(opening, 0.0, GRIPPER_OPEN))
+            self._qpos[world, self._finger_qpos_adr] = width / 2
+            self._act[world, self._gripper_act_adr] = width
+        self.batch.forward(np.array([world]), stage=mujoco.mjtStage.mjSTAGE_VEL)
+        tip = self._site_xpos[world, self._tcp].copy()
+        self._tip_target[world] = tip
+        if self._impedance:
+            self._ctrl[world, self._tcp_act] = tip
+            filtered = self._tcp_act_adr >= 0
+            self._act[world, self._tcp_act_adr[filtered]] = tip[filtered]
+        else:
+            self._ctrl[world, self._arm_act] = self._qpos[world, self._arm_qpos_adr]
         if self.render_pixels_enabled:
             self._pixels[world] = self.render_pixels(world)
         return self._state()

@@ -297,10 +297,16 @@ class PandaPickTask(Task):
         return self.success(state, task_state) | ~object_in_workspace(state, self.config)
 
     def info(self, state: Batch, task_state: Batch) -> dict[str, np.ndarray]:
-        """Per-step diagnostics: goal (m), object-goal distance (m), grasped, object lost."""
+        """Per-step diagnostics: goal (m), object-goal distance (m), grasped, object lost, and
+        the pose of the scene (joint angles in rad, the object's centre in m and orientation):
+        recorded (``RecordEpisodes(info_fields=...)``), they let the simulator render a real
+        episode's frame from the same arm pose (:mod:`sim2online_envs.compare`)."""
         return {
             "goal": np.asarray(task_state["goal"], dtype=np.float64).copy(),
             "goal_distance": goal_distance(state, task_state),
             "grasped": grasped(state, self.config),
             "object_lost": ~object_in_workspace(state, self.config),
+            "arm_qpos": np.asarray(state["arm_qpos"], dtype=np.float64).copy(),
+            "object_pos": np.asarray(state["object_pos"], dtype=np.float64).copy(),
+            "object_quat": np.asarray(state["object_quat"], dtype=np.float64).copy(),
         }
