@@ -63,7 +63,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 import sim2online_envs
 from sim2online_envs.agents import (
@@ -77,6 +76,7 @@ from sim2online_envs.agents import (
     vanilla_recipe,
 )
 from sim2online_envs.controllers.racecar import make_controller
+from sim2online_envs.priors import PriorBudget, pretrain_prior
 
 logger = logging.getLogger("examples.pretrain_then_finetune_racecar")
 
@@ -116,96 +116,22 @@ QUICK = Budget(
 # -- stage 1: pretraining in sim ---------------------------------------------------------------
 
 
-def scripted_demonstrations(
-    venv: VecEnv, steps: int, noise: float, seed: int
-) -> dict[str, np.ndarray]:
-    """``steps`` batched steps of noisy scripted parking in every world, as transition arrays.
-
-    The parking controller maps a batch of observations to a batch of actions, so all worlds
-    are driven at once; the arrays are in ``MixingReplayBuffer.add_offline_transitions``'s form.
-    """
-    controller = make_controller(gym.make(ENV_ID))
-    rng = np.random.default_rng(seed)
-    fields: dict[str, list[np.ndarray]] = {
-        key: []
-        for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-    }
-    obs = venv.reset()
-    for _ in range(steps):
-        noisy = controller(obs) + noise * rng.standard_normal((venv.num_envs, 2))
-        actions = np.clip(noisy, -1.0, 1.0).astype(np.float32)
-        next_obs, rewards, dones, infos = venv.step(actions)
-        # The true last observation of a finished episode (the vec env has reset that world).
-        real_next = next_obs.copy()
-        for i in np.flatnonzero(dones):
-            real_next[i] = infos[i]["terminal_observation"]
-        timeouts = np.array([info.get("TimeLimit.truncated", False) for info in infos])
-        for key, value in zip(
-            fields, (obs, real_next, actions, rewards, dones, timeouts), strict=True
-        ):
-            fields[key].append(value)
-        obs = next_obs
-    return {key: np.concatenate(values) for key, values in fields.items()}
-
-
 def pretrain(args: argparse.Namespace, out: Path) -> Path:
-    """Stage 1 and 2: SAC on the batched kinematic car; returns the prior's checkpoint folder."""
-    venv = VecMonitor(
-        sim2online_envs.make_vec(ENV_ID, args.num_envs, seed=args.seed, dynamics="kinematic"),
-        filename=str(out / "pretrain_monitor.csv"),
-    )
-    # The paper recipe's networks (so the prior fine-tunes without surgery), trained as SAC with
-    # one learning rate and an update every batched step. Every minibatch is half demonstrations,
-    # half the agent's own data (RLPD's symmetric sampling, through the same mixing buffer that
-    # fine-tuning uses). Initial temperature 0.01: SB3's 1.0 outweighs rewards of a few
-    # centimetres of progress per step for tens of thousands of steps.
-    recipe = paper_recipe("racecar")
-    policy_kwargs = {**recipe["policy_kwargs"], "critic_width": args.critic_width}
-    model = SAC(
-        "MlpPolicy",
-        venv,
-        learning_rate=3e-4,
-        buffer_size=args.pretrain_steps + args.num_envs,
-        batch_size=recipe["batch_size"],
-        gamma=recipe["gamma"],
-        tau=recipe["tau"],
-        train_freq=1,
+    """Stage 1 and 2: SAC on the batched kinematic car; returns the prior's checkpoint folder.
+
+    :func:`sim2online_envs.priors.pretrain_prior` with this example's budget: the package's
+    shipped prior is made the same way (``sim2online prior racecar``)."""
+    budget = PriorBudget(
+        env_id=ENV_ID,
+        env_kwargs=(("dynamics", "kinematic"),),
+        num_envs=args.num_envs,
+        demo_steps=args.demo_steps,
+        demo_noise=args.demo_noise,
+        steps=args.pretrain_steps,
         gradient_steps=args.pretrain_gradient_steps,
-        learning_starts=0 if args.demo_steps else 2000,
-        ent_coef="auto_0.01",
-        max_grad_norm=recipe["max_grad_norm"],
-        replay_buffer_class=MixingReplayBuffer,
-        replay_buffer_kwargs={"online_fraction": 0.5 if args.demo_steps else 1.0},
-        policy_kwargs=policy_kwargs,
-        seed=args.seed,
+        critic_width=args.critic_width,
     )
-    if args.demo_steps:
-        # Their own worlds (seeds after the training worlds'), kept out of the monitor file.
-        demo_venv = sim2online_envs.make_vec(
-            ENV_ID, args.num_envs, seed=args.seed + args.num_envs, dynamics="kinematic"
-        )
-        demos = scripted_demonstrations(demo_venv, args.demo_steps, args.demo_noise, args.seed)
-        demo_venv.close()
-        model.replay_buffer.add_offline_transitions(**demos)
-        logger.info(
-            "demonstrations: %d scripted transitions, mean reward per step %.3f",
-            len(demos["rewards"]),
-            float(np.mean(demos["rewards"])),
-        )
-    start = time.perf_counter()
-    model.learn(args.pretrain_steps, log_interval=10_000)
-    logger.info(
-        "pretrained on %d kinematic worlds: %d steps, %d gradient steps, %.0f s",
-        args.num_envs,
-        model.num_timesteps,
-        model._n_updates,
-        time.perf_counter() - start,
-    )
-    prior_dir = out / "prior"
-    # Model and sim replay buffer (the agent's data and the demonstrations), one atomic generation.
-    save_checkpoint(model, prior_dir)
-    venv.close()
-    return prior_dir
+    return pretrain_prior(budget, out, seed=args.seed)
 
 
 # -- stage 3: fine-tuning on "reality" --------------------------------------------------------

@@ -22,6 +22,9 @@ import numpy as np
 
 logger = logging.getLogger("sim2online.train")
 
+#: ``finetune --prior shipped``: the package's own prior of the env's robot.
+SHIPPED = "shipped"
+
 
 def parse_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with numbers, booleans and ``None`` parsed (the rest strings)."""
@@ -145,7 +148,16 @@ def pretrain(args: argparse.Namespace) -> int:
 
 def finetune(args: argparse.Namespace) -> int:
     """Fine-tune a prior with a method's recipe, an episode at a time; resumable."""
+    env = make_env(args.env_id, args.env)
+    try:
+        return _finetune(args, env)
+    finally:
+        env.close()  # a real robot's devices (or its twin) released, the robot stopped
+
+
+def _finetune(args: argparse.Namespace, env: gym.Env) -> int:
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from sim2online_envs.agents import (
         SAC,
@@ -160,7 +172,6 @@ def finetune(args: argparse.Namespace) -> int:
     run = args.out
     run.mkdir(parents=True, exist_ok=True)
     progress_path = run / "progress.json"
-    env = make_env(args.env_id, args.env)
     own = run / "checkpoint"
     resuming = args.resume and (own / "checkpoint.json").is_file()
     done = json.loads(progress_path.read_text())["episodes"] if resuming else 0
@@ -169,7 +180,15 @@ def finetune(args: argparse.Namespace) -> int:
         logger.info("resuming %s at episode %d", run, done)
     else:
         if args.prior is None:
-            raise SystemExit("finetune needs --prior (a save_checkpoint folder) or --resume")
+            raise SystemExit(
+                "finetune needs --prior (a save_checkpoint folder, or `shipped` for the "
+                "package's own prior) or --resume"
+            )
+        if str(args.prior) == SHIPPED:
+            from sim2online_envs.priors import shipped_prior
+
+            args.prior = shipped_prior(robot_of(args.env_id))
+            logger.info("the package's shipped prior: %s", args.prior)
         kwargs = recipe(
             robot_of(args.env_id),
             args.method,
@@ -196,15 +215,16 @@ def finetune(args: argparse.Namespace) -> int:
         logger.info("warm start: %d transitions with the prior's actions", model.warm_start_steps)
         model.learn(model.warm_start_steps, callback=q_error, tb_log_name="finetune")
     bar = tqdm(total=args.episodes, initial=done, desc=f"fine-tuning ({args.method})", unit="ep")
-    for episode in range(done, args.episodes):
-        first = episode == 0 and not model.warm_start_steps and not resuming
-        model.learn(1, callback=q_error, reset_num_timesteps=first, tb_log_name="finetune")
-        save_checkpoint(model, own)
-        progress_path.write_text(json.dumps({"episodes": episode + 1, "method": args.method}))
-        row = q_error.history[-1]
-        bar.set_postfix(ret=f"{row['episode_return']:.1f}", q_err=f"{row['mean']:+.2f}")
-        bar.update(1)
-        write_plots(run)
+    with logging_redirect_tqdm():  # log lines above the bar, not through it
+        for episode in range(done, args.episodes):
+            first = episode == 0 and not model.warm_start_steps and not resuming
+            model.learn(1, callback=q_error, reset_num_timesteps=first, tb_log_name="finetune")
+            save_checkpoint(model, own)
+            progress_path.write_text(json.dumps({"episodes": episode + 1, "method": args.method}))
+            row = q_error.history[-1]
+            bar.set_postfix(ret=f"{row['episode_return']:.1f}", q_err=f"{row['mean']:+.2f}")
+            bar.update(1)
+            write_plots(run)
     bar.close()
     logger.info("fine-tuned %d episodes on %s -> %s", args.episodes, args.env_id, run)
     return 0
@@ -256,8 +276,24 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def shipped_budgets() -> dict[str, Any]:
+    """The robots with a shipped prior, and their budgets."""
+    from sim2online_envs.priors import SHIPPED_BUDGETS
+
+    return SHIPPED_BUDGETS
+
+
+def regenerate_prior(args: argparse.Namespace) -> int:
+    """Pretrain a robot's shipped prior again and replace the package's copy."""
+    from sim2online_envs.priors import regenerate_shipped
+
+    folder = regenerate_shipped(args.robot, seed=args.seed)
+    logger.info("the %s prior is regenerated in %s", args.robot, folder)
+    return 0
+
+
 def add_subcommands(sub: Any) -> None:
-    """Register ``pretrain``, ``finetune`` and ``evaluate`` on the CLI's subparsers."""
+    """Register ``pretrain``, ``finetune``, ``prior`` and ``evaluate`` on the CLI's subparsers."""
     from sim2online_envs.agents import METHODS
 
     def common(parser: argparse.ArgumentParser) -> None:
@@ -294,7 +330,12 @@ def add_subcommands(sub: Any) -> None:
     fine = sub.add_parser("finetune", help="fine-tune a prior online with a method's recipe")
     common(fine)
     agent_settings(fine)
-    fine.add_argument("--prior", type=pathlib.Path, default=None, help="save_checkpoint folder")
+    fine.add_argument(
+        "--prior",
+        type=pathlib.Path,
+        default=None,
+        help=f"save_checkpoint folder, or {SHIPPED!r}: the package's prior for the robot",
+    )
     fine.add_argument("--method", choices=METHODS, default="paper")
     fine.add_argument("--episodes", type=int, default=20)
     fine.add_argument("--gradient-steps", type=int, default=None, help="K per episode")
@@ -310,6 +351,13 @@ def add_subcommands(sub: Any) -> None:
     fine.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/finetune"))
     fine.set_defaults(job=finetune)
 
+    ship = sub.add_parser(
+        "prior", help="regenerate the package's shipped prior of a robot (sim2online_envs.priors)"
+    )
+    ship.add_argument("robot", choices=sorted(shipped_budgets()))
+    ship.add_argument("--seed", type=int, default=0)
+    ship.set_defaults(job=regenerate_prior)
+
     ev = sub.add_parser("evaluate", help="deterministic episodes of a checkpoint's policy")
     common(ev)
     ev.add_argument("--model", type=pathlib.Path, required=True, help="save_checkpoint folder")
@@ -318,4 +366,4 @@ def add_subcommands(sub: Any) -> None:
     ev.set_defaults(job=evaluate)
 
 
-__all__ = ["add_subcommands", "evaluate", "finetune", "pretrain", "write_plots"]
+__all__ = ["add_subcommands", "evaluate", "finetune", "pretrain", "regenerate_prior", "write_plots"]

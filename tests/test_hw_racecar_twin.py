@@ -235,3 +235,29 @@ def test_sb3_policy_trained_in_sim_runs_whole_episode_on_the_twin(env: RealRaceC
         if terminated or truncated:
             break
     assert truncated and info["truncation_reason"] == "time_limit", info
+
+
+def test_the_readme_main_job_fine_tunes_the_shipped_prior_on_the_twin(tmp_path) -> None:
+    """The README's first command at a tiny size: the shipped prior, the paper recipe, the twin;
+    whole episodes (the learner's pause after SB3's reset does not spoil the next one)."""
+    import csv
+    import json
+
+    from sim2online_envs.cli import main
+
+    run = tmp_path / "finetune"
+    settings = [f"{key}={value}" for key, value in TWIN_SETTINGS.items()]
+    args = ["finetune", "RealRaceCar-v0", "--env", "hardware=twin", "--prior", "shipped"]
+    for setting in settings:
+        args += ["--env", setting]
+    args += ["--gradient-steps", "100", "--warm-start-steps", "250", "--episodes", "2"]
+    assert main([*args, "--out", str(run)]) == 0
+    assert json.loads((run / "progress.json").read_text())["episodes"] == 2
+    with (run / "q_error.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 3  # the warm-start episode and two fine-tuning episodes
+    assert [float(row["length"]) for row in rows] == [250.0] * 3  # none cut short
+    updates = [float(row["n_updates"]) for row in rows]
+    assert updates == sorted(updates) and updates[-1] > updates[0]  # it learned between them
+    for name in ("learning_curve.png", "q_error.png"):
+        assert (run / name).is_file()

@@ -354,8 +354,9 @@ def _serve(settings: Mapping[str, Any]) -> int:
             out.flush()
     finally:
         twin.close()
-        out.write(json.dumps({"bye": True}) + "\n")
-        out.flush()
+        with contextlib.suppress(BrokenPipeError):  # the parent may already be gone
+            out.write(json.dumps({"bye": True}) + "\n")
+            out.flush()
     return 0
 
 
