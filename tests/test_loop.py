@@ -195,3 +195,57 @@ def test_info_keys_are_the_same_in_the_single_and_the_batched_env(env_id: str) -
     assert infos[0]["safety"]["interventions"].keys() == info["safety"]["interventions"].keys()
     env.close()
     venv.close()
+
+
+# -- the speed work keeps the numbers ---------------------------------------------------------
+
+
+def test_go1_observation_noise_is_each_worlds_uniform_draw_bit_for_bit() -> None:
+    """The task draws ``random(out=row)`` and scales it: the very bits of ``uniform(-1, 1, 48)``
+    times the half-widths, from the same generators in the same order."""
+    from sim2online_envs.tasks.go1 import OBS_DIM, Go1JoystickTask
+
+    task = Go1JoystickTask()
+    drawn = task._draw_noise([np.random.default_rng(seed) for seed in range(64)])
+    rngs = [np.random.default_rng(seed) for seed in range(64)]
+    expected = np.stack([rng.uniform(-1.0, 1.0, OBS_DIM) for rng in rngs])
+    expected *= task._noise_half_widths
+    np.testing.assert_array_equal(drawn.view(np.uint64), expected.view(np.uint64))
+
+
+@pytest.mark.parametrize("worlds", [1, 127, 128, 5000])
+def test_reward_rows_are_added_in_order_whatever_the_batch(worlds: int) -> None:
+    from sim2online_envs.core import sum_reward_rows
+
+    rng = np.random.default_rng(worlds)
+    matrix = rng.normal(size=(6, worlds)) * 10.0 ** rng.integers(-12, 12, size=(6, worlds))
+    matrix[0, 0] = -0.0
+    expected = np.add.accumulate(matrix, axis=0)[-1]
+    np.testing.assert_array_equal(sum_reward_rows(matrix).view(np.uint64), expected.view(np.uint64))
+
+
+def test_batched_safety_infos_are_each_worlds_own_dicts() -> None:
+    venv = sim2online_envs.make_vec("SimGo1-v0", 16, seed=0)
+    venv.reset()
+    _, _, _, infos = venv.step(np.zeros((16, 12)))
+    first, second = infos[0]["safety"], infos[1]["safety"]
+    assert first["interventions"] == second["interventions"]  # both all zero here
+    first["interventions"]["clipped"] = 99
+    first["episode_interventions"]["abort"] = 99
+    assert second["interventions"]["clipped"] == 0 and second["episode_interventions"]["abort"] == 0
+    assert first["applied_action"] is not second["applied_action"]
+    venv.close()
+
+
+def test_worlds_that_did_not_end_share_one_read_only_empty_reason_array() -> None:
+    """Nothing is allocated per world for steps where no episode ends; nothing can write into
+    what is shared."""
+    venv = sim2online_envs.make_vec("SimRaceCar-v0", 3, seed=0, max_episode_steps=2)
+    venv.reset()
+    venv.step(np.zeros((3, 2)))
+    reasons = venv.last_truncation_reasons
+    assert reasons.tolist() == ["", "", ""] and not reasons.flags.writeable
+    _, _, dones, infos = venv.step(np.zeros((3, 2)))
+    assert dones.all() and venv.last_truncation_reasons.tolist() == ["time_limit"] * 3
+    assert [info["truncation_reason"] for info in infos] == ["time_limit"] * 3
+    venv.close()

@@ -741,3 +741,166 @@ def test_panda_hostile_actions_stay_in_the_box_and_step(
         if np.all(tip >= low) and np.all(tip <= high):
             assert np.all(target >= low - 1e-9) and np.all(target <= high + 1e-9)
         assert command["gripper_closed"][0] in (0.0, 1.0)
+
+
+# -- the compiled Go1 limits and abort test against their NumPy reference -------------------------
+
+HOSTILE_VALUES = np.array([0.0, -0.0, 1e30, -1e30, 5e-324, 0.25, -0.25, 0.813, -0.813, 4.451])
+
+
+def _go1_batch(
+    rng: np.random.Generator, count: int, limits: Go1Limits
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joint targets and measured joints: random, exactly on the position bounds and at the
+    rate limit, huge values and signed zeros (every row a mix)."""
+    targets = rng.uniform(-6.0, 6.0, (count, 12))
+    measured = HOME + rng.uniform(-0.5, 0.5, (count, 12))
+    hostile = rng.random((count, 12)) < 0.3
+    targets[hostile] = rng.choice(HOSTILE_VALUES, size=int(hostile.sum()))
+    lower = np.broadcast_to(np.asarray(limits.joint_lower) + limits.margin, (count, 12))
+    on_bound = rng.random((count, 12)) < 0.1
+    targets[on_bound] = lower[on_bound]
+    at_rate = rng.random((count, 12)) < 0.1
+    targets[at_rate] = (measured + limits.max_target_change)[at_rate]
+    return targets, measured
+
+
+def _bits(value: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(value).view(np.uint8)
+
+
+@pytest.mark.parametrize("count", [1, 7, 256])
+@pytest.mark.parametrize("with_previous", [False, True])
+def test_compiled_go1_limits_equal_the_numpy_reference_bit_for_bit(
+    count: int, with_previous: bool
+) -> None:
+    limits = Go1Limits(max_target_change=0.2, margin=0.05)
+    rng = np.random.default_rng(count)
+    for _ in range(20):
+        targets, measured = _go1_batch(rng, count, limits)
+        previous = {"joint_targets": measured + rng.uniform(-0.3, 0.3, (count, 12))}
+        fresh = rng.random(count) < 0.3
+        args = (
+            {"joint_targets": targets, "other": np.ones(count)},
+            {"joint_pos": measured},
+            previous if with_previous else None,
+            fresh,
+        )
+        fast, fast_counts = limits.limit(*args)
+        slow, slow_counts = limits.limit_reference(*args)
+        assert fast.keys() == slow.keys()
+        np.testing.assert_array_equal(_bits(fast["joint_targets"]), _bits(slow["joint_targets"]))
+        assert fast_counts.keys() == slow_counts.keys()
+        for name in slow_counts:
+            assert fast_counts[name].dtype == slow_counts[name].dtype == np.int64
+            np.testing.assert_array_equal(fast_counts[name], slow_counts[name])
+
+
+def test_compiled_go1_limits_refuse_non_finite_input_like_the_reference() -> None:
+    limits = Go1Limits()
+    for key, bad in [("joint_targets", np.nan), ("joint_targets", -np.inf), ("joint_pos", np.inf)]:
+        command = {"joint_targets": np.repeat(HOME, 3, axis=0)}
+        state = {"joint_pos": np.repeat(HOME, 3, axis=0)}
+        (command if key == "joint_targets" else state)[key][2, 5] = bad
+        errors = []
+        for method in (limits.limit, limits.limit_reference):
+            with pytest.raises(UnsafeCommandError) as caught:
+                method(command, state, None, np.ones(3, bool))
+            errors.append(str(caught.value))
+        assert errors[0] == errors[1] and f"{key!r} is not finite" in errors[0]
+
+
+def test_go1_limits_take_what_the_kernel_does_not_through_the_reference() -> None:
+    """float32 targets, a list for fresh, a missing key: the reference's conversions and
+    errors, unchanged."""
+    limits = Go1Limits()
+    targets = (HOME + 0.4).astype(np.float32)
+    previous = {"joint_targets": HOME + 0.1}
+    fast, counts = limits.limit({"joint_targets": targets}, {"joint_pos": HOME}, previous, [False])
+    slow, slow_counts = limits.limit_reference(
+        {"joint_targets": targets}, {"joint_pos": HOME}, previous, np.array([False])
+    )
+    np.testing.assert_array_equal(fast["joint_targets"], slow["joint_targets"])
+    assert counts["target_change"].tolist() == slow_counts["target_change"].tolist() == [1]
+    with pytest.raises(UnsafeCommandError, match="needs state key 'joint_pos'"):
+        limits.limit({"joint_targets": HOME}, {}, None, np.ones(1, bool))
+
+
+def _quaternions(rng: np.random.Generator, count: int) -> np.ndarray:
+    quat = rng.normal(size=(count, 4))
+    quat /= np.linalg.norm(quat, axis=1, keepdims=True)
+    quat[::5] *= 1.3  # not unit: the pitch's arcsin argument is clipped
+    near_upright = rng.random(count) < 0.5
+    wobble = rng.normal(0.0, 0.3, (int(near_upright.sum()), 4))
+    quat[near_upright] = UPRIGHT + wobble
+    return quat
+
+
+@pytest.mark.parametrize("count", [1, 9, 1000])
+def test_compiled_go1_abort_test_equals_the_numpy_reference(count: int) -> None:
+    limits = Go1Limits()
+    rng = np.random.default_rng(count + 1)
+    quat = _quaternions(rng, count)
+    joints = HOME + rng.uniform(-1.5, 1.5, (count, 12))
+    state = {"base_quat": quat, "joint_pos": joints}
+    fast, slow = limits.abort_masks(state), limits.abort_masks_reference(state)
+    assert list(fast) == list(slow) == [SAFETY_TILT, SAFETY_HEIGHT]
+    for reason in slow:
+        np.testing.assert_array_equal(fast[reason], slow[reason])
+    if count == 1000:  # both reasons occur, and neither everywhere
+        assert 0 < fast[SAFETY_TILT].sum() < count and 0 < fast[SAFETY_HEIGHT].sum() < count
+    np.testing.assert_array_equal(limits.abort_reasons(state), reasons_of(limits, state))
+
+
+def reasons_of(limits: Go1Limits, state: Batch) -> np.ndarray:
+    masks = limits.abort_masks_reference(state)
+    reasons = np.full(len(state["base_quat"]), "", dtype="<U32")
+    for reason, mask in reversed(list(masks.items())):
+        reasons[mask] = reason
+    return reasons
+
+
+def test_compiled_go1_trunk_height_is_the_robot_modules() -> None:
+    """The kernel's height is ``robots.go1.trunk_height``'s arithmetic in the same order (its
+    sines and cosines from the C library, NumPy's may differ in the last bit elsewhere)."""
+    from sim2online_envs import safety, safety_kernels
+    from sim2online_envs.robots import go1 as go1_robot
+
+    rng = np.random.default_rng(3)
+    quat = _quaternions(rng, 500)
+    joints = HOME + rng.uniform(-2.0, 2.0, (500, 12))
+    _, _, height = safety_kernels.go1_abort(
+        quat,
+        joints,
+        safety._GO1_HIP_OFFSETS,
+        safety._GO1_THIGH_Y,
+        go1_robot.THIGH_LENGTH,
+        go1_robot.CALF_LENGTH,
+        go1_robot.FOOT_RADIUS,
+        1.1,
+        0.12,
+    )
+    np.testing.assert_allclose(height, go1_robot.trunk_height(joints, quat), rtol=0, atol=1e-14)
+
+
+def test_compiled_go1_abort_test_on_hostile_states_matches_the_reference() -> None:
+    """NaN and infinite readings compare false in both (nothing aborts on NaN); infinities in
+    the quaternion give the same tilt; huge joint angles the same height test."""
+    limits = Go1Limits()
+    quat = np.repeat(UPRIGHT, 8, axis=0)
+    joints = np.repeat(HOME, 8, axis=0)
+    quat[0, 1] = np.nan
+    quat[1, 2] = np.inf
+    quat[2] = [0.0, -np.inf, np.inf, 0.0]
+    joints[3, 4] = np.nan
+    joints[4, 7] = -np.inf
+    joints[5, :] = 1e30
+    quat[6] = [-0.0, 0.0, -0.0, 0.0]
+    joints[7, 2::3] = -0.0
+    state = {"base_quat": quat, "joint_pos": joints}
+    with np.errstate(all="ignore"):
+        fast, slow = limits.abort_masks(state), limits.abort_masks_reference(state)
+    for reason in slow:
+        np.testing.assert_array_equal(fast[reason], slow[reason], err_msg=reason)
+    float32_state = {"base_quat": UPRIGHT.astype(np.float32), "joint_pos": HOME}
+    assert limits.abort_reasons(float32_state).tolist() == [""]  # through the reference
