@@ -5,9 +5,15 @@
 * Scene: :class:`TwinScene` is the simulator's pick scene (:func:`sim2online_envs.sim.panda.
   scene_spec`) with ArUco-textured cube faces (:func:`sim2online_envs.sim.panda.
   add_marker_faces`, the simulator's own) and an occluder plate for fault tests. It follows the
-  measured joints and gripper width of every read (the arm set kinematically along the
-  interpolated path, the fingers servoed to the measured width with the hand's force limit) and
-  simulates the cube, so the hand can push, grasp and lift it.
+  measured joints and gripper width of every read and simulates the cube, so the hand can push,
+  grasp and lift it. The scene's arm is driven, not placed: its own joint servos track the
+  measured joints along the interpolated path (with the velocity feed-forward that cancels the
+  servos' damping lag), so contacts see a physically moving hand. Writing the joints directly
+  at every physics step (what this did first) lets the contact solver's reaction on the hand be
+  thrown away at the next write: a grasped cube crept out of the fingers while lifted. The arm
+  is placed directly only where there is no path to follow: the first read, the first read
+  after :meth:`TwinScene.place_cube` (a reset, the fingers too) and after a gap of more than
+  :attr:`TwinScene.max_gap` (a motion nobody watched, e.g. a calibration pose).
 * Camera: :class:`TwinCamera` renders the scene's D455 view at the camera's rate into a
   ``pyrealsense2.software_device``, which the real camera driver reads like a D455.
 * The calibration file of the twin is written from the scene's camera (pose, field of view).
@@ -164,16 +170,22 @@ class TwinScene:
         self.arm_dof = np.array([m.joint(f"joint{i}").dofadr[0] for i in range(1, 8)])
         self.arm_act = np.array([m.actuator(f"joint{i}").id for i in range(1, 8)])
         self.finger_adr = np.array([m.joint(n).qposadr[0] for n in ("finger_left", "finger_right")])
+        self.finger_dof = np.array([m.joint(n).dofadr[0] for n in ("finger_left", "finger_right")])
+        self.tcp_site = int(m.site("tcp").id)
         self.gripper_act = int(m.actuator("gripper").id)
         self.gripper_act_adr = int(m.actuator_actadr[self.gripper_act])
         self.object_adr = int(m.joint("object").qposadr[0])
         self.object_dof = int(m.joint("object").dofadr[0])
         self.camera_id = int(m.camera("d455").id)
         self.occluder_id = int(m.body("occluder").mocapid[0])
+        self._servo_lead = self._position_servo_lead()
         self.lock = threading.Lock()
         self._q = HOME_QPOS.copy()
         self._width = 0.08
         self._last: float | None = None
+        self._place_arm = True
+        #: Distance (m) of the scene's TCP from the measured one at the last read.
+        self.hand_error = 0.0
         self.data.qpos[self.arm_adr] = HOME_QPOS
         self.data.qpos[self.finger_adr] = 0.04
         self.data.act[self.gripper_act_adr] = 0.08
@@ -239,8 +251,28 @@ class TwinScene:
 
     # -- scene control -------------------------------------------------------------------------
 
+    #: A gap between reads longer than this (s) is not simulated: the arm is placed (the fingers
+    #: keep what they hold, unless it is the first read after a reset).
+    max_gap = 0.5
+
+    def _position_servo_lead(self) -> np.ndarray:
+        """kv / kp of each arm actuator: a position servo ``kp (ctrl - q) - kv dq`` tracks a
+        moving reference ``r`` without lag when ``ctrl = r + (kv / kp) dr``."""
+        m = self.model
+        gain = m.actuator_gainprm[self.arm_act, 0]
+        position = m.actuator_biasprm[self.arm_act, 1]
+        if not np.allclose(position, -gain) or not (gain > 0).all():
+            raise HardwareError(
+                "Panda twin scene",
+                "the scene's arm actuators joint1..joint7 must be position servos (the twin drives "
+                "them toward the measured joints); build the scene with joint servos",
+            )
+        return -m.actuator_biasprm[self.arm_act, 2] / gain
+
     def place_cube(self, pos: np.ndarray, yaw: float) -> None:
+        """Put the cube at ``pos`` (m) with ``yaw`` (rad); the next read places the arm."""
         with self.lock:
+            self._place_arm = True
             adr, dof = self.object_adr, self.object_dof
             self.data.qpos[adr : adr + 3] = pos
             self.data.qpos[adr + 3 : adr + 7] = [math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
@@ -276,27 +308,40 @@ class TwinScene:
         q_new = np.asarray(arm.q, dtype=float)
         width_new = self._width if gripper is None else float(gripper.width)
         with self.lock:
-            elapsed = 0.0 if self._last is None else min(now - self._last, 0.2)
+            gap = np.inf if self._last is None else now - self._last
+            if gap > self.max_gap or self._place_arm:
+                self._place(q_new, width_new, fingers=self._place_arm)
+            else:
+                steps = round(gap / m.opt.timestep)
+                if steps == 0:
+                    return  # the next read simulates this stretch too
+                q_old, width_old = self._q, self._width
+                lead = self._servo_lead * (q_new - q_old) / gap
+                for k in range(1, steps + 1):
+                    alpha = k / steps
+                    d.ctrl[self.arm_act] = q_old + alpha * (q_new - q_old) + lead
+                    d.act[self.gripper_act_adr] = width_old + alpha * (width_new - width_old)
+                    d.ctrl[self.gripper_act] = 0.0
+                    mujoco.mj_step(m, d)
+                d.ctrl[self.arm_act] = q_new
             self._last = now
-            steps = round(elapsed / m.opt.timestep)
-            q_old, width_old = self._q, self._width
-            if steps == 0:
-                d.qpos[self.arm_adr] = q_new
-                mujoco.mj_forward(m, d)
-            for k in range(1, steps + 1):
-                alpha = k / steps
-                q = q_old + alpha * (q_new - q_old)
-                d.qpos[self.arm_adr] = q
-                d.qvel[self.arm_dof] = (q_new - q_old) / max(elapsed, 1e-6)
-                d.ctrl[self.arm_act] = q
-                d.act[self.gripper_act_adr] = width_old + alpha * (width_new - width_old)
-                d.ctrl[self.gripper_act] = 0.0
-                mujoco.mj_step(m, d)
-            if steps:
-                d.qpos[self.arm_adr] = q_new
-                d.qvel[self.arm_dof] = 0.0
-                mujoco.mj_kinematics(m, d)
             self._q, self._width = q_new, width_new
+            tcp = d.site_xpos[self.tcp_site]
+            self.hand_error = float(np.linalg.norm(tcp - np.asarray(arm.tip_pos)))
+
+    def _place(self, q: np.ndarray, width: float, fingers: bool) -> None:
+        """Set the arm (and ``fingers``) to the measured pose at rest (no path to follow)."""
+        d = self.data
+        d.qpos[self.arm_adr] = q
+        d.qvel[self.arm_dof] = 0.0
+        d.ctrl[self.arm_act] = q
+        if fingers:
+            d.qpos[self.finger_adr] = width / 2
+            d.qvel[self.finger_dof] = 0.0
+        d.act[self.gripper_act_adr] = width
+        d.ctrl[self.gripper_act] = 0.0
+        self.mujoco.mj_forward(self.model, d)
+        self._place_arm = False
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with self.lock:

@@ -3,8 +3,13 @@
 Run by :class:`sim2online_envs.hardware.panda.twin.TwinArmServer` as
 ``python -m sim2online_envs.hardware.panda.twin_server --hostname auto``. It is franky-sim 1.0.4
 (the libfranka FR3 protocol, robot on TCP 1337 and the hand on 1338, MuJoCo physics at 1 kHz)
-with three changes, all made here in this process:
+with four changes, all made here in this process:
 
+* the measured TCP pose is the forward kinematics of the measured joints: franky-sim 1.0.4's
+  ``BaseRobot.kinematics`` returns a reference into pinocchio's data, which the next forward
+  kinematics (of the desired joints ``q_d``, or of its Cartesian IK's iterate) overwrites, so
+  the state's ``O_T_EE`` reported the desired pose instead of the measured one (see
+  :func:`_patch_measured_pose`);
 * every socket is bound to the chosen loopback address (franky-sim binds its UDP sockets to
   0.0.0.0);
 * a reflex can be injected: the running motion is aborted with libfranka's "reflex" status,
@@ -107,6 +112,26 @@ def _patch_udp_to_loopback() -> None:
         self._FrankaServer__message_id = 0
 
     franka_server.FrankaServer._setup_udp_connection = setup
+
+
+def _patch_measured_pose() -> None:
+    """franky-sim's ``kinematics(q)`` returns ``data.oMf[tcp]`` itself, not a copy: every state
+    component computed from it (``O_T_EE``, ``O_T_EE_d``, ``O_T_EE_c``) aliases one pose, the
+    last one computed in the step, the forward kinematics of the desired joints. The state then
+    reports the arm where it was commanded to be, never its lag, and a driver that closes a
+    loop on ``O_T_EE`` (a real arm's measured pose) acts on a pose the arm is not at. Return a
+    copy instead (this process only)."""
+    from franky_sim.base_simulator import BaseRobot
+
+    aliasing = BaseRobot.kinematics
+    if getattr(aliasing, "copies_pose", False):
+        return
+
+    def kinematics(self: BaseRobot, q: object) -> object:
+        return aliasing(self, q).copy()
+
+    kinematics.copies_pose = True
+    BaseRobot.kinematics = kinematics
 
 
 def _make_server_class() -> type:
@@ -253,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     from franky_sim.mujoco_simulator import MujocoSimulator
 
     _patch_udp_to_loopback()
+    _patch_measured_pose()
     server_class = _make_server_class()
     sim = MujocoSimulator(enable_visualization=False)
     kwargs = {"initial_hand_width": args.initial_width}
