@@ -302,7 +302,7 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
                 num,
                 result.rate,
                 ratio=f"{_percent(result.rate / batch_rates[num])} of Batch.step",
-                target="≥ 70 %" if num == largest else "",
+                target="≥ 85 %" if num == largest else "",
                 cpu_us=result.cpu_us,
             )
         )

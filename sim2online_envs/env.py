@@ -69,7 +69,7 @@ class TaskEnv(LoopViews, gym.Env):
             "is_success": bool(self.task.success(loop.state, loop.task_state)[0])
         }
         info.update(unbatch(self.task.info(loop.state, loop.task_state)))
-        info["safety"] = loop.safety_infos(None, None)[0]
+        info["safety"] = loop.safety_info(0, None)
         info["timing"] = self.backend.telemetry()
         return unbatch(obs), info
 
@@ -94,7 +94,7 @@ class TaskEnv(LoopViews, gym.Env):
         }
         for key, value in result.task_info.items():
             info[key] = unbatch(value)
-        info["safety"] = self.loop.safety_infos(None, result)[0]
+        info["safety"] = self.loop.safety_info(0, result)
         info["timing"] = self.backend.telemetry()
         terminated = bool(result.terminated[0])
         truncated = bool(result.truncated[0])

@@ -121,6 +121,18 @@ def _all_finite(value: Any) -> bool:
     return kind != "c" or bool(np.isfinite(value).all())
 
 
+def _command_finite(value: Any) -> bool:
+    """Every entry of a command value is finite, as float64 (what the backend gets): one sum
+    for float arrays; anything else converted as before (a string raises)."""
+    if type(value) is np.ndarray:
+        kind = value.dtype.kind
+        if kind == "f":
+            return math.isfinite(_sum(value, None)) or bool(np.isfinite(value).all())
+        if kind in "biu":
+            return True
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -358,7 +370,7 @@ class StepLoop:
             for column, name in self._limit_columns:
                 interventions[:, column] = counts[name]
         for key, value in command.items():
-            if not _all_finite(value):
+            if not _command_finite(value):
                 raise UnsafeCommandError(
                     f"command {key!r} is not finite ({np.asarray(value).tolist()}); refused "
                     "before the backend"
@@ -371,10 +383,9 @@ class StepLoop:
         steps = self.steps
         steps += 1
 
-        flags = new_state.get(VALID)
-        valid = None if flags is None else np.asarray(flags, dtype=bool)
+        valid = np.asarray(new_state[VALID], dtype=bool) if VALID in new_state else None
         # np.count_nonzero: a fifth of the cost of .all() / .any() on a few worlds
-        all_valid = valid is None or np.count_nonzero(valid) == n
+        all_valid = valid is None or np.count_nonzero(valid) == valid.size
         if not all_valid:
             new_state = self._keep_last_valid(new_state, state, ~valid)
 
@@ -503,7 +514,22 @@ class StepLoop:
     def safety_info(self, world: int, result: StepResult | None) -> dict[str, Any]:
         """``info["safety"]`` of one world: this step's and the episode's interventions by
         name, the limits' abort reason (None if none) and the action as applied."""
-        return self.safety_infos(np.array([world]), result)[0]
+        names = self.intervention_names
+        totals = dict(zip(names, self.episode_interventions[world].tolist(), strict=True))
+        if result is None:
+            return {
+                "interventions": dict.fromkeys(names, 0),
+                "episode_interventions": totals,
+                "abort": None,
+                "applied_action": None,
+            }
+        counts = result.interventions[world].tolist()
+        return {
+            "interventions": dict(zip(names, counts, strict=True)),
+            "episode_interventions": totals,
+            "abort": str(result.aborts[world]) if counts[self._abort_column] else None,
+            "applied_action": result.applied_action[world].astype(np.float32),
+        }
 
     def safety_infos(
         self, worlds: np.ndarray | None, result: StepResult | None
