@@ -26,6 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim2online_envs.robots import racecar
+
 logger = logging.getLogger("sim2online.priors")
 
 #: Where the shipped priors live, one folder per robot.
@@ -47,7 +49,7 @@ class PriorBudget:
     :param learning_rate: one Adam learning rate for actor, critic and temperature.
     """
 
-    env_id: str = "SimRaceCar-v0"
+    env_id: str = racecar.SIM_ID
     env_kwargs: tuple[tuple[str, Any], ...] = (("dynamics", "kinematic"),)
     num_envs: int = 16
     demo_steps: int = 500
