@@ -344,3 +344,41 @@ def test_the_joint_mode_ik_is_the_simulators_step():
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     finally:
         sim.close()
+
+
+def test_twin_server_reports_the_measured_tcp_pose_not_the_desired_one():
+    """franky-sim 1.0.4's ``kinematics`` returns pinocchio's own pose object, which the next
+    forward kinematics overwrites: its state's ``O_T_EE`` (the measured pose a driver closes its
+    loop on) came out as the pose of the desired joints. The twin server's patch makes it the
+    pose of the measured joints."""
+    pytest.importorskip("franky_sim")
+    from franky_sim.base_simulator import BaseRobot
+    from franky_sim.mujoco_simulator import MujocoSimulator
+
+    from sim2online_envs.hardware.panda.facts import HOME_QPOS
+    from sim2online_envs.hardware.panda.twin_server import _patch_measured_pose
+
+    _patch_measured_pose()
+    _patch_measured_pose()  # idempotent
+    assert BaseRobot.kinematics.__wrapped__ is not None
+    sim = MujocoSimulator()
+    robot = sim.add_robot(initial_q=tuple(HOME_QPOS))
+    sim.init()
+    sim.start()
+    try:
+        desired = HOME_QPOS + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        robot.joint_position_control(desired)
+        sim.step()
+        state = robot.state
+        measured = np.array(state.O_T_EE).reshape(4, 4, order="F")[:3, 3]
+        at_q = robot.kinematics(np.array(state.q)).translation
+        at_q_d = robot.kinematics(np.array(state.q_d)).translation
+        assert np.linalg.norm(at_q_d - at_q) > 0.1  # one step later, far from the desired pose
+        np.testing.assert_allclose(measured, at_q, atol=1e-9)
+        # What the unpatched function does: both poses are one object, the last one computed.
+        raw = BaseRobot.kinematics.__wrapped__
+        first = raw(robot, np.array(state.q))
+        raw(robot, np.array(state.q_d))
+        np.testing.assert_allclose(first.translation, at_q_d, atol=1e-9)
+    finally:
+        sim.cleanup()

@@ -247,7 +247,8 @@ class RealPandaBackend(RealBackend):
             self.arm.gripper.halt()
 
     def prepare_episode(self, options: Mapping[str, Any] | None) -> None:
-        """Refuse while the arm has an error; open the hand; joint motion home; see the cube."""
+        """Refuse while the arm or the hand has an error; open the hand; joint motion home; see
+        the cube."""
         options = dict(options or {})
         twin_reset = options.pop("twin_reset", None)
         error = self.arm.read().error
@@ -258,6 +259,13 @@ class RealPandaBackend(RealBackend):
                 "call env.unwrapped.backend.recover()",
             )
         gripper = self.arm.gripper
+        sample = None if gripper is None else gripper.latest()
+        if sample is not None and sample.error:
+            raise HardwareError(
+                gripper.name,
+                f"has an error ({sample.error}); nothing clears it by itself: check the hand, "
+                "then call env.unwrapped.backend.recover()",
+            )
         if gripper is not None:
             gripper.resume()
             gripper.set_closed(False)

@@ -25,6 +25,7 @@ process ends when its stdin closes (the parent died) or on ``quit``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
@@ -124,13 +125,13 @@ def _patch_measured_pose() -> None:
     from franky_sim.base_simulator import BaseRobot
 
     aliasing = BaseRobot.kinematics
-    if getattr(aliasing, "copies_pose", False):
-        return
+    if hasattr(aliasing, "__wrapped__"):
+        return  # patched already
 
+    @functools.wraps(aliasing)
     def kinematics(self: BaseRobot, q: object) -> object:
         return aliasing(self, q).copy()
 
-    kinematics.copies_pose = True
     BaseRobot.kinematics = kinematics
 
 
