@@ -382,3 +382,42 @@ def test_twin_server_reports_the_measured_tcp_pose_not_the_desired_one():
         np.testing.assert_allclose(first.translation, at_q_d, atol=1e-9)
     finally:
         sim.cleanup()
+
+
+def test_twin_server_joints_track_a_moving_goal_without_lag():
+    """franky-sim's joint controller damps toward rest (``-kv dq``): a joint following a goal
+    that moves trails it by ``kv / kp``. The twin server's patch damps toward the goal's own
+    velocity, as a Franka arm's joint controller tracks its desired trajectory."""
+    pytest.importorskip("franky_sim")
+    from franky_sim.base_simulator import BaseRobot
+    from franky_sim.mujoco_simulator import MujocoSimulator
+
+    from sim2online_envs.hardware.panda.facts import HOME_QPOS
+    from sim2online_envs.hardware.panda.twin_server import (
+        _patch_joint_velocity_feedforward,
+        _patch_measured_pose,
+    )
+
+    def largest_lag() -> float:
+        sim = MujocoSimulator()
+        robot = sim.add_robot(initial_q=tuple(HOME_QPOS))
+        sim.init()
+        sim.start()
+        velocity = np.array([0.2, -0.2, 0.1, 0.3, 0.2, 0.2, 0.3])  # rad/s
+        try:
+            lags = []
+            for step in range(800):
+                goal = HOME_QPOS + velocity * step * 0.001
+                robot.joint_position_control(goal)
+                sim.step()
+                if step >= 200:  # after the first 0.2 s
+                    lags.append(np.max(np.abs(goal - np.array(robot.inner_state.q))))
+            return float(np.max(lags))
+        finally:
+            sim.cleanup()
+
+    _patch_measured_pose()
+    if not hasattr(BaseRobot._joint_position_control, "__wrapped__"):  # not patched yet here
+        assert largest_lag() > 0.02  # franky-sim's own: about kv / kp * 0.3 rad/s
+    _patch_joint_velocity_feedforward()
+    assert largest_lag() < 0.005

@@ -277,9 +277,10 @@ def _scripted_episode(env, seed: int) -> dict:
     }
 
 
-#: The scene's hand may be this far (m) from franky-sim's measured TCP (its servos' error along
-#: the measured path; measured: under 1 mm, docs/hardware/panda.md).
-HAND_TOLERANCE = 0.003
+#: The scene's hand may be this far (m) from franky-sim's measured TCP: its servos' error along
+#: the measured path, and where franky-sim's arm (which has no cube) presses the cube into the
+#: table, the contact holding the scene's hand back (docs/hardware/panda.md).
+HAND_TOLERANCE = 0.012
 
 
 def test_whole_scripted_episode_succeeds_on_the_twin(fresh):

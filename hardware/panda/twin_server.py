@@ -3,13 +3,15 @@
 Run by :class:`sim2online_envs.hardware.panda.twin.TwinArmServer` as
 ``python -m sim2online_envs.hardware.panda.twin_server --hostname auto``. It is franky-sim 1.0.4
 (the libfranka FR3 protocol, robot on TCP 1337 and the hand on 1338, MuJoCo physics at 1 kHz)
-with four changes, all made here in this process:
+with five changes, all made here in this process:
 
 * the measured TCP pose is the forward kinematics of the measured joints: franky-sim 1.0.4's
   ``BaseRobot.kinematics`` returns a reference into pinocchio's data, which the next forward
   kinematics (of the desired joints ``q_d``, or of its Cartesian IK's iterate) overwrites, so
   the state's ``O_T_EE`` reported the desired pose instead of the measured one (see
   :func:`_patch_measured_pose`);
+* its joints track the desired joints without lag: franky-sim's joint controller damps toward
+  rest instead of toward the desired velocity (see :func:`_patch_joint_velocity_feedforward`);
 * every socket is bound to the chosen loopback address (franky-sim binds its UDP sockets to
   0.0.0.0);
 * a reflex can be injected: the running motion is aborted with libfranka's "reflex" status,
@@ -34,6 +36,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +137,34 @@ def _patch_measured_pose() -> None:
         return aliasing(self, q).copy()
 
     BaseRobot.kinematics = kinematics
+
+
+def _patch_joint_velocity_feedforward() -> None:
+    """franky-sim's joint position controller is ``kp (q_d - q) - kv dq``: it damps the joints
+    toward rest, so an arm following a moving ``q_d`` trails it by ``kv / kp`` seconds (its
+    gains: 0.1 s), a lag a Franka arm's own joint controller does not have. Damp toward the
+    desired velocity instead, ``kv (dq_d - dq)``, with ``dq_d`` franky-sim's own filtered
+    derivative of ``q_d`` (this process only). Every motion franky-sim executes (joint and
+    Cartesian ones, and holding still) goes through this controller."""
+    import pinocchio as pin
+    from franky_sim.base_simulator import BaseRobot
+
+    if hasattr(BaseRobot._joint_position_control, "__wrapped__"):
+        return  # patched already
+    lagging = BaseRobot._joint_position_control
+
+    @functools.wraps(lagging)
+    def control(self: BaseRobot, target_q: object) -> None:
+        state = self._get_state()
+        q, dq = np.asarray(state.q), np.asarray(state.dq)
+        dq_d = self._tracked_state_components["q_d"].observers["fd"].last_derivative
+        model, data = self._BaseRobot__model, self._BaseRobot__data
+        pin.computeAllTerms(model, data, q, dq)
+        coriolis = data.nle - data.g
+        tau = self.kp * (np.asarray(target_q) - q) + self.kv * (dq_d - dq) + coriolis
+        self.torque_control(tau)
+
+    BaseRobot._joint_position_control = control
 
 
 def _make_server_class() -> type:
@@ -280,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _patch_udp_to_loopback()
     _patch_measured_pose()
+    _patch_joint_velocity_feedforward()
     server_class = _make_server_class()
     sim = MujocoSimulator(enable_visualization=False)
     kwargs = {"initial_hand_width": args.initial_width}
