@@ -11,9 +11,10 @@
   servos' damping lag), so contacts see a physically moving hand. Writing the joints directly
   at every physics step (what this did first) lets the contact solver's reaction on the hand be
   thrown away at the next write: a grasped cube crept out of the fingers while lifted. The arm
-  is placed directly only where there is no path to follow: the first read, the first read
-  after :meth:`TwinScene.place_cube` (a reset, the fingers too) and after a gap of more than
-  :attr:`TwinScene.max_gap` (a motion nobody watched, e.g. a calibration pose).
+  is placed directly only where there is no path to follow: at the first read and the first read
+  after :meth:`TwinScene.place_cube` (a reset). After a gap of more than
+  :attr:`TwinScene.max_gap` (a motion nobody watched, e.g. a calibration pose, or a stalled
+  host) the path is followed in that time, then the servos' remaining error is taken up.
 * Camera: :class:`TwinCamera` renders the scene's D455 view at the camera's rate into a
   ``pyrealsense2.software_device``, which the real camera driver reads like a D455.
 * The calibration file of the twin is written from the scene's camera (pose, field of view).
@@ -251,8 +252,8 @@ class TwinScene:
 
     # -- scene control -------------------------------------------------------------------------
 
-    #: A gap between reads longer than this (s) is not simulated: the arm is placed (the fingers
-    #: keep what they hold, unless it is the first read after a reset).
+    #: Of a longer gap between reads, this much (s) is simulated: the arm follows the path from
+    #: the last measured joints to the new ones in this time, then is set to the new ones.
     max_gap = 0.5
 
     def _position_servo_lead(self) -> np.ndarray:
@@ -308,15 +309,16 @@ class TwinScene:
         q_new = np.asarray(arm.q, dtype=float)
         width_new = self._width if gripper is None else float(gripper.width)
         with self.lock:
-            gap = np.inf if self._last is None else now - self._last
-            if gap > self.max_gap or self._place_arm:
-                self._place(q_new, width_new, fingers=self._place_arm)
+            if self._last is None or self._place_arm:
+                self._place(q_new, width_new)
             else:
-                steps = round(gap / m.opt.timestep)
+                gap = now - self._last
+                simulated = min(gap, self.max_gap)
+                steps = round(simulated / m.opt.timestep)
                 if steps == 0:
                     return  # the next read simulates this stretch too
                 q_old, width_old = self._q, self._width
-                lead = self._servo_lead * (q_new - q_old) / gap
+                lead = self._servo_lead * (q_new - q_old) / simulated
                 for k in range(1, steps + 1):
                     alpha = k / steps
                     d.ctrl[self.arm_act] = q_old + alpha * (q_new - q_old) + lead
@@ -324,20 +326,25 @@ class TwinScene:
                     d.ctrl[self.gripper_act] = 0.0
                     mujoco.mj_step(m, d)
                 d.ctrl[self.arm_act] = q_new
+                if gap > self.max_gap:
+                    # A motion nobody watched (a calibration pose, a stalled host): it has
+                    # ended where the arm is now; take up the servos' remaining error.
+                    d.qpos[self.arm_adr] = q_new
+                    d.qvel[self.arm_dof] = 0.0
+                    mujoco.mj_forward(m, d)
             self._last = now
             self._q, self._width = q_new, width_new
             tcp = d.site_xpos[self.tcp_site]
             self.hand_error = float(np.linalg.norm(tcp - np.asarray(arm.tip_pos)))
 
-    def _place(self, q: np.ndarray, width: float, fingers: bool) -> None:
-        """Set the arm (and ``fingers``) to the measured pose at rest (no path to follow)."""
+    def _place(self, q: np.ndarray, width: float) -> None:
+        """Set the arm and fingers to the measured pose at rest (no path to follow)."""
         d = self.data
         d.qpos[self.arm_adr] = q
         d.qvel[self.arm_dof] = 0.0
         d.ctrl[self.arm_act] = q
-        if fingers:
-            d.qpos[self.finger_adr] = width / 2
-            d.qvel[self.finger_dof] = 0.0
+        d.qpos[self.finger_adr] = width / 2
+        d.qvel[self.finger_dof] = 0.0
         d.act[self.gripper_act_adr] = width
         d.ctrl[self.gripper_act] = 0.0
         self.mujoco.mj_forward(self.model, d)
