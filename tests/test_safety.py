@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -645,8 +645,23 @@ def go1_env(request: pytest.FixtureRequest) -> Iterator[tuple[gym.Env, Recorder,
     env.close()
 
 
+# Explicit examples besides the draw: every run sends at least these 24 hostile commands, so the
+# fixture's "reached the backend" check does not depend on how many draws had the right shape.
+with np.errstate(over="ignore"):  # 1e30 becomes inf in float16: hostile too
+    GO1_EXPLICIT = [
+        [
+            np.full(12, value).astype(dtype)
+            for value in (1e30, -1e30, np.nan, np.inf, -np.inf, 3.0, -3.0, 0.0)
+        ]
+        for dtype in (np.float64, np.float32, np.float16)
+    ]
+
+
 @HYPOTHESIS
 @given(actions=st.lists(hostile_actions(12), min_size=1, max_size=8), seed=st.integers(0, 3))
+@example(actions=GO1_EXPLICIT[0], seed=0)
+@example(actions=GO1_EXPLICIT[1], seed=1)
+@example(actions=GO1_EXPLICIT[2], seed=2)
 def test_go1_hostile_actions_never_exceed_limits(
     go1_env: tuple[gym.Env, Recorder, Go1Limits], actions: list[Any], seed: int
 ) -> None:

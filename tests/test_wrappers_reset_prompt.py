@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import sim2online_envs  # noqa: F401  (registers the ids)
+from sim2online_envs import robots
 from sim2online_envs.env import TaskEnv
 from sim2online_envs.sim.go1 import Go1VectorBackend
 from sim2online_envs.tasks.go1 import Go1JoystickTask
@@ -319,8 +320,10 @@ def test_config_and_operator_errors() -> None:
 def test_panda_home_reset_opens_the_gripper_and_returns_home_in_sim() -> None:
     env = gym.make("SimPanda-v0")
     env.reset(seed=0)
-    for _ in range(15):  # move away and close the gripper
-        env.step(np.array([1.0, -1.0, -1.0, 1.0], dtype=np.float32))
+    close = robots.panda.GRIPPER_CLOSE_SIGN
+    steps = int(np.ceil(0.15 / robots.panda.MAX_TIP_STEP))  # far enough that home is > 0.1 m away
+    for _ in range(steps):  # move away and close the gripper
+        env.step(np.array([1.0, -1.0, -1.0, close], dtype=np.float32))
     reset = PandaHomeReset()
     state = env.unwrapped.state
     assert np.linalg.norm(state["tip_pos"][0] - reset.home) > 0.1

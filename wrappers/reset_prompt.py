@@ -435,7 +435,8 @@ class DriveBackReset(AutoReset):
 class PandaHomeReset(AutoReset):
     """Panda: open the gripper and move the tip back to ``home``, through the env's own action.
 
-    Relies on the state key ``tip_pos`` and the action (Δx, Δy, Δz, g), g of the sign opposite
+    Relies on the state keys ``tip_pos`` and ``tip_target`` (the target the action moves; the
+    tip alone where a state has no target) and the action (Δx, Δy, Δz, g), g of the sign opposite
     to the robot module's ``GRIPPER_CLOSE_SIGN`` opening the gripper; a unit action moves the
     target by the task's ``max_tip_step`` (m). The default home is the robot module's home tip.
     """
@@ -451,12 +452,16 @@ class PandaHomeReset(AutoReset):
         step = float(
             getattr(getattr(base.task, "config", None), "max_tip_step", robots.panda.MAX_TIP_STEP)
         )  # type: ignore[attr-defined]
+        home = np.asarray(self.home, dtype=np.float64)
         for _ in range(self.max_steps):
-            tip = np.asarray(base.state["tip_pos"][0], dtype=np.float64)  # type: ignore[attr-defined]
-            error = np.asarray(self.home) - tip
-            if np.linalg.norm(error) < self.tolerance:
+            state = base.state  # type: ignore[attr-defined]
+            tip = np.asarray(state["tip_pos"][0], dtype=np.float64)
+            if np.linalg.norm(home - tip) < self.tolerance:
                 return True
-            delta = np.clip(error / step, -1.0, 1.0)
+            # Steer the target, not the tip: the action moves the target, and the compliant arm
+            # trails it, so steering on the tip's error winds the target up and circles home.
+            target = np.asarray(state.get("tip_target", state["tip_pos"])[0], dtype=np.float64)
+            delta = np.clip((home - target) / step, -1.0, 1.0)
             opening = -robots.panda.GRIPPER_CLOSE_SIGN
             base.step(np.array([*delta, opening], dtype=np.float32))
         logger.warning(
