@@ -4,7 +4,9 @@ Any registered env id (``SimRaceCar-v0`` with other physics or a preset through 
 KEY=VALUE``, or ``RealRaceCar-v0`` with ``--env hardware=twin``). Every run folder holds
 ``tb/`` (TensorBoard), ``checkpoint/`` (:func:`~sim2online_envs.agents.save_checkpoint`, every
 episode when fine-tuning), ``q_error.csv`` and ``progress.json``, and the PNG plots
-``learning_curve.png`` and ``q_error.png``. ``finetune --resume`` continues from the run's own
+``learning_curve.png`` and ``q_error.png``; ``episodes.csv`` says how each episode ended
+(``time_limit``, a truncation reason such as ``safety_arena`` or a device fault, or
+``terminated``), and each end is logged. ``finetune --resume`` continues from the run's own
 checkpoint (whole learner state and replay buffer) at the episode it reached.
 """
 
@@ -57,6 +59,73 @@ def robot_of(env_id: str) -> str:
         if robot in name:
             return robot
     raise ValueError(f"no recipe robot for env id {env_id!r} (panda, go1 or racecar)")
+
+
+# -- episode log ---------------------------------------------------------------------------------
+
+EPISODE_FIELDS = ("episode", "num_timesteps", "length", "episode_return", "end", "is_success")
+
+
+def episode_end(info: dict[str, Any]) -> str:
+    """How an episode ended: its ``truncation_reason`` (``time_limit`` included), else
+    ``terminated``."""
+    reason = info.get("truncation_reason")
+    if reason:
+        return str(reason)
+    return "time_limit" if info.get("TimeLimit.truncated", False) else "terminated"
+
+
+def episode_log_callback(path: pathlib.Path) -> Any:
+    """An SB3 callback appending one row per finished episode to ``path`` and logging it: a cut
+    episode (a fault, a safety limit) is seen in the run folder, not only in the return."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeLog(BaseCallback):
+        def _init_callback(self) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = 0
+            if path.is_file():
+                with path.open() as file:
+                    rows = sum(1 for _ in csv.DictReader(file))
+            self._done = rows
+            self._lengths = np.zeros(self.training_env.num_envs, dtype=np.int64)
+            self._returns = np.zeros(self.training_env.num_envs, dtype=np.float64)
+
+        def _on_step(self) -> bool:
+            self._lengths += 1
+            self._returns += np.asarray(self.locals["rewards"], dtype=np.float64)
+            for i, done in enumerate(self.locals["dones"]):
+                if done:
+                    self._write(self.locals["infos"][i], i)
+            return True
+
+        def _write(self, info: dict[str, Any], i: int) -> None:
+            row = {
+                "episode": self._done,
+                "num_timesteps": self.num_timesteps,
+                "length": int(self._lengths[i]),
+                "episode_return": float(self._returns[i]),
+                "end": episode_end(info),
+                "is_success": bool(info.get("is_success", False)),
+            }
+            new = not path.is_file() or path.stat().st_size == 0
+            with path.open("a", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=EPISODE_FIELDS)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            logger.info(
+                "episode %d: %d steps, return %.2f, ended: %s",
+                row["episode"],
+                row["length"],
+                row["episode_return"],
+                row["end"],
+            )
+            self._done += 1
+            self._lengths[i] = 0
+            self._returns[i] = 0.0
+
+    return EpisodeLog()
 
 
 # -- plots ---------------------------------------------------------------------------------------
@@ -139,7 +208,8 @@ def pretrain(args: argparse.Namespace) -> int:
             return True
 
     q_error = QErrorCallback(csv_path=run / "q_error.csv")
-    model.learn(args.steps, callback=[q_error, EveryEpisode()], progress_bar=True)
+    episodes = episode_log_callback(run / "episodes.csv")
+    model.learn(args.steps, callback=[q_error, episodes, EveryEpisode()], progress_bar=True)
     save_checkpoint(model, run / "checkpoint")
     write_plots(run)
     logger.info("pretrained %d steps on %s -> %s", model.num_timesteps, args.env_id, run)
@@ -211,14 +281,15 @@ def _finetune(args: argparse.Namespace, env: gym.Env) -> int:
 
         attach_learner(model, address=args.learner, spool_dir=str(run / "spool"))
     q_error = QErrorCallback(csv_path=run / "q_error.csv")
+    callbacks = [q_error, episode_log_callback(run / "episodes.csv")]
     if not resuming and model.warm_start_steps:
         logger.info("warm start: %d transitions with the prior's actions", model.warm_start_steps)
-        model.learn(model.warm_start_steps, callback=q_error, tb_log_name="finetune")
+        model.learn(model.warm_start_steps, callback=callbacks, tb_log_name="finetune")
     bar = tqdm(total=args.episodes, initial=done, desc=f"fine-tuning ({args.method})", unit="ep")
     with logging_redirect_tqdm():  # log lines above the bar, not through it
         for episode in range(done, args.episodes):
             first = episode == 0 and not model.warm_start_steps and not resuming
-            model.learn(1, callback=q_error, reset_num_timesteps=first, tb_log_name="finetune")
+            model.learn(1, callback=callbacks, reset_num_timesteps=first, tb_log_name="finetune")
             save_checkpoint(model, own)
             progress_path.write_text(json.dumps({"episodes": episode + 1, "method": args.method}))
             row = q_error.history[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import pathlib
 
@@ -56,6 +57,14 @@ def test_pretrain_finetune_resume_evaluate(tmp_path: pathlib.Path) -> None:
     assert json.loads((run / "progress.json").read_text())["episodes"] == 2
     for name in ("learning_curve.png", "q_error.png", "q_error.csv"):
         assert (run / name).is_file()
+    with (run / "episodes.csv").open() as file:  # warm start + 2 episodes, across the resume
+        episodes = list(csv.DictReader(file))
+    with (run / "q_error.csv").open() as file:
+        q_rows = list(csv.DictReader(file))
+    assert [int(row["episode"]) for row in episodes] == [0, 1, 2] == list(range(len(q_rows)))
+    for row, q_row in zip(episodes, q_rows, strict=True):
+        assert row["end"] in ("time_limit", "safety_arena"), row
+        assert int(row["length"]) == int(float(q_row["length"]))
     result = tmp_path / "eval.json"
     assert (
         main(

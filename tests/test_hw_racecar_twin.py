@@ -32,6 +32,7 @@ if firmware.missing_tools(twin=True):
 
 from sim2online_envs.controllers.racecar import make_controller
 from sim2online_envs.hardware.racecar.env import RealRaceCarEnv
+from sim2online_envs.safety import SAFETY_ARENA
 from sim2online_envs.wrappers.recording import (
     RecordEpisodes,
     RecordingConfig,
@@ -256,7 +257,13 @@ def test_the_readme_main_job_fine_tunes_the_shipped_prior_on_the_twin(tmp_path) 
     with (run / "q_error.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 3  # the warm-start episode and two fine-tuning episodes
-    assert [float(row["length"]) for row in rows] == [250.0] * 3  # none cut short
+    with (run / "episodes.csv").open() as file:
+        ends = [(int(row["length"]), row["end"]) for row in csv.DictReader(file)]
+    # None cut short by the link, the failsafe or the watchdog: an episode runs its 250 steps
+    # or the policy drives it out of the arena (a task end a fine-tuned policy may reach).
+    assert len(ends) == 3 and all(
+        end == (250, "time_limit") or end[1] == SAFETY_ARENA for end in ends
+    ), ends
     updates = [float(row["n_updates"]) for row in rows]
     assert updates == sorted(updates) and updates[-1] > updates[0]  # it learned between them
     for name in ("learning_curve.png", "q_error.png"):

@@ -59,6 +59,7 @@ class Go1RealBackend(RealBackend):
         self.name = f"Go1 at {config.address}"
         self.twin = twin
         self.stand_on_reset = bool(stand_on_reset)
+        self._read_tick: int | None = None  # the controller tick of the LowState last read
         # a twin slower than real time slows the clock with it, so the MDP stays the same
         # no busy-wait before the tick: a spinning main thread holds the GIL from the SDK thread
         self._fall_delivered = False
@@ -77,6 +78,7 @@ class Go1RealBackend(RealBackend):
 
     def read(self, max_age: float) -> Reading:
         reading = self.driver.latest(max_age)
+        self._read_tick = (reading.extra or {}).get("tick")
         if not reading.valid and reading.fault == FALL and not self._fall_delivered:
             # A fall is a true end of the task, as in simulation: the fallen state is measured
             # and finite, so it is delivered once as a valid reading and the task terminates
@@ -149,10 +151,11 @@ class Go1RealBackend(RealBackend):
         return timing
 
     def privileged(self) -> dict[str, np.ndarray]:
-        """The twin's ground truth (batched), or nothing on the robot."""
+        """The twin's ground truth (batched) of the state last read (the LowState it came in),
+        or nothing on the robot."""
         if self.twin is None:
             return {}
-        truth = self.twin.ground_truth()
+        truth = self.twin.ground_truth(self._read_tick)
         return {key: np.asarray(value)[None] for key, value in truth.items()}
 
     @staticmethod

@@ -21,6 +21,7 @@ answers, bad checksums, silence, and pushes on the trunk or on a joint.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import ipaddress
@@ -100,6 +101,11 @@ class Go1Twin:
         self._push: tuple[np.ndarray, float] | None = None
         self._joint_push: tuple[int, float, float] | None = None
         self._truth: dict[str, np.ndarray] = {}
+        # (tick, truth) of the LowStates sent in the last few seconds: the truth of the very
+        # state a reading carried, for tests that compare an estimate with it
+        self._sent_truth: collections.deque[tuple[int, dict[str, np.ndarray]]] = collections.deque(
+            maxlen=4000
+        )
         self._peer: tuple[str, int] | None = None
         self._pending: list[tuple[float, int, bytes, tuple[str, int]]] = []
         self._odd = False
@@ -192,10 +198,18 @@ class Go1Twin:
         with self._lock:
             self._joint_push = (joint, float(torque), self.data.time + duration)
 
-    def ground_truth(self) -> dict[str, np.ndarray]:
-        """The simulation's truth after the last physics step (for tests, never the policy)."""
+    def ground_truth(self, tick: int | None = None) -> dict[str, np.ndarray]:
+        """The simulation's truth (for tests, never the policy): after the last physics step, or
+        the truth sent with the LowState of controller tick ``tick`` (the newest sent at or
+        before it), so that an estimate is compared with the moment it was measured."""
         with self._lock:
-            return {key: value.copy() for key, value in self._truth.items()}
+            truth = self._truth
+            if tick is not None:
+                sent = [t for stamp, t in self._sent_truth if stamp <= tick]
+                if not sent:
+                    raise LookupError(f"no LowState of tick {tick} is remembered")
+                truth = sent[-1]
+            return {key: value.copy() for key, value in truth.items()}
 
     # -- the controller's loop -----------------------------------------------------------------
 
@@ -368,6 +382,7 @@ class Go1Twin:
         # the controller's clock in milliseconds of robot time (slowed with the physics)
         elapsed = (time.monotonic() - self._t0) * self.config.time_scale
         record["tick"] = int(elapsed * 1000.0) & 0xFFFFFFFF
+        self._sent_truth.append((int(record["tick"]), truth))  # _update_truth makes a new dict
         return protocol.encode_lowstate(record)
 
     # -- life cycle ----------------------------------------------------------------------------
