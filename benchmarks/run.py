@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import datetime
 import logging
+import math
 import multiprocessing
 import os
 import platform
@@ -166,6 +167,68 @@ def _sb3_rows(section: str, env_id: str, settings: Settings, scale: float) -> li
                 Row(section, f"SB3 {cls.__name__} of single envs", num, result.rate, cpu_us=cpu)
             )
     return rows
+
+
+@dataclasses.dataclass
+class PhysicsShare:
+    """A make_vec's rate and the share of its step time spent in its own ``Batch.step``."""
+
+    rate: float
+    cpu_us: float
+    share: float
+
+
+class _TimedBatch:
+    """A ``mujoco.batch.Batch`` whose ``step`` adds its wall time to ``seconds``."""
+
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+        self.seconds = 0.0
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._batch.step(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+
+def _go1_physics_share(num_envs: int, settings: Settings, **kwargs: Any) -> PhysicsShare:
+    """make_vec against the physics it runs itself: its domain-randomised worlds in their own
+    states (falls, contacts, resets included), where the plain Batch.step rows step identical
+    worlds standing at home."""
+    from sim2online_envs.vec import make_vec
+
+    venv = make_vec("SimGo1-v0", num_envs, seed=0, **kwargs)
+    backend = venv.loop.backend
+    timed = _TimedBatch(backend.batch)
+    backend.batch = timed
+    venv.reset()
+    next_action = _cycle(_actions(num_envs, venv.action_space.shape[0], GO1_ACTION_SCALE))
+    try:
+        for _ in range(2):
+            venv.step(next_action())
+        best: PhysicsShare | None = None
+        calls = max(3, math.ceil(settings.seconds / 0.15))
+        for _ in range(settings.repeats):
+            timed.seconds = 0.0
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                venv.step(next_action())
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            block = PhysicsShare(
+                num_envs * calls / wall, 1e6 * cpu / (num_envs * calls), timed.seconds / wall
+            )
+            if best is None or block.rate > best.rate:
+                best = block
+        assert best is not None
+        return best
+    finally:
+        backend.batch = timed._batch
+        venv.close()
 
 
 def _batch_stepper(
@@ -317,6 +380,19 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
             cpu_us=lean.cpu_us,
         )
     )
+    for full_infos in (True, False):
+        share = _go1_physics_share(largest, settings, full_infos=full_infos)
+        rows.append(
+            Row(
+                section,
+                f"make_vec (full_infos={full_infos}): its own Batch.step's share of the step",
+                largest,
+                share.rate,
+                ratio=f"{_percent(share.share)} in Batch.step",
+                target="≥ 85 %" if full_infos else "",
+                cpu_us=share.cpu_us,
+            )
+        )
     sb3 = _sb3_rows(section, "SimGo1-v0", settings, GO1_ACTION_SCALE)
     rows += sb3
     subproc = max((row for row in sb3 if "Subproc" in row.name), key=lambda row: row.rate)
