@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from sim2online_envs.hardware.settings import env_prefix, resolve_settings
-from sim2online_envs.robots.panda import CUBE_SIZE, MARKER_DICTIONARY, MARKER_LENGTH
+from sim2online_envs.robots.panda import (
+    CUBE_SIZE,
+    IMPEDANCE_ROTATIONAL_STIFFNESS,
+    IMPEDANCE_TRANSLATIONAL_STIFFNESS,
+    MARKER_DICTIONARY,
+    MARKER_LENGTH,
+)
 
 __all__ = ["DRIVERS", "ENV_PREFIX", "PandaHardwareConfig", "resolve_config"]
 
@@ -73,9 +79,10 @@ class PandaHardwareConfig:
     ik_damping: float = 0.02
     ik_max_error: float = 0.08
     ik_nullspace_gain: float = 0.3
-    #: Cartesian impedance stiffness: translation (N/m) and rotation (Nm/rad).
-    translational_stiffness: float = 3000.0
-    rotational_stiffness: float = 150.0
+    #: Cartesian impedance stiffness: translation (N/m) and rotation (Nm/rad); the study rig's
+    #: compliance, the one the simulator's arm runs (the robot module's), by default.
+    translational_stiffness: float = IMPEDANCE_TRANSLATIONAL_STIFFNESS
+    rotational_stiffness: float = IMPEDANCE_ROTATIONAL_STIFFNESS
     #: Global speed scale of the arm's motions (libfranka's dynamics limits times this).
     relative_dynamics_factor: float = 0.3
     #: Gripper: speed (m/s), grasp force (N), the width it closes to (m) and the tolerances of
