@@ -15,8 +15,8 @@ Connecting with the wrong one makes libfranka say only "incorrect object size" (
 the arm and the driver to use.
 
 Control: targets from the policy at the control rate, the 1 kHz loop inside libfranka, a
-Cartesian impedance (a critically damped spring to the target, like the simulator's servoed
-IK): franky's ``CartesianImpedanceTrackingMotion`` (its reference set each tick) or panda-py's
+Cartesian impedance (a critically damped spring to the target, the law the simulator's arm
+runs by default): franky's ``CartesianImpedanceTrackingMotion`` (its reference set each tick) or panda-py's
 ``CartesianImpedance`` controller (``set_control`` each tick), with the stiffnesses of the
 config. franky also offers ``arm_mode="motion"``: each target a ``CartesianMotion`` that takes
 over the running one (Ruckig replanning; precise at rest, but it overshoots targets that move).
