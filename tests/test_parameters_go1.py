@@ -12,40 +12,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from parameter_tables import MINUS, NUMBER, TIMES, code, numbers, same, section_rows
 
 from sim2online_envs.robots import go1
 from sim2online_envs.sim.go1 import Go1DomainRandomization, Go1SimConfig, load_model
 from sim2online_envs.tasks.go1 import PRESETS, Go1TaskConfig
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
-MINUS, TIMES = "\u2212", "\u00d7"  # as the docs print them
-_NUMBER = rf"[{MINUS}-]?\d+(?:\.\d+)?"
-
-
-def _rows() -> list[dict[str, str]]:
-    """The Go1 table's rows, as {column: cell}."""
-    text = DOC.read_text()
-    match = re.search(r"^## Go1\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert match, "docs/parameters.md has no '## Go1' section"
-    header: list[str] | None = None
-    rows = []
-    for line in match.group(1).splitlines():
-        if not line.startswith("|"):
-            if header is not None and rows:
-                break  # the first table only
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells
-        elif not set("".join(cells)) <= set("-: "):
-            rows.append(dict(zip(header, cells, strict=True)))
-    assert header == ["Quantity", "Field", "Value", "Unit", "Source", "Randomised"], header
-    return rows
 
 
 def _namespace() -> dict[str, Any]:
@@ -59,53 +34,24 @@ def _namespace() -> dict[str, Any]:
     }
 
 
-def _code(cell: str) -> str:
-    match = re.fullmatch(r"`([^`]+)`", cell)
-    assert match, f"a Field cell must be one code expression in backticks, got {cell!r}"
-    return match.group(1)
-
-
-def _numbers(text: str) -> tuple[np.ndarray, float]:
-    """The numbers of a cell, with "× n" repeats, and half a unit of the last printed digit."""
-    repeat = re.search(rf"{TIMES}\s*(\d+)\s*$", text)
-    body = text[: repeat.start()] if repeat else text
-    found = re.findall(_NUMBER, body)
-    assert found, f"no number in {text!r}"
-    values = np.array([float(value.replace(MINUS, "-")) for value in found])
-    decimals = max(len(value.partition(".")[2]) for value in found)
-    if repeat:
-        values = np.tile(values, int(repeat.group(1)))
-    return values, 0.5 * 10.0**-decimals
-
-
-def _same(written: str, value: Any) -> bool:
-    if written in ("on", "off"):
-        return isinstance(value, bool) and value == (written == "on")
-    expected, tolerance = _numbers(written)
-    actual = np.ravel(np.asarray(value, dtype=np.float64))
-    return actual.shape == expected.shape and bool(
-        np.all(np.abs(actual - expected) <= tolerance * (1 + 1e-9))
-    )
-
-
-ROWS = _rows()
+ROWS = section_rows("Go1")
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row["Quantity"] for row in ROWS])
 def test_each_value_is_the_codes(row: dict[str, str]) -> None:
-    value = eval(_code(row["Field"]), {"__builtins__": {}}, _namespace())
-    assert _same(row["Value"], value), f"{row['Quantity']}: table {row['Value']!r}, code {value!r}"
+    value = eval(code(row["Field"]), {"__builtins__": {}}, _namespace())
+    assert same(row["Value"], value), f"{row['Quantity']}: table {row['Value']!r}, code {value!r}"
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row["Quantity"] for row in ROWS])
 def test_each_randomised_range_is_the_codes(row: dict[str, str]) -> None:
     cell = row["Randomised"]
-    draw = re.search(rf"U\(({_NUMBER}), ({_NUMBER})\)\s.*`dr\.(\w+)`", cell)
+    draw = re.search(rf"U\(({NUMBER}), ({NUMBER})\)\s.*`dr\.(\w+)`", cell)
     if draw is None:
         assert "dr." not in cell, f"{row['Quantity']}: unparsed range {cell!r}"
         return
     low, high, field = draw.groups()
-    written, tolerance = _numbers(f"{low} {high}")
+    written, tolerance = numbers(f"{low} {high}")
     actual = np.asarray(getattr(Go1DomainRandomization(), field), dtype=np.float64)
     assert np.all(np.abs(actual - written) <= tolerance), f"{field}: {cell!r} against {actual}"
 
@@ -151,9 +97,9 @@ def test_every_task_number_and_reward_weight_is_in_the_table() -> None:
 
 def test_the_checker_catches_a_wrong_value() -> None:
     pose = f"0.1, 0.9, {MINUS}1.8 {TIMES} 2"
-    assert _same(pose, [0.1, 0.9, -1.8, 0.1, 0.9, -1.8])
-    assert not _same(pose, go1.HOME_JOINT_POS)  # the left legs are -0.1
-    assert _same("0.2915", go1.HOME_TRUNK_HEIGHT)
-    assert not _same("0.2875", go1.HOME_TRUNK_HEIGHT)
-    assert not _same("on", False) and _same("off", False)
-    assert math.isclose(_numbers(f"{MINUS}0.0002")[0][0], -0.0002)
+    assert same(pose, [0.1, 0.9, -1.8, 0.1, 0.9, -1.8])
+    assert not same(pose, go1.HOME_JOINT_POS)  # the left legs are -0.1
+    assert same("0.2915", go1.HOME_TRUNK_HEIGHT)
+    assert not same("0.2875", go1.HOME_TRUNK_HEIGHT)
+    assert not same("on", False) and same("off", False)
+    assert math.isclose(numbers(f"{MINUS}0.0002")[0][0], -0.0002)

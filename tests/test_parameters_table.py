@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from parameter_tables import DOC, MINUS, NUMBER, TIMES, code, numbers, same, section_rows
 
 from sim2online_envs.robots import racecar
-
-DOC = Path(__file__).resolve().parent.parent / "docs" / "parameters.md"
 
 
 def _tables(section: str) -> dict[str, dict[str, str]]:
@@ -64,9 +62,9 @@ def _same(written: str, value: object) -> bool:
 def test_racecar_table_equals_the_preset(preset: str) -> None:
     table = _tables("Race car").get(preset)
     assert table is not None, f"docs/parameters.md has no table for preset {preset!r}"
-    code = _flat(racecar.PRESETS[preset])
-    assert sorted(table) == sorted(code), "fields differ between the table and the code"
-    wrong = {f: (table[f], code[f]) for f in code if not _same(table[f], code[f])}
+    values = _flat(racecar.PRESETS[preset])
+    assert sorted(table) == sorted(values), "fields differ between the table and the code"
+    wrong = {f: (table[f], values[f]) for f in values if not _same(table[f], values[f])}
     assert not wrong, f"table values differ from the code (table, code): {wrong}"
 
 
@@ -87,8 +85,6 @@ def test_the_checker_catches_a_wrong_value() -> None:
 # "on"/"off" for booleans or a name; a Randomised cell's ``U(low, high)`` before a ``sim.<field>``
 # is that field's range (a (low, high) pair, a +-jitter or a 0-to-largest turn).
 
-MINUS, TIMES = "\u2212", "\u00d7"
-_NUMBER = rf"[{MINUS}-]?\d+(?:\.\d+)?"
 #: PandaSimConfig fields the table leaves out: rendering quality, the calibration file, the IK
 #: of the "joint_servo" variant, the camera (its rows read the robot module's CAMERA, which the
 #: config's defaults are), and what the task sets (control period, image size).
@@ -119,26 +115,6 @@ _PANDA_UNLISTED = {
 }
 
 
-def _panda_rows() -> list[dict[str, str]]:
-    text = DOC.read_text()
-    match = re.search(r"^## Panda\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert match, "docs/parameters.md has no '## Panda' section"
-    header: list[str] | None = None
-    rows: list[dict[str, str]] = []
-    for line in match.group(1).splitlines():
-        if not line.startswith("|"):
-            if header is not None and rows:
-                break  # the first table only
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells
-        elif not set("".join(cells)) <= set("-: "):
-            rows.append(dict(zip(header, cells, strict=True)))
-    assert header == ["Quantity", "Field", "Value", "Unit", "Source", "Randomised"], header
-    return rows
-
-
 def _panda_namespace() -> dict[str, object]:
     from sim2online_envs.robots import panda
     from sim2online_envs.sim import panda as scene
@@ -153,57 +129,24 @@ def _panda_namespace() -> dict[str, object]:
     }
 
 
-def _code(cell: str) -> str:
-    match = re.fullmatch(r"`([^`]+)`", cell)
-    assert match, f"a Field cell must be one code expression in backticks, got {cell!r}"
-    return match.group(1)
-
-
-def _numbers(text: str) -> tuple[np.ndarray, float]:
-    """The numbers of a cell, with "× n" repeats, and half a unit of the last printed digit."""
-    repeat = re.search(rf"{TIMES}\s*(\d+)\s*$", text)
-    body = text[: repeat.start()] if repeat else text
-    found = re.findall(_NUMBER, body)
-    assert found, f"no number in {text!r}"
-    values = np.array([float(value.replace(MINUS, "-")) for value in found])
-    decimals = max(len(value.partition(".")[2]) for value in found)
-    if repeat:
-        values = np.tile(values, int(repeat.group(1)))
-    return values, 0.5 * 10.0**-decimals
-
-
-def _panda_same(written: str, value: object) -> bool:
-    if written in ("on", "off"):
-        return isinstance(value, bool) and value == (written == "on")
-    if isinstance(value, str):
-        return written == value
-    expected, tolerance = _numbers(written)
-    actual = np.ravel(np.asarray(value, dtype=np.float64))
-    return actual.shape == expected.shape and bool(
-        np.all(np.abs(actual - expected) <= tolerance * (1 + 1e-9))
-    )
-
-
-PANDA_ROWS = _panda_rows()
+PANDA_ROWS = section_rows("Panda")
 
 
 @pytest.mark.parametrize("row", PANDA_ROWS, ids=[row["Quantity"] for row in PANDA_ROWS])
 def test_each_panda_value_is_the_codes(row: dict[str, str]) -> None:
-    value = eval(_code(row["Field"]), {"__builtins__": {}}, _panda_namespace())
-    assert _panda_same(row["Value"], value), (
-        f"{row['Quantity']}: table {row['Value']!r}, code {value!r}"
-    )
+    value = eval(code(row["Field"]), {"__builtins__": {}}, _panda_namespace())
+    assert same(row["Value"], value), f"{row['Quantity']}: table {row['Value']!r}, code {value!r}"
 
 
 @pytest.mark.parametrize("row", PANDA_ROWS, ids=[row["Quantity"] for row in PANDA_ROWS])
 def test_each_panda_randomised_range_is_the_codes(row: dict[str, str]) -> None:
     from sim2online_envs.sim.panda import PandaSimConfig
 
-    draw = re.search(rf"U\(({_NUMBER}), ({_NUMBER})\)[^`]*`sim\.(\w+)`", row["Randomised"])
+    draw = re.search(rf"U\(({NUMBER}), ({NUMBER})\)[^`]*`sim\.(\w+)`", row["Randomised"])
     if draw is None:
         return
     low_text, high_text, field = draw.groups()
-    (low, high), tolerance = _numbers(f"{low_text} {high_text}")
+    (low, high), tolerance = numbers(f"{low_text} {high_text}")
     value = np.asarray(getattr(PandaSimConfig(), field), dtype=np.float64)
     if field == "object_xy_low":  # the x or y range: low from this field, high from _high
         index = 0 if "x range" in row["Quantity"] else 1
@@ -246,7 +189,7 @@ def test_every_panda_setting_and_randomisation_has_a_row() -> None:
 
 
 def test_the_panda_checker_catches_a_wrong_value() -> None:
-    assert _panda_same(f"{MINUS}2.8973, 1.7628", [-2.8973, 1.7628])
-    assert not _panda_same("0.05", 0.1) and _panda_same("28.28", 28.2842712)
-    assert _panda_same(f"0.55 {TIMES} 3", (0.55, 0.55, 0.55))
-    assert not _panda_same("impedance", "joint_servo") and _panda_same("on", True)
+    assert same(f"{MINUS}2.8973, 1.7628", [-2.8973, 1.7628])
+    assert not same("0.05", 0.1) and same("28.28", 28.2842712)
+    assert same(f"0.55 {TIMES} 3", (0.55, 0.55, 0.55))
+    assert not same("impedance", "joint_servo") and same("on", True)
