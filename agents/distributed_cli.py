@@ -99,7 +99,10 @@ def run_actor(args: argparse.Namespace) -> int:
         actor_id=args.actor_id,
         spool_dir=str(args.spool),
     )
-    model.learn(args.steps)
+    from sim2online_envs.realtime import realtime_loop
+
+    with realtime_loop(args.realtime_priority):
+        model.learn(args.steps)
     process = last_process_learner(model)
     logger.info(
         "actor %s: %d episodes sent, weights versions %s, spool %s",
@@ -143,6 +146,13 @@ def add_subcommands(sub: Any) -> None:
         type=_setting,
         metavar="KEY=VALUE",
         help="env keyword (hardware=twin); repeatable",
+    )
+    actor.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the control loop's thread at SCHED_FIFO priority N (needs CAP_SYS_NICE)",
     )
     actor.set_defaults(job=run_actor)
 

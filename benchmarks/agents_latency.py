@@ -31,6 +31,7 @@ import torch as th
 
 import sim2online_envs  # noqa: F401  (registers the env ids)
 from sim2online_envs.agents import SAC, paper_recipe
+from sim2online_envs.realtime import realtime_loop
 
 logger = logging.getLogger("agents_latency")
 
@@ -83,7 +84,8 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
     model = SAC("MlpPolicy", env, **recipe)
     episodes = args.episodes
     start = time.perf_counter()
-    model.learn(250 * episodes)
+    with realtime_loop(args.realtime_priority):  # the loop's thread; the learner stays normal
+        model.learn(250 * episodes)
     wall = time.perf_counter() - start
     during, publish_ms = float("nan"), float("nan")
     if mode == "process":
@@ -127,6 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--paper", action="store_true", help="the recipe's K and critic size")
     parser.add_argument("--modes", default="sync,async", help="idle,sync,async,process")
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        help="run the control loop's thread at SCHED_FIFO with this priority (0: normal)",
+    )
     args = parser.parse_args(argv)
     th.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -136,7 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"SimRaceCar-v0 at 60 Hz (16.7 ms), {args.episodes} episodes of 250 steps, "
         f"torch threads {args.threads}, {sys.platform}, {os.cpu_count()} CPUs, "
-        f"load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min) at the end"
+        f"load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min) at the end; control loop "
+        + (
+            f"SCHED_FIFO priority {args.realtime_priority}"
+            if args.realtime_priority
+            else "at normal priority"
+        )
     )
     print()
     print(

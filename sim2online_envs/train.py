@@ -218,9 +218,15 @@ def pretrain(args: argparse.Namespace) -> int:
 
 def finetune(args: argparse.Namespace) -> int:
     """Fine-tune a prior with a method's recipe, an episode at a time; resumable."""
+    from sim2online_envs.realtime import realtime_loop
+
     env = make_env(args.env_id, args.env)
     try:
-        return _finetune(args, env)
+        # The job's thread steps the robot (warm start included); threads and processes it
+        # starts (a process learner, Ray) stay at normal priority. An in-process learner's
+        # gradient steps run at this priority too: use it with --learner or a process learner.
+        with realtime_loop(args.realtime_priority):
+            return _finetune(args, env)
     finally:
         env.close()  # a real robot's devices (or its twin) released, the robot stopped
 
@@ -418,6 +424,13 @@ def add_subcommands(sub: Any) -> None:
         default=None,
         metavar="HOST[:PORT]",
         help="learn on a `sim2online learner` server (agents.distributed); this process acts",
+    )
+    fine.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the control loop's thread at SCHED_FIFO priority N (needs CAP_SYS_NICE)",
     )
     fine.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/finetune"))
     fine.set_defaults(job=finetune)
