@@ -30,16 +30,14 @@ render-only ``MjModel``/``MjData`` pair, kinematics run there (no dynamics), and
 becomes grayscale, is area-averaged down to 64x64 and scaled by the world's brightness factor.
 See :meth:`PandaVectorBackend.render_pixels`.
 
-Speed (2-core CPU, Mesa llvmpipe through EGL): physics alone about 1,400 control steps/s (25
-substeps each); a frame costs most of a step, about 3 ms of CPU with the default settings
-(128 px without anti-aliasing, 128 px shadow map, area-averaged to 64 px) against about 5 ms
-for 64 px with 4x anti-aliasing and a 256 px shadow map, and about 1 ms without shadows
-(``PandaSimConfig(pixel_shadow_size=0)``, which leaves the shadows out: under the study's light,
-in front of the robot, they fall mostly behind the arm and the cube, a small part of the frame;
-docs/parameters.md).
-llvmpipe spends it on vertices (every geom is drawn three times with shadows on) more than on
-pixels. For such small frames llvmpipe is cheaper on one thread: ``LP_NUM_THREADS=0`` in the
-environment before the first renderer is made (20-30 % less CPU per frame in most runs here).
+Speed: a frame costs most of a control step on a CPU renderer. The defaults (128 px without
+anti-aliasing, a 128 px shadow map, area-averaged to 64 px) are the cheapest setting within half
+a gray level of a fine reference; ``PandaSimConfig(pixel_shadow_size=0)`` leaves the shadows
+out for about a third of the cost (under the study's light they fall mostly behind the arm and
+the cube). llvmpipe spends its time on vertices (every geom is drawn three times with shadows
+on) more than on pixels, and for such small frames it is cheaper on one thread:
+``LP_NUM_THREADS=0`` in the environment before the first renderer is made. The measurements
+are in docs/performance.md ("64×64 grayscale camera frames on a CPU").
 
 Randomness: :meth:`PandaVectorBackend.reset_worlds` draws, from each world's generator and in this
 order, the object's position and yaw, then the light (position, turn, shadows), the camera pose,
