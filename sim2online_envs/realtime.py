@@ -76,7 +76,11 @@ def enter_realtime(priority: int, cpus: Iterable[int] | None = None) -> Scheduli
             f"(`@realtime - rtprio {priority}`, then log in again)"
         ) from error
     if pinned is not None:
-        os.sched_setaffinity(0, pinned)
+        try:
+            os.sched_setaffinity(0, pinned)
+        except OSError:
+            leave_realtime(previous)
+            raise
     logger.info(
         "control loop thread at SCHED_FIFO priority %d%s",
         priority,
@@ -86,9 +90,18 @@ def enter_realtime(priority: int, cpus: Iterable[int] | None = None) -> Scheduli
 
 
 def leave_realtime(previous: SchedulingState) -> None:
-    """Restore the state :func:`enter_realtime` returned."""
+    """Restore the state :func:`enter_realtime` returned.
+
+    Clearing ``SCHED_RESET_ON_FORK`` again needs ``CAP_SYS_NICE``; a thread raised through an
+    ``rtprio`` limit alone keeps the flag (its later children start normal, as they would anyway)
+    rather than fail here and hide the exception the loop may be unwinding with.
+    """
     _require_linux()
-    os.sched_setscheduler(0, previous.policy, os.sched_param(previous.priority))
+    param = os.sched_param(previous.priority)
+    try:
+        os.sched_setscheduler(0, previous.policy, param)
+    except PermissionError:
+        os.sched_setscheduler(0, previous.policy | os.SCHED_RESET_ON_FORK, param)
     os.sched_setaffinity(0, previous.cpus)
 
 

@@ -22,13 +22,15 @@ pytestmark = pytest.mark.skipif(
 
 
 def _fifo_permitted() -> bool:
+    if not hasattr(os, "sched_setscheduler"):
+        return False
     probe: dict[str, bool] = {}
 
     def attempt() -> None:  # in a thread of its own, so this test's thread is never raised
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
             probe["ok"] = True
-        except PermissionError:
+        except OSError:
             probe["ok"] = False
 
     thread = threading.Thread(target=attempt)
@@ -116,3 +118,37 @@ def test_a_refusal_says_what_to_change(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
     with pytest.raises(RealtimeUnavailableError, match=r"CAP_SYS_NICE.*rtprio"):
         enter_realtime(50)
+
+
+def test_leaving_keeps_the_fork_flag_when_clearing_it_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An rtprio-limited user may not clear SCHED_RESET_ON_FORK: leaving must still succeed."""
+    calls: list[int] = []
+
+    def set_scheduler(_pid: int, policy: int, _param) -> None:
+        calls.append(policy)
+        if not policy & os.SCHED_RESET_ON_FORK:
+            raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", set_scheduler)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda _pid, _cpus: None)
+    previous = realtime.SchedulingState(policy=os.SCHED_OTHER, priority=0, cpus=frozenset({0}))
+    realtime.leave_realtime(previous)
+    assert calls == [os.SCHED_OTHER, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK]
+
+
+def test_a_refused_pinning_restores_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda _pid, policy, _param: calls.append(policy))
+
+    def refuse_affinity(_pid: int, cpus) -> None:
+        if cpus == {0}:
+            raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse_affinity)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    with pytest.raises(OSError, match="Invalid argument"):
+        enter_realtime(10, cpus=[0])
+    before = os.sched_getscheduler(0)
+    assert calls == [os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, before]
