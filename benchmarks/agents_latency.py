@@ -84,7 +84,8 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
     model = SAC("MlpPolicy", env, **recipe)
     episodes = args.episodes
     start = time.perf_counter()
-    with realtime_loop(args.realtime_priority):  # the loop's thread; the learner stays normal
+    # The loop's thread: a learner thread or process started inside runs normal, sync updates not.
+    with realtime_loop(args.realtime_priority):
         model.learn(250 * episodes)
     wall = time.perf_counter() - start
     during, publish_ms = float("nan"), float("nan")
