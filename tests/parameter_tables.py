@@ -40,6 +40,7 @@ def section_rows(section: str) -> list[dict[str, str]]:
 
 
 def code(cell: str) -> str:
+    """The code expression of a table cell written as one backticked span (e.g. a Field column)."""
     match = re.fullmatch(r"`([^`]+)`", cell)
     assert match, f"a Field cell must be one code expression in backticks, got {cell!r}"
     return match.group(1)

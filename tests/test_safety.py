@@ -645,13 +645,27 @@ def go1_env(request: pytest.FixtureRequest) -> Iterator[tuple[gym.Env, Recorder,
     env.close()
 
 
-# Explicit examples besides the draw: every run sends at least these 24 hostile commands, so the
-# fixture's "reached the backend" check does not depend on how many draws had the right shape.
-with np.errstate(over="ignore"):  # 1e30 becomes inf in float16: hostile too
+# Explicit examples besides the draw, so that the fixture's "reached the backend" check does not
+# depend on how many draws had the right shape: 36 hostile commands, of which 25 are finite in
+# their dtype and reach the backend even when non-finite input is refused ("raise").
+with np.errstate(over="ignore", under="ignore"):  # 1e30 becomes inf in float16: hostile too
     GO1_EXPLICIT = [
         [
             np.full(12, value).astype(dtype)
-            for value in (1e30, -1e30, np.nan, np.inf, -np.inf, 3.0, -3.0, 0.0)
+            for value in (
+                1e30,
+                -1e30,
+                np.nan,
+                np.inf,
+                -np.inf,
+                3.0,
+                -3.0,
+                0.0,
+                0.5,
+                -0.5,
+                1e-300,
+                100.0,
+            )
         ]
         for dtype in (np.float64, np.float32, np.float16)
     ]

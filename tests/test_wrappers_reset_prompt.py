@@ -333,6 +333,31 @@ def test_panda_home_reset_opens_the_gripper_and_returns_home_in_sim() -> None:
     assert state["gripper_closed"][0] == 0.0 and state["gripper_opening"][0] > 0.07
 
 
+def test_panda_home_reset_stops_when_the_arm_settles_short_of_home(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tolerance the arm cannot meet (as a real arm's friction can make any): the routine
+    notices that the tip stopped moving with the target at home and gives up early."""
+    env = gym.make("SimPanda-v0")
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
+    steps = {"count": 0}
+    step = env.unwrapped.step
+
+    def counted(action):
+        steps["count"] += 1
+        return step(action)
+
+    env.unwrapped.step = counted
+    reset = PandaHomeReset(tolerance=0.0, max_steps=1000)
+    with caplog.at_level("WARNING"):
+        assert not reset.run(env)
+    assert steps["count"] < 200
+    assert "settled" in caplog.text
+    env.close()
+
+
 class _HomingGo1(Go1VectorBackend):
     """The simulated Go1 presented as a real backend whose home() (stand up) is recorded."""
 

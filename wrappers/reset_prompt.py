@@ -439,11 +439,19 @@ class PandaHomeReset(AutoReset):
     tip alone where a state has no target) and the action (Δx, Δy, Δz, g), g of the sign opposite
     to the robot module's ``GRIPPER_CLOSE_SIGN`` opening the gripper; a unit action moves the
     target by the task's ``max_tip_step`` (m). The default home is the robot module's home tip.
+
+    The action moves a target, never the tip itself: a real impedance arm can settle short of
+    its target (joint friction, an unmodelled payload) by more than ``tolerance``. Once the
+    target is home and the tip has moved less than ``settle_distance`` over ``settle_steps``
+    steps, the routine stops and reports that it did not reach the start (the operator is told
+    and decides) instead of waiting out ``max_steps``.
     """
 
     home: tuple[float, float, float] = tuple(robots.panda.HOME_TIP_POS.tolist())
     tolerance: float = robots.panda.RESET_HOME_TOLERANCE
     max_steps: int = 200
+    settle_steps: int = 20
+    settle_distance: float = 5e-4
 
     description = "open the gripper and move the arm home"
 
@@ -453,6 +461,7 @@ class PandaHomeReset(AutoReset):
             getattr(getattr(base.task, "config", None), "max_tip_step", robots.panda.MAX_TIP_STEP)
         )  # type: ignore[attr-defined]
         home = np.asarray(self.home, dtype=np.float64)
+        tips_with_target_home: list[np.ndarray] = []
         for _ in range(self.max_steps):
             state = base.state  # type: ignore[attr-defined]
             tip = np.asarray(state["tip_pos"][0], dtype=np.float64)
@@ -461,6 +470,22 @@ class PandaHomeReset(AutoReset):
             # Steer the target, not the tip: the action moves the target, and the compliant arm
             # trails it, so steering on the tip's error winds the target up and circles home.
             target = np.asarray(state.get("tip_target", state["tip_pos"])[0], dtype=np.float64)
+            if np.linalg.norm(home - target) < 1e-6:
+                tips_with_target_home.append(tip)
+                window = tips_with_target_home[-self.settle_steps - 1 :]
+                if (
+                    len(window) > self.settle_steps
+                    and np.linalg.norm(window[-1] - window[0]) < self.settle_distance
+                ):
+                    logger.warning(
+                        "Panda auto reset: the target is home but the tip settled %.1f mm from it "
+                        "(tolerance %.1f mm)",
+                        1e3 * np.linalg.norm(home - tip),
+                        1e3 * self.tolerance,
+                    )
+                    return False
+            else:
+                tips_with_target_home.clear()
             delta = np.clip((home - target) / step, -1.0, 1.0)
             opening = -robots.panda.GRIPPER_CLOSE_SIGN
             base.step(np.array([*delta, opening], dtype=np.float32))

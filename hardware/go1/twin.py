@@ -205,10 +205,10 @@ class Go1Twin:
         with self._lock:
             truth = self._truth
             if tick is not None:
-                sent = [t for stamp, t in self._sent_truth if stamp <= tick]
-                if not sent:
+                newest = next((t for stamp, t in reversed(self._sent_truth) if stamp <= tick), None)
+                if newest is None:
                     raise LookupError(f"no LowState of tick {tick} is remembered")
-                truth = sent[-1]
+                truth = newest
             return {key: value.copy() for key, value in truth.items()}
 
     # -- the controller's loop -----------------------------------------------------------------
