@@ -31,13 +31,13 @@ becomes grayscale, is area-averaged down to 64x64 and scaled by the world's brig
 See :meth:`PandaVectorBackend.render_pixels`.
 
 Speed: a frame costs most of a control step on a CPU renderer. The defaults (128 px without
-anti-aliasing, a 128 px shadow map, area-averaged to 64 px) are the cheapest setting within half
-a gray level of a fine reference; ``PandaSimConfig(pixel_shadow_size=0)`` leaves the shadows
-out for about a third of the cost (under the study's light they fall mostly behind the arm and
-the cube). llvmpipe spends its time on vertices (every geom is drawn three times with shadows
-on) more than on pixels, and for such small frames it is cheaper on one thread:
-``LP_NUM_THREADS=0`` in the environment before the first renderer is made. The measurements
-are in docs/performance.md ("64×64 grayscale camera frames on a CPU").
+anti-aliasing, a 128 px shadow map, area-averaged to 64 px) are among the cheapest settings that
+keep the shadows, close to a fine reference; ``PandaSimConfig(pixel_shadow_size=0)`` leaves the
+shadows out for about a third of the cost (under the study's light they fall mostly behind the
+arm and the cube). llvmpipe spends its time on vertices (every geom is drawn three times with
+shadows on) more than on pixels, and for such small frames it is cheaper on one thread:
+``LP_NUM_THREADS=0`` in the environment before the first renderer is made. The measurements are
+in docs/performance.md ("64×64 grayscale camera frames on a CPU").
 
 Randomness: :meth:`PandaVectorBackend.reset_worlds` draws, from each world's generator and in this
 order, the object's position and yaw, then the light (position, turn, shadows), the camera pose,
