@@ -36,7 +36,7 @@ import pathlib
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -196,8 +196,16 @@ class Job:
     budget: Budget
 
 
-def finetune_run(job: Job) -> list[dict[str, Any]]:
-    """Fine-tune the seed's prior with one method; a row per fine-tuning episode."""
+def finetune_run(
+    job: Job,
+    reality_factory: Callable[[], Any] | None = None,
+    robot: str = "racecar",
+    episode_steps: int = 250,
+) -> list[dict[str, Any]]:
+    """Fine-tune the seed's prior with one method; a row per fine-tuning episode.
+
+    ``reality_factory`` builds reality's env (default: :func:`make_reality`), ``robot`` names
+    the recipe and ``episode_steps`` sizes the online buffer: the Go1 benchmark reuses this."""
     import torch as th
 
     from sim2online_envs.agents import (
@@ -213,9 +221,10 @@ def finetune_run(job: Job) -> list[dict[str, Any]]:
     logging.getLogger("sim2online_envs").setLevel(logging.WARNING)
     budget = job.budget
     started = time.perf_counter()
-    env, eval_env = make_reality(), make_reality()
-    buffer_size = (budget.episodes + 2) * 250 + budget.warm_start_steps
-    kwargs = recipe("racecar", METHODS[job.method], buffer_size=buffer_size, for_load=True)
+    factory = make_reality if reality_factory is None else reality_factory
+    env, eval_env = factory(), factory()
+    buffer_size = (budget.episodes + 2) * episode_steps + budget.warm_start_steps
+    kwargs = recipe(robot, METHODS[job.method], buffer_size=buffer_size, for_load=True)
     kwargs["gradient_steps"] = budget.gradient_steps
     if kwargs.get("warm_start_steps"):
         kwargs["warm_start_steps"] = budget.warm_start_steps
@@ -386,9 +395,10 @@ def markdown_section(
     return "\n".join(lines)
 
 
-def write_markdown(section: str, path: pathlib.Path) -> None:
+def write_markdown(section: str, path: pathlib.Path, marker: str = "sim_to_sim") -> None:
+    """Replace the ``marker`` section of ``path`` with ``section`` (appended if absent)."""
     text = path.read_text() if path.is_file() else "# Results\n\n"
-    begin, end = "<!-- sim_to_sim:begin", "<!-- sim_to_sim:end -->"
+    begin, end = f"<!-- {marker}:begin", f"<!-- {marker}:end -->"
     if begin in text and end in text:
         head = text[: text.index(begin)]
         tail = text[text.index(end) + len(end) :]
@@ -398,23 +408,34 @@ def write_markdown(section: str, path: pathlib.Path) -> None:
     path.write_text(text)
 
 
-def plot(rows: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
+def plot(
+    rows: list[dict[str, Any]],
+    out: pathlib.Path,
+    prefix: str = "sim_to_sim",
+    title: str = "race car, kinematic prior → dynamic reality",
+    delay: bool = True,
+) -> list[pathlib.Path]:
+    """``{prefix}_curves.png``, ``_q_error.png`` and (``delay``) ``_delay.png`` in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    for key, name, ylabel, runs in (
+    panels = [
         ("relative_return", "curves", "return - prior's (deterministic)", list(METHODS)),
         ("q_error_mean", "q_error", "Q - G per episode (mean over steps)", list(METHODS)),
-        (
-            "relative_return",
-            "delay",
-            "return - prior's, full recipe",
-            [*(f"full_M{m}" for m in DELAYS if m != 20), "full"],
-        ),
-    ):
+    ]
+    if delay:
+        panels.append(
+            (
+                "relative_return",
+                "delay",
+                "return - prior's, full recipe",
+                [*(f"full_M{m}" for m in DELAYS if m != 20), "full"],
+            )
+        )
+    for key, name, ylabel, runs in panels:
         data = curves(rows, key)
         fig, ax = plt.subplots(figsize=(7, 4))
         drawn = False
@@ -434,9 +455,9 @@ def plot(rows: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
         ax.set_ylabel(ylabel)
         if drawn:
             ax.legend(fontsize=8)
-        ax.set_title(f"race car, kinematic prior → dynamic reality ({name})")
+        ax.set_title(f"{title} ({name})")
         fig.tight_layout()
-        path = out / f"sim_to_sim_{name}.png"
+        path = out / f"{prefix}_{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
