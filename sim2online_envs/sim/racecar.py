@@ -1,8 +1,10 @@
-"""The RC race car simulator: kinematic and dynamic bicycle models in NumPy over N worlds.
+"""The RC race car simulator: kinematic and dynamic bicycle models over N worlds.
 
 One :class:`RaceCarVectorBackend` steps ``num_worlds`` cars together, every quantity an array
 over the world axis, so the single env (one world through
-one world) and the batched env (``make_vec``) run the same lines.
+one world) and the batched env (``make_vec``) run the same lines. The models are written here in
+NumPy, the specification; :meth:`RaceCarVectorBackend.apply` runs the same arithmetic compiled,
+world by world (:mod:`sim2online_envs.sim.racecar_kernels`, tested against the NumPy methods).
 
 The car's numbers are a named preset of the robot module
 (:data:`sim2online_envs.robots.racecar.PRESETS`): ``"study"`` (the default: the sim-to-online
@@ -79,6 +81,7 @@ import numpy as np
 from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Backend, Batch, SimReadings
 from sim2online_envs.robots import racecar as car_robot
+from sim2online_envs.sim import racecar_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -518,6 +521,10 @@ class RaceCarVectorBackend(Backend):
     :param render_size: side of the square ``rgb_array`` frame, pixels.
     :param trail_length: positions of past control steps kept per world and drawn (0: none).
     :param goal_radius: radius of the goal circle drawn, m (the task's success radius).
+
+    :meth:`apply` integrates every world in one compiled call
+    (:func:`~sim2online_envs.sim.racecar_kernels.rk4_substeps`); setting ``use_kernels = False``
+    runs the NumPy methods instead, the reference the kernel is tested against.
     """
 
     kind: ClassVar[str] = "sim"
@@ -638,6 +645,11 @@ class RaceCarVectorBackend(Backend):
             )
             for t in (0.5 * h, h)
         )
+        #: Run :meth:`apply`'s substeps compiled (:mod:`.racecar_kernels`); False: the NumPy
+        #: reference (the specification the tests compare the kernels with).
+        self.use_kernels = True
+        self._constants = np.empty(len(racecar_kernels.CONSTANT_NAMES))
+        self._constants_of: CarParams | None = None
         logger.debug(
             "race car: %d worlds, %s dynamics, %d substeps of %.5f s",
             n,
@@ -844,18 +856,10 @@ class RaceCarVectorBackend(Backend):
         self._command[:] = clipped
         self._command[0] += self._offset
 
-        # Blocks of worlds small enough for the RK4 temporaries to stay in cache.
-        for start in range(0, self.num_worlds, WORLDS_PER_BLOCK):
-            block = slice(start, start + WORLDS_PER_BLOCK)
-            q = self._q[:, block]  # a view: the substeps update the state in place
-            act = self._act.take(block)
-            world = self._world.take(block)
-            command = self._command[:, block]
-            for _ in range(self.n_substeps):
-                act = self._rk4_substep(q, act, command, world)
-            self._act.put(block, act)
-            # Keep the heading a unit vector (RK4 preserves it to high order, not exactly).
-            q[_COS:_VX] *= 1.0 / np.sqrt(q[_COS] * q[_COS] + q[_SIN] * q[_SIN])
+        if self.use_kernels:
+            self._kernel_substeps()
+        else:
+            self._reference_substeps()
         if self.trail_length:
             self._trail_head = (self._trail_head + 1) % self.trail_length
             self._trail[self._trail_head] = self._q[:2].T
@@ -868,6 +872,68 @@ class RaceCarVectorBackend(Backend):
             )
             self._readings.diverged |= ~finite
         return self._state()
+
+    def _kernel_substeps(self) -> None:
+        """The control period of every world in one compiled call (:mod:`.racecar_kernels`)."""
+        world = self._world
+        if self._constants_of is not self.params:
+            p, (half, end) = self.params, self._stage_gains
+            low, high = p.blend_speed
+            self._constants = np.array(
+                [
+                    self.physics_dt,
+                    p.lf,
+                    p.lr,
+                    1.0 / p.wheelbase,
+                    1.0 / p.rolling_smoothing_speed,
+                    1.0 / p.kinematic_relaxation,
+                    low,
+                    1.0 / (high - low),
+                    p.tire_b_front,
+                    p.tire_b_rear,
+                    p.tire_c_front,
+                    p.tire_c_rear,
+                    *half,
+                    *end,
+                ]
+            )
+            self._constants_of = p
+        racecar_kernels.rk4_substeps(
+            self._q,
+            tuple(self._act),
+            self._command,
+            (
+                world.inv_mass,
+                world.inv_inertia,
+                world.cm1,
+                world.cm2,
+                world.viscous,
+                world.cr0,
+                world.cr2,
+                world.fx_max,
+            ),
+            world.neg_peak_force,
+            self._constants,
+            self.n_substeps,
+            self.dynamics == "dynamic",
+        )
+
+    def _reference_substeps(self) -> None:
+        """The control period in NumPy, the specification of :meth:`_kernel_substeps`.
+
+        In blocks of worlds small enough for the RK4 temporaries to stay in cache.
+        """
+        for start in range(0, self.num_worlds, WORLDS_PER_BLOCK):
+            block = slice(start, start + WORLDS_PER_BLOCK)
+            q = self._q[:, block]  # a view: the substeps update the state in place
+            act = self._act.take(block)
+            world = self._world.take(block)
+            command = self._command[:, block]
+            for _ in range(self.n_substeps):
+                act = self._rk4_substep(q, act, command, world)
+            self._act.put(block, act)
+            # Keep the heading a unit vector (RK4 preserves it to high order, not exactly).
+            q[_COS:_VX] *= 1.0 / np.sqrt(q[_COS] * q[_COS] + q[_SIN] * q[_SIN])
 
     def _command_row(self, command: Batch, key: str) -> np.ndarray:
         if key not in command:
