@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from agent_fixtures import EPISODE, make_env, offline_data
 from stable_baselines3.common.noise import NormalActionNoise
 
 from sim2online_envs.agents import (
@@ -25,8 +26,6 @@ from sim2online_envs.agents import (
 )
 from sim2online_envs.agents.checkpoint import MANIFEST, CheckpointCallback, atomic_write
 
-EPISODE = 30
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -34,37 +33,6 @@ def _one_thread():
     th.set_num_threads(1)
     yield
     th.set_num_threads(threads)
-
-
-class EpisodeSeeded(gym.Wrapper):
-    """Episode k starts from seed 1000 + k, whatever reset is asked: the env side of "the same
-    seeds" for a run that is interrupted and resumed with a fresh env."""
-
-    def __init__(self, env: gym.Env, first_episode: int = 0):
-        super().__init__(env)
-        self.episode = first_episode
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        del seed
-        obs, info = self.env.reset(seed=1000 + self.episode, options=options)
-        self.episode += 1
-        return obs, info
-
-
-def make_env(first_episode: int = 0) -> gym.Env:
-    return EpisodeSeeded(gym.make("Pendulum-v1", max_episode_steps=EPISODE), first_episode)
-
-
-def offline_data(n: int = 100) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(5)
-    obs = rng.normal(size=(n, 3)).astype(np.float32)
-    return {
-        "observations": obs,
-        "next_observations": obs + 0.01,
-        "actions": rng.uniform(-1, 1, (n, 1)),
-        "rewards": rng.normal(size=n),
-        "dones": np.zeros(n),
-    }
 
 
 def build(algo: str, env: gym.Env) -> SAC | TD3:

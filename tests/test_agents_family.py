@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from agent_fixtures import EPISODE, make_env, offline_data
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise
@@ -27,7 +28,6 @@ from sim2online_envs.agents import (
     save_checkpoint,
 )
 
-EPISODE = 30
 ALGORITHMS = {"SAC": SAC, "TD3": TD3, "TQC": TQC, "CrossQ": CrossQ}
 NAMES = list(ALGORITHMS)
 POLICY_KWARGS: dict[str, dict[str, Any]] = {
@@ -36,36 +36,6 @@ POLICY_KWARGS: dict[str, dict[str, Any]] = {
     "TQC": {"net_arch": [16, 16], "n_quantiles": 5},
     "CrossQ": {"net_arch": [16, 16]},
 }
-
-
-class EpisodeSeeded(gym.Wrapper):
-    """Episode k starts from seed 1000 + k: the env side of "the same seeds" on resume."""
-
-    def __init__(self, env: gym.Env, first_episode: int = 0):
-        super().__init__(env)
-        self.episode = first_episode
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        del seed
-        obs, info = self.env.reset(seed=1000 + self.episode, options=options)
-        self.episode += 1
-        return obs, info
-
-
-def make_env(first_episode: int = 0) -> gym.Env:
-    return EpisodeSeeded(gym.make("Pendulum-v1", max_episode_steps=EPISODE), first_episode)
-
-
-def offline_data(n: int = 100) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(5)
-    obs = rng.normal(size=(n, 3)).astype(np.float32)
-    return {
-        "observations": obs,
-        "next_observations": obs + 0.01,
-        "actions": rng.uniform(-1, 1, (n, 1)),
-        "rewards": rng.normal(size=n),
-        "dones": np.zeros(n),
-    }
 
 
 def build(name: str, env: gym.Env | None = None, **overrides: Any) -> Any:
