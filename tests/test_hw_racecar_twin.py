@@ -256,15 +256,17 @@ def test_the_readme_main_job_fine_tunes_the_shipped_prior_on_the_twin(tmp_path) 
     assert json.loads((run / "progress.json").read_text())["episodes"] == 2
     with (run / "q_error.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 3  # the warm-start episode and two fine-tuning episodes
     with (run / "episodes.csv").open() as file:
         ends = [(int(row["length"]), row["end"]) for row in csv.DictReader(file)]
+    # The warm start's 250 steps take one episode, or more where the prior leaves the arena
+    # (the twin draws a random start each time); then the two fine-tuning episodes.
+    assert len(rows) == len(ends) >= 3, (rows, ends)
+    updates = [float(row["n_updates"]) for row in rows]
+    warm = [length for (length, _), count in zip(ends, updates, strict=True) if count == updates[0]]
+    assert len(warm) == len(ends) - 2 and sum(warm) >= 250, (ends, updates)
     # None cut short by the link, the failsafe or the watchdog: an episode runs its 250 steps
     # or the policy drives it out of the arena (a task end a fine-tuned policy may reach).
-    assert len(ends) == 3 and all(
-        end == (250, "time_limit") or end[1] == SAFETY_ARENA for end in ends
-    ), ends
-    updates = [float(row["n_updates"]) for row in rows]
-    assert updates == sorted(updates) and updates[-1] > updates[0]  # it learned between them
+    assert all(end == (250, "time_limit") or end[1] == SAFETY_ARENA for end in ends), ends
+    assert updates == sorted(updates) and updates[-1] > updates[-2] > updates[0], updates
     for name in ("learning_curve.png", "q_error.png"):
         assert (run / name).is_file()
