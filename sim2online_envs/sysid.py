@@ -44,6 +44,7 @@ import numpy as np
 from sim2online_envs.robots import racecar as car_robot
 from sim2online_envs.safety import RaceCarLimits
 from sim2online_envs.sim.racecar import (
+    GRAVITY,
     CarParams,
     RaceCarVectorBackend,
     delay_steps,
@@ -54,9 +55,11 @@ from sim2online_envs.sim.racecar import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "EXTRA_CANDIDATES",
     "FIT_CANDIDATES",
     "RESIDUAL_SCALES",
     "FitResult",
+    "estimate_velocity_lag",
     "fit_racecar",
     "prediction_error",
 ]
@@ -70,6 +73,15 @@ FIT_CANDIDATES = (
     "friction",
     "inertia_z",
 )
+#: Fields fitted only where asked (``fit_racecar(extra=...)``): the rolling resistance and the
+#: actuator lags, which a real car has unlike the base (the study's model has no rolling
+#: resistance) but which trade off against the drag and the delay on short recordings.
+EXTRA_CANDIDATES = ("rolling_resistance", "steering_time_constant", "throttle_time_constant")
+#: Upper bound of a field fitted from zero, in its unit (:func:`_linear_unit`): the rolling
+#: resistance as a fraction of the car's weight, a lag in seconds.
+LINEAR_BOUND = 0.5
+#: Where such a field starts, in the same unit.
+LINEAR_START = 0.01
 #: Scales of the residual channels: position (m), heading (rad), vx, vy (m/s), yaw rate (rad/s).
 RESIDUAL_SCALES = (0.05, 0.05, 0.1, 0.1, 0.5)
 #: How far (a factor) the fit may move a positive parameter from the base, and the offset (rad).
@@ -84,7 +96,8 @@ class FitResult:
     ``params``: the fitted car; ``action_delay_steps``: the chosen delay; ``fitted``: the
     fitted fields and their values; ``error_before`` / ``error_after``: RMS position error (m)
     over all window steps with the base preset and with the fit; ``cost_by_delay``: the
-    least-squares cost at each candidate delay.
+    least-squares cost at each candidate delay; ``velocity_lag``: control periods by which
+    the recorded velocities lagged the poses (corrected for in the fit).
     """
 
     base: str
@@ -96,6 +109,7 @@ class FitResult:
     error_after: float
     cost_by_delay: dict[int, float] = field(default_factory=dict)
     windows: int = 0
+    velocity_lag: int = 0
 
     def preset(self) -> dict[str, Any]:
         """The fit as a preset over its base (what :func:`write_preset` writes)."""
@@ -109,9 +123,11 @@ class FitResult:
         """Write the fit as a TOML preset file, the errors in its header."""
         header = (
             f"Race car preset fitted by `sim2online sysid racecar` over base {self.base!r}\n"
-            f"on {self.windows} windows; RMS position error {self.error_before:.4f} m with the "
-            f"base, {self.error_after:.4f} m fitted.\n"
-            "Mass, tyre shape, actuator lags and randomisation: the base preset's."
+            f"on {self.windows} windows (velocities lagging {self.velocity_lag} steps); RMS "
+            f"position error {self.error_before:.4f} m with the base, {self.error_after:.4f} m "
+            "fitted.\n"
+            f"Fitted: {', '.join(self.fitted)}; the rest (tyre shape, geometry, randomisation) "
+            "is the base preset's."
         )
         return write_preset(path, self.preset(), header=header)
 
@@ -125,6 +141,11 @@ class _Windows:
     start: np.ndarray  # (W,) first step
     observations: list[np.ndarray]  # per episode (T + 1, 7)
     horizon: int
+
+
+def _linear_unit(name: str, params: CarParams) -> float:
+    """The unit of a field fitted from zero: the car's weight (N) for the rolling resistance."""
+    return params.mass * GRAVITY if name == "rolling_resistance" else 1.0
 
 
 def _episode_arrays(episodes: Iterable[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -157,17 +178,56 @@ def _commands(
     return np.stack([limited["steering"], limited["throttle"]], axis=1)
 
 
+def estimate_velocity_lag(
+    episodes: Iterable[Any], control_dt: float = car_robot.CONTROL_DT, max_lag: int = 3
+) -> int:
+    """Control periods by which the recorded velocities lag the recorded poses.
+
+    A motion-capture rig differentiates poses through a filter (the real car's driver: a line
+    through the last few frames, the velocity at the window's middle), so its velocities are
+    older than its poses; the simulator's are not. The lag is the shift that best matches the
+    recorded velocities (body frame) to central differences of the recorded poses, each channel
+    over its residual scale.
+    """
+    errors = np.zeros(max_lag + 1)
+    for obs, _ in _episode_arrays(episodes):
+        n = len(obs) - 2 - max_lag
+        if n < 1:
+            continue
+        psi = np.unwrap(np.arctan2(obs[:, 2], obs[:, 3]))
+        dx, dy = (obs[2:, :2] - obs[:-2, :2]).T
+        dpsi = psi[2:] - psi[:-2]
+        c, s = np.cos(psi[1:-1]), np.sin(psi[1:-1])
+        derived = np.stack([c * dx + s * dy, -s * dx + c * dy, dpsi], axis=1) / (2 * control_dt)
+        for lag in range(max_lag + 1):
+            recorded = obs[1 + lag : 1 + lag + n, 4:7]
+            errors[lag] += np.sum(((recorded - derived[:n]) / RESIDUAL_SCALES[2:]) ** 2)
+    return int(np.argmin(errors))
+
+
+def _unlag(observations: np.ndarray, lag: int) -> np.ndarray:
+    """Observations with each step's velocities taken from ``lag`` steps later (their time)."""
+    if lag == 0:
+        return observations
+    out = observations[:-lag].copy()
+    out[:, 4:7] = observations[lag:, 4:7]
+    return out
+
+
 def _cut(
     episodes: list[tuple[np.ndarray, np.ndarray]],
     preset: Mapping[str, Any],
     horizon: int,
     stride: int,
+    velocity_lag: int = 0,
 ) -> _Windows:
     commands, index, starts, observations = [], [], [], []
     for number, (obs, actions) in enumerate(episodes):
-        commands.append(_commands(obs, actions, preset))
-        observations.append(obs)
-        first = np.arange(0, len(actions) - horizon + 1, stride)
+        # The speed cap saw the velocities as recorded; the model compares them at their time.
+        steps = max(0, len(actions) - velocity_lag)
+        commands.append(_commands(obs, actions, preset)[:steps])
+        observations.append(_unlag(obs, velocity_lag))
+        first = np.arange(0, steps - horizon + 1, stride)
         index.append(np.full(len(first), number))
         starts.append(first)
     if not starts or sum(len(s) for s in starts) == 0:
@@ -268,10 +328,17 @@ def prediction_error(
     horizon: int = 30,
     stride: int = 10,
     control_dt: float = car_robot.CONTROL_DT,
+    velocity_lag: int | None = None,
 ) -> float:
-    """RMS position error (m) of the preset's open-loop predictions over the episodes' windows."""
+    """RMS position error (m) of the preset's open-loop predictions over the episodes' windows.
+
+    ``velocity_lag``: as :func:`fit_racecar`'s (None: :func:`estimate_velocity_lag`).
+    """
     resolved = resolve_preset(preset)
-    windows = _cut(_episode_arrays(episodes), resolved, horizon, stride)
+    episodes = list(episodes)
+    if velocity_lag is None:
+        velocity_lag = estimate_velocity_lag(episodes, control_dt)
+    windows = _cut(_episode_arrays(episodes), resolved, horizon, stride, velocity_lag)
     params = CarParams(**resolved["car"])
     delay = delay_steps(resolved["action_delay"], control_dt)
     return _position_error(*_predict(windows, params, resolved["dynamics"], control_dt, delay))
@@ -286,6 +353,9 @@ def fit_racecar(
     stride: int = 10,
     control_dt: float = car_robot.CONTROL_DT,
     max_nfev: int = 60,
+    extra: Sequence[str] = (),
+    velocity_lag: int | None = None,
+    loss: str = "linear",
 ) -> FitResult:
     """Fit the base preset's car to recorded episodes (see the module docstring).
 
@@ -297,6 +367,15 @@ def fit_racecar(
     :param stride: steps between window starts.
     :param control_dt: the recording's control period, s.
     :param max_nfev: least-squares evaluations per candidate delay.
+    :param extra: more fields to fit, of :data:`EXTRA_CANDIDATES` (the rolling resistance, the
+        actuator lags); one that is zero in the base is fitted from zero (see
+        :data:`LINEAR_BOUND`).
+    :param velocity_lag: control periods by which the recorded velocities lag the poses (a
+        motion-capture velocity filter's); None: :func:`estimate_velocity_lag`. Each window
+        then reads a step's velocities that many steps later.
+    :param loss: ``least_squares``'s loss on the scaled residuals: "linear" (least squares),
+        or a robust one ("soft_l1", "huber") where a few windows hold glitches (a dropped
+        frame, a stalled loop) that would pull the fit.
     """
     from scipy.optimize import least_squares
 
@@ -310,12 +389,23 @@ def fit_racecar(
     base_delay = delay_steps(resolved["action_delay"], control_dt)
     if delays is None:
         delays = range(max(0, base_delay - 2), base_delay + 3)
-    windows = _cut(_episode_arrays(episodes), resolved, horizon, stride)
+    episodes = list(episodes)
+    if velocity_lag is None:
+        velocity_lag = estimate_velocity_lag(episodes, control_dt)
+    windows = _cut(_episode_arrays(episodes), resolved, horizon, stride, velocity_lag)
     names = [name for name in FIT_CANDIDATES if getattr(params, name) > 0]
+    unknown = sorted(set(extra) - set(EXTRA_CANDIDATES))
+    if unknown:
+        raise ValueError(f"extra: unknown parameter(s) {unknown}; known: {EXTRA_CANDIDATES}")
+    names += [name for name in extra if name not in names and getattr(params, name) > 0]
+    # Zero in the base: fitted from zero on a linear scale (a log scale cannot leave zero).
+    linear = [name for name in extra if name not in names]
     start = np.array([getattr(params, name) for name in names])
+    units = np.array([_linear_unit(name, params) for name in linear])
 
     def unpack(x: np.ndarray) -> CarParams:
-        values = dict(zip(names, start * np.exp(x[:-1]), strict=True))
+        values = dict(zip(names, start * np.exp(x[: len(names)]), strict=True))
+        values.update(zip(linear, units * x[len(names) : -1], strict=True))
         return params.replace(**values, steering_offset=float(x[-1]))
 
     def residuals(x: np.ndarray, delay: int) -> np.ndarray:
@@ -326,17 +416,24 @@ def fit_racecar(
 
     error_before = _position_error(*_predict(windows, params, dynamics, control_dt, base_delay))
     logger.info(
-        "sysid: %d windows of %d steps from %d episodes; base %r: RMS position error %.4f m",
+        "sysid: %d windows of %d steps from %d episodes (velocities lag %d steps); base %r: "
+        "RMS position error %.4f m",
         len(windows.start),
         horizon,
         len(windows.commands),
+        velocity_lag,
         base,
         error_before,
     )
-    x0 = np.concatenate([np.zeros(len(names)), [params.steering_offset]])
+    # A start inside the bounds: the solver (trf) does not leave a start on a bound.
+    x0 = np.concatenate(
+        [np.zeros(len(names)), np.full(len(linear), LINEAR_START), [params.steering_offset]]
+    )
     bound = math.log(FACTOR_BOUND)
-    lower = np.concatenate([np.full(len(names), -bound), [-OFFSET_BOUND]])
-    upper = np.concatenate([np.full(len(names), bound), [OFFSET_BOUND]])
+    lower = np.concatenate([np.full(len(names), -bound), np.zeros(len(linear)), [-OFFSET_BOUND]])
+    upper = np.concatenate(
+        [np.full(len(names), bound), np.full(len(linear), LINEAR_BOUND), [OFFSET_BOUND]]
+    )
     best, costs = None, {}
     for delay in delays:
         solution = least_squares(
@@ -347,6 +444,7 @@ def fit_racecar(
             x_scale=1.0,
             diff_step=1e-4,
             max_nfev=max_nfev,
+            loss=loss,
         )
         costs[int(delay)] = float(solution.cost)
         logger.info("sysid: delay %d steps: cost %.6g", delay, solution.cost)
@@ -356,7 +454,7 @@ def fit_racecar(
     solution, delay = best
     fitted_params = unpack(solution.x)
     error_after = _position_error(*_predict(windows, fitted_params, dynamics, control_dt, delay))
-    fitted = {name: float(getattr(fitted_params, name)) for name in names}
+    fitted = {name: float(getattr(fitted_params, name)) for name in (*names, *linear)}
     fitted["steering_offset"] = float(fitted_params.steering_offset)
     if mass is not None:
         fitted["mass"] = float(mass)
@@ -377,6 +475,7 @@ def fit_racecar(
         error_after=error_after,
         cost_by_delay=costs,
         windows=len(windows.start),
+        velocity_lag=velocity_lag,
     )
 
 
