@@ -157,6 +157,7 @@ def test_non_finite_states_are_handled_as_in_the_reference(
         sim._q[5, 3] = 1e200  # finite, but overflows in the rates
         sim._q[6, 10] = 1e200  # a yaw rate near standstill (vy and vx small)
         sim._q[4:6, 10] = 0.01
+        sim._q[2:4, 12] = 0.0  # no heading: the renormalisation divides by zero
     rng = np.random.default_rng(5)
     with caplog.at_level(logging.WARNING, logger="sim2online_envs.sim.racecar"):
         _run(compiled, reference, rng, steps=2, context=f"{dynamics} non-finite")

@@ -57,26 +57,28 @@ CONSTANT_NAMES = (
 #: so that an overflow gives the reference's NaN (far beyond any physical state).
 _SKIP_MAX_YAW_RATE = 1e100
 
-_F8 = numba.float64
+#: ``error_model="numpy"``: a division by zero gives inf or NaN, as in the NumPy reference,
+#: instead of raising ZeroDivisionError.
+_compiled = numba.njit(cache=True, nogil=True, error_model="numpy")
 _IN_1D = numba.types.Array(numba.float64, 1, "A", readonly=True)
 _IN_2D = numba.types.Array(numba.float64, 2, "A", readonly=True)
 _OUT_1D = numba.types.Array(numba.float64, 1, "A")
 _OUT_2D = numba.types.Array(numba.float64, 2, "A")
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _minimum(value: float, bound: float) -> float:
     """``np.minimum(value, bound)`` for a finite ``bound``: NaN propagates."""
     return value if (value != value or value < bound) else bound
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _maximum(value: float, bound: float) -> float:
     """``np.maximum(value, bound)`` for a finite ``bound``: NaN propagates."""
     return value if (value != value or value > bound) else bound
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _actuation(steer, throttle, target_steer, target_throttle, steer_gain, max_change,
                throttle_gain, inv_wheelbase, cm1, cm2):  # fmt: skip
     """``_actuation_after`` for one world: (steer, sin, cos, tan / L, throttle, drive, back-EMF)."""
@@ -89,7 +91,7 @@ def _actuation(steer, throttle, target_steer, target_throttle, steer_gain, max_c
     return steer, sin, cos, tan_over_l, throttle, cm1 * throttle, abs(throttle) * cm2
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _longitudinal(vx, drive, back_emf, inv_mass, viscous, cr0, cr2, fx_max, inv_eps):  # fmt: skip
     """``_longitudinal_acceleration`` for one world, m/s^2."""
     force = drive - (((abs(vx) * cr2 + back_emf) + viscous) * vx)
@@ -98,7 +100,7 @@ def _longitudinal(vx, drive, back_emf, inv_mass, viscous, cr0, cr2, fx_max, inv_
     return force * inv_mass
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _rates(dynamic, cos_psi, sin_psi, vx, vy, omega, sin, cos, tan_over_l, drive, back_emf,
            world, peak_front, peak_rear, c):  # fmt: skip
     """d/dt of (x, y, cos psi, sin psi, vx, vy, omega) of one world (``_dynamic_rates`` or
@@ -168,6 +170,7 @@ def _rates(dynamic, cos_psi, sin_psi, vx, vy, omega, sin, cos, tan_over_l, drive
     ),
     cache=True,
     nogil=True,
+    error_model="numpy",
 )
 def rk4_substeps(q, act, command, world, neg_peak_force, constants, n_substeps, dynamic):
     """Hold ``command`` for ``n_substeps`` RK4 substeps in every world, in place.
