@@ -12,7 +12,8 @@ What it measures, in world-steps (control periods of one world) per second:
   ``mujoco.batch.Batch.step`` (same substeps) at 1 … 1024 worlds on all cores;
 * the single env (``gym.make``), ``make_vec`` at 1 … 1024 worlds, and SB3's ``DummyVecEnv`` and
   ``SubprocVecEnv`` over a few single envs, for the Go1, the race car and the Panda;
-* the race car's NumPy simulator alone (``apply`` of one command to every world);
+* the race car's simulator alone (``apply`` of one command to every world), compiled and its
+  NumPy reference;
 * the Panda camera: 64x64 grayscale frames per second (see ``benchmarks/images.py``).
 
 Every env is driven by the same pre-drawn random actions (scaled down for the Go1 so that it
@@ -51,7 +52,7 @@ logger = logging.getLogger("benchmarks")
 
 GO1_WORLDS = (1, 16, 64, 256, 1024)
 RACECAR_WORLDS = (1, 16, 64, 256, 1024, 4096, 16384)
-QUICK_RACECAR_WORLDS = (1, 64, 1024, 4096)
+QUICK_RACECAR_WORLDS = (1, 64, 256, 1024, 4096)
 PANDA_WORLDS = (1, 4, 16, 64)
 #: Worlds of SB3's DummyVecEnv / SubprocVecEnv over single envs ("a few": the machine has 2
 #: cores). The make_vec ratio is taken against the fastest SubprocVecEnv.
@@ -413,35 +414,44 @@ def bench_go1(settings: Settings, worlds: Sequence[int]) -> list[Row]:
 
 
 def bench_racecar(settings: Settings, worlds: Sequence[int]) -> list[Row]:
-    """The NumPy race car: its simulator alone, make_vec (full and lean infos), SB3 vec envs."""
+    """The race car: its simulator alone (compiled and the NumPy reference), make_vec (full and
+    lean infos), SB3 vec envs."""
     from sim2online_envs.vec import make_vec
 
     section = "race car"
     rows: list[Row] = []
     sim_rates = {}
     for num in worlds:
-        venv = make_vec("SimRaceCar-v0", num, seed=0)
-        venv.reset()
-        action = _actions(num, venv.action_space.shape[0], 1.0)[0].astype(np.float64)
-        command = venv.task.command(action, venv.state, venv.task_state)
-        backend = venv.vector_backend
-        result = measure(
-            lambda backend=backend, command=command: backend.apply(command),
-            num,
-            seconds=settings.seconds,
-            repeats=settings.repeats,
-        )
-        venv.close()
-        sim_rates[num] = result.rate
-        rows.append(
-            Row(
-                section,
-                "simulator alone (VectorBackend.apply)",
+        rates = {}
+        # The compiled substeps (what the envs run), then the NumPy reference on the same worlds.
+        for use_kernels in (True, False):
+            venv = make_vec("SimRaceCar-v0", num, seed=0)
+            venv.reset()
+            action = _actions(num, venv.action_space.shape[0], 1.0)[0].astype(np.float64)
+            command = venv.task.command(action, venv.state, venv.task_state)
+            backend = venv.vector_backend
+            backend.use_kernels = use_kernels
+            result = measure(
+                lambda backend=backend, command=command: backend.apply(command),
                 num,
-                result.rate,
-                cpu_us=result.cpu_us,
+                seconds=settings.seconds,
+                repeats=settings.repeats,
             )
-        )
+            venv.close()
+            rates[use_kernels] = result.rate
+            label = "" if use_kernels else ", NumPy reference (use_kernels=False)"
+            ratio = "" if use_kernels else f"{rates[True] / result.rate:.1f}x slower"
+            rows.append(
+                Row(
+                    section,
+                    f"simulator alone (VectorBackend.apply){label}",
+                    num,
+                    result.rate,
+                    ratio=ratio,
+                    cpu_us=result.cpu_us,
+                )
+            )
+        sim_rates[num] = rates[True]
     single = _single_env("SimRaceCar-v0", settings, 1.0)
     rows.append(Row(section, "single env (gym.make)", 1, single.rate, cpu_us=single.cpu_us))
     for full_infos in (True, False):
