@@ -23,7 +23,16 @@ fit finds the motor gain ``motor_cm1``, the drag (``viscous_drag``, or ``motor_c
 ``rolling_resistance`` where the base model uses those), the tyre friction ``friction``, the yaw
 inertia ``inertia_z`` (over that mass) and the steering offset. The action delay is a whole
 number of control periods: it is chosen by fitting at each candidate delay and keeping the
-lowest cost. Tyre shape factors, actuator lags and geometry stay the base preset's.
+lowest cost. Tyre shape factors, actuator lags and geometry stay the base preset's, unless
+``extra=`` asks for the rolling resistance (fitted from zero where the base has none, as the
+study's has not) and the actuator lags (:data:`EXTRA_CANDIDATES`): a real car has both, and
+without them the fit puts their effect into the drag and the delay.
+
+Recorded velocities may lag the poses (a motion-capture rig differentiates poses through a
+filter; the real car's driver fits a line through its last frames): the lag, in whole control
+periods, is estimated from the recordings (:func:`estimate_velocity_lag`) and each step's
+velocities are read that many steps later. ``loss="soft_l1"`` keeps a few glitched windows (a
+dropped frame, a stalled loop) from pulling the fit.
 
 The result is a TOML preset file over the base preset (``gym.make("SimRaceCar-v0",
 preset="car.toml")``), with the fit error before and after in its header.
