@@ -15,7 +15,12 @@ import pytest
 
 from sim2online_envs.hardware.racecar import config as car_config
 from sim2online_envs.hardware.racecar import firmware, protocol
-from sim2online_envs.hardware.racecar.config import Calibration, load_calibration, resolve_config
+from sim2online_envs.hardware.racecar.config import (
+    Calibration,
+    RaceCarConfig,
+    load_calibration,
+    resolve_config,
+)
 from sim2online_envs.hardware.racecar.mocap import ArenaTransform, VelocityEstimator
 
 pytest.importorskip("cobs")
@@ -130,10 +135,30 @@ def test_velocity_fit_in_body_frame_through_the_wrap() -> None:
         estimator.add(t, x, y, math.atan2(math.sin(psi), math.cos(psi)))
     vx, vy, w = estimator.velocity()
     assert w == pytest.approx(omega, rel=1e-6)
-    # The fit is the velocity at the window's middle, turned with the newest heading.
-    lag = 2 * dt * omega
-    assert vx == pytest.approx(speed * math.cos(lag), rel=1e-3)
-    assert vy == pytest.approx(-speed * math.sin(lag), rel=1e-2)
+    # The fit is the velocity at the window's middle, in the body frame of that moment: all
+    # forward, no side-slip (the chord of a circular arc is parallel to its middle tangent).
+    assert vx == pytest.approx(speed, rel=1e-3)
+    assert vy == pytest.approx(0.0, abs=1e-9)
+
+
+def test_velocity_window_restarts_on_a_jump_or_an_old_frame() -> None:
+    """A frame from before the car was placed (in flight at the reset) must not read as a
+    35 m/s velocity: it restarts the window, as a frame not newer than the last does."""
+    estimator = VelocityEstimator(window=5, max_speed=20.0)
+    dt = 1 / 120
+    for k in range(5):
+        estimator.add(k * dt, 0.01 * k, 0.0, 0.0)  # 1.2 m/s forward
+    assert estimator.velocity()[0] == pytest.approx(1.2)
+    estimator.add(5 * dt, 2.0, 1.0, 0.5)  # placed 2.2 m away within one frame
+    assert estimator.restarts == 1
+    np.testing.assert_array_equal(estimator.velocity(), np.zeros(3))  # one pose: no velocity
+    for k in range(6, 10):
+        estimator.add(k * dt, 2.0, 1.0, 0.5)  # standing where it was placed
+    np.testing.assert_allclose(estimator.velocity(), np.zeros(3), atol=1e-9)
+    estimator.add(9 * dt, 2.0, 1.0, 0.5)  # a repeated stamp
+    assert estimator.restarts == 2
+    with pytest.raises(ValueError, match="velocity_jump_speed"):
+        RaceCarConfig(velocity_jump_speed=0.0)
 
 
 def test_package_imports_without_hardware_libraries() -> None:

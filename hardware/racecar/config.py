@@ -64,6 +64,9 @@ class RaceCarConfig:
     :param mocap_clock_hz: ticks per second of the server's high-resolution timestamps.
     :param lost_frames: consecutive frames without the body tracked before ``body_lost``.
     :param velocity_window: poses in the least-squares velocity fit (latency: half the span).
+    :param velocity_jump_speed: m/s; a pose farther from the previous one than this speed allows
+        restarts the velocity window (a stale frame from before a reset, a glitch, the car
+        carried) instead of reading as a huge velocity.
     :param calibration: path of the calibration TOML ("" = the defaults of :class:`Calibration`).
 
     Twin only:
@@ -91,6 +94,7 @@ class RaceCarConfig:
     mocap_clock_hz: float = 1e7
     lost_frames: int = 3
     velocity_window: int = 5
+    velocity_jump_speed: float = 20.0
     calibration: str = ""
     twin_latency: float = 0.004
     twin_supply_mv: int = 7400
@@ -99,7 +103,7 @@ class RaceCarConfig:
         positive = (
             "baud", "connect_timeout", "status_timeout", "watchdog_periods", "mocap_rate",
             "mocap_max_age",
-            "mocap_max_latency", "mocap_clock_hz",
+            "mocap_max_latency", "mocap_clock_hz", "velocity_jump_speed",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)

@@ -13,8 +13,12 @@ unicast) and turns each frame into the state keys the task reads (``pose`` in th
 Velocities come from a least-squares line through the last ``velocity_window`` poses (position
 and unwrapped heading against the frames' exposure times): the slope of a line fitted to N
 evenly spaced samples is the velocity at the window's middle, so it lags by half the window's
-span ((N - 1) / 2 frames: 16.7 ms at 120 Hz with N = 5) and its noise falls as N^-1.5. World
-velocities are turned into the body frame with the newest heading.
+span ((N - 1) / 2 frames at the mocap rate) and its noise falls as N^-1.5. World velocities are
+turned into the body frame with the heading at the same moment (the fitted heading at the
+window's middle), so that a car turning at a steady speed reads no side-slip it does not have.
+A pose that implies more than ``velocity_jump_speed`` since the previous one (a frame still in
+flight from before the car was placed or carried, a mocap glitch) or that is not newer than it
+restarts the window instead of entering the fit.
 """
 
 from __future__ import annotations
@@ -104,17 +108,26 @@ class ArenaTransform:
 
 
 class VelocityEstimator:
-    """Least-squares slope of (x, y, unwrapped psi) over the last ``window`` poses."""
+    """Least-squares slope of (x, y, unwrapped psi) over the last ``window`` poses; a jump
+    faster than ``max_speed`` (m/s) or a sample not newer than the last restarts the window."""
 
-    def __init__(self, window: int):
+    def __init__(self, window: int, max_speed: float = math.inf):
         self.window = int(window)
+        self.max_speed = float(max_speed)
         self._samples: deque[tuple[float, float, float, float]] = deque(maxlen=self.window)
         self._unwrapped = 0.0
+        self.restarts = 0
 
     def reset(self) -> None:
         self._samples.clear()
 
     def add(self, stamp: float, x: float, y: float, psi: float) -> None:
+        if self._samples:
+            last_stamp, last_x, last_y, last = self._samples[-1]
+            elapsed = stamp - last_stamp
+            if elapsed <= 0 or math.hypot(x - last_x, y - last_y) > self.max_speed * elapsed:
+                self._samples.clear()
+                self.restarts += 1
         if self._samples:
             last = self._samples[-1][3]
             step = math.atan2(math.sin(psi - last), math.cos(psi - last))
@@ -134,7 +147,7 @@ class VelocityEstimator:
             return np.zeros(3)
         slopes = (t @ (data[:, 1:] - data[:, 1:].mean(axis=0))) / denominator
         vx_world, vy_world, omega = slopes
-        psi = data[-1, 3]
+        psi = float(data[:, 3].mean())  # the fitted heading at the window's middle
         c, s = math.cos(psi), math.sin(psi)
         return np.array([c * vx_world + s * vy_world, -s * vx_world + c * vy_world, omega])
 
@@ -172,7 +185,7 @@ class NatNetMocap:
             f"body {config.rigid_body!r})"
         )
         self.transform = ArenaTransform(calibration)
-        self._estimator = VelocityEstimator(config.velocity_window)
+        self._estimator = VelocityEstimator(config.velocity_window, config.velocity_jump_speed)
         self._lock = threading.Lock()
         self._client: Any = None
         self._body_id: int | None = None
