@@ -155,6 +155,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sysid.add_argument("--out", type=Path, default=Path("racecar_sysid.toml"), help="preset file")
     sysid.add_argument("--base", default=robots.racecar.DEFAULT_PRESET, help="preset to fit from")
     sysid.add_argument("--mass", type=float, default=None, help="weighed mass, kg (not fitted)")
+    sysid.add_argument(
+        "--fit",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="also fit this field of sysid.EXTRA_CANDIDATES (repeatable; the rolling resistance "
+        "and the two actuator lags: a real car or the twin needs all three)",
+    )
+    sysid.add_argument(
+        "--loss",
+        default="linear",
+        choices=["linear", "soft_l1", "huber"],
+        help="robust loss for recordings with glitches (late or dropped mocap frames)",
+    )
     calibrate = sub.add_parser("calibrate", help="calibrate a real robot's camera (or its twin's)")
     calibrate.add_argument("target", choices=["panda-camera"], help="what to calibrate")
     calibrate.add_argument("--twin", action="store_true", help="calibrate the twin's camera")
@@ -224,7 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sysid":
         from sim2online_envs.sysid import sysid_racecar
 
-        result = sysid_racecar(args.episodes, args.out, base=args.base, mass=args.mass)
+        result = sysid_racecar(
+            args.episodes,
+            args.out,
+            base=args.base,
+            mass=args.mass,
+            extra=tuple(dict.fromkeys(args.fit)),
+            loss=args.loss,
+        )
         logger.info(
             "sysid: RMS position error %.4f m before, %.4f m after; preset written to %s",
             result.error_before,

@@ -388,6 +388,9 @@ def fit_racecar(
     """
     from scipy.optimize import least_squares
 
+    unknown = sorted(set(extra) - set(EXTRA_CANDIDATES))
+    if unknown:
+        raise ValueError(f"extra: unknown parameter(s) {unknown}; known: {EXTRA_CANDIDATES}")
     if base not in car_robot.PRESETS:
         raise ValueError(f"unknown base preset {base!r}; known: {sorted(car_robot.PRESETS)}")
     resolved = resolve_preset(base)
@@ -403,9 +406,6 @@ def fit_racecar(
         velocity_lag = estimate_velocity_lag(episodes, control_dt)
     windows = _cut(_episode_arrays(episodes), resolved, horizon, stride, velocity_lag)
     names = [name for name in FIT_CANDIDATES if getattr(params, name) > 0]
-    unknown = sorted(set(extra) - set(EXTRA_CANDIDATES))
-    if unknown:
-        raise ValueError(f"extra: unknown parameter(s) {unknown}; known: {EXTRA_CANDIDATES}")
     names += [name for name in extra if name not in names and getattr(params, name) > 0]
     # Zero in the base: fitted from zero on a linear scale (a log scale cannot leave zero).
     linear = [name for name in extra if name not in names]

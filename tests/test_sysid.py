@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -99,3 +100,28 @@ def test_fit_recovers_parameters_from_noisy_observations(episodes: list) -> None
         assert result.fitted[name] == pytest.approx(TRUTH[name], rel=rel), name
     assert result.fitted["steering_offset"] == pytest.approx(TRUTH["steering_offset"], abs=0.01)
     assert result.error_after < 0.5 * result.error_before
+
+
+def test_cli_hands_the_extra_fields_and_the_loss_to_the_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flags a real car needs (docs/parameters.md, "sysid on the twin") reach fit_racecar;
+    an unknown field is refused by name."""
+    from sim2online_envs import sysid
+
+    seen: dict = {}
+
+    def fake(folder, output, **kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(error_before=1.0, error_after=0.5)
+
+    monkeypatch.setattr(sysid, "sysid_racecar", fake)
+    args = ["sysid", "racecar", str(tmp_path), "--out", str(tmp_path / "car.toml")]
+    extra = ["--fit", "rolling_resistance", "--fit", "steering_time_constant", "--loss", "soft_l1"]
+    assert cli.main([*args, *extra, "--fit", "rolling_resistance"]) == 0
+    assert seen["extra"] == ("rolling_resistance", "steering_time_constant")
+    assert seen["loss"] == "soft_l1"
+    assert set(seen["extra"]) <= set(sysid.EXTRA_CANDIDATES)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['mass'\]"):
+        fit_racecar([], extra=("mass",))
