@@ -25,14 +25,14 @@ within an hour there with at least two seeds). The rates it rests on are in
 * The gradient step is the cost: SAC with the recipe's batch of 512 and a BRO critic of width
   128 (the car benchmark's; the paper's 512 is several times slower) makes a few tens of
   updates a second on one core, env steps are two orders of magnitude cheaper. A prior gets
-  80k world-steps of 16 worlds with 4 updates per batched step: 20k gradient steps, about ten
-  minutes a seed, two seeds a third of the hour.
+  80k world-steps of 16 worlds with 4 updates per batched step: 20k gradient steps a seed,
+  the two priors the larger part of the hour.
 * Fine-tuning: K = 150 gradient steps per 250-step episode (UTD 0.6; the study's Go1:
   1250 per 1000 steps), 15 episodes, N* = 500 warm-start transitions (two episodes of the
   prior) for the recipes that have one, ResFiT's critic-only warm-up one episode's K, five
-  evaluation starts after every episode: under two minutes a run, so all six methods
-  (vanilla, delayed actor, mixing, the full recipe, ResFiT, SGFT) fit twice in the rest of the
-  hour with margin. The delay ablation of the car benchmark is not run here.
+  evaluation starts after every episode: 2,250 updates a run, a tenth of a prior's, so all
+  six methods (vanilla, delayed actor, mixing, the full recipe, ResFiT, SGFT) fit twice in the
+  rest of the hour. The delay ablation of the car benchmark is not run here.
 
 Outputs (``--out``, default ``docs/``): ``sim_to_sim_go1.csv`` (a row per seed, method and
 episode, appended as runs finish; finished runs are skipped on a rerun),
