@@ -17,8 +17,9 @@ span ((N - 1) / 2 frames at the mocap rate) and its noise falls as N^-1.5. World
 turned into the body frame with the heading at the same moment (the fitted heading at the
 window's middle), so that a car turning at a steady speed reads no side-slip it does not have.
 A pose that implies more than ``velocity_jump_speed`` since the previous one (a frame still in
-flight from before the car was placed or carried, a mocap glitch) or that is not newer than it
-restarts the window instead of entering the fit.
+flight from before the car was placed or carried, a mocap glitch) is held back: confirmed by the
+next frame it restarts the window, contradicted it is dropped (:class:`VelocityEstimator`);
+``Reading.extra`` counts both.
 """
 
 from __future__ import annotations
@@ -108,33 +109,70 @@ class ArenaTransform:
 
 
 class VelocityEstimator:
-    """Least-squares slope of (x, y, unwrapped psi) over the last ``window`` poses; a jump
-    faster than ``max_speed`` (m/s) or a sample not newer than the last restarts the window."""
+    """Least-squares slope of (x, y, unwrapped psi) over the last ``window`` poses.
 
-    def __init__(self, window: int, max_speed: float = math.inf):
+    A pose farther from the window's newest than ``max_speed`` allows (over the time between
+    them, never less than one ``frame_period``: arrival jitter bunches frames) is held back, not
+    fitted. The next pose decides: near the held one, the car really is elsewhere (carried)
+    and the window restarts from the two; near the window, the held pose was a glitch and is
+    dropped. A window of one pose (the first after a reset, which may be a frame still in flight
+    from before the car was placed) is simply replaced. A pose not newer than the window's
+    newest is dropped.
+    """
+
+    def __init__(self, window: int, max_speed: float = math.inf, frame_period: float = 0.0):
         self.window = int(window)
         self.max_speed = float(max_speed)
+        self.frame_period = float(frame_period)
         self._samples: deque[tuple[float, float, float, float]] = deque(maxlen=self.window)
-        self._unwrapped = 0.0
+        self._pending: tuple[float, float, float, float] | None = None
+        #: Windows restarted on a confirmed jump, and poses kept out of the fit.
         self.restarts = 0
+        self.rejected = 0
 
     def reset(self) -> None:
         self._samples.clear()
+        self._pending = None
 
-    def add(self, stamp: float, x: float, y: float, psi: float) -> None:
-        if self._samples:
-            last_stamp, last_x, last_y, last = self._samples[-1]
-            elapsed = stamp - last_stamp
-            if elapsed <= 0 or math.hypot(x - last_x, y - last_y) > self.max_speed * elapsed:
-                self._samples.clear()
-                self.restarts += 1
-        if self._samples:
-            last = self._samples[-1][3]
-            step = math.atan2(math.sin(psi - last), math.cos(psi - last))
-            self._unwrapped = last + step
-        else:
-            self._unwrapped = psi
-        self._samples.append((stamp, x, y, self._unwrapped))
+    def _near(self, reference: tuple[float, ...], stamp: float, x: float, y: float) -> bool:
+        allowed = self.max_speed * max(stamp - reference[0], self.frame_period)
+        return math.hypot(x - reference[1], y - reference[2]) <= allowed
+
+    def add(self, stamp: float, x: float, y: float, psi: float) -> bool:
+        """Take a pose; True where it is now the newest pose of the fit (False: held or dropped)."""
+        if not self._samples:
+            self._samples.append((stamp, x, y, psi))
+            return True
+        newest = self._samples[-1]
+        if stamp <= newest[0]:
+            self.rejected += 1
+            return False
+        if self._near(newest, stamp, x, y):
+            if self._pending is not None:  # the held pose was a glitch
+                self.rejected += 1
+                self._pending = None
+            step = math.atan2(math.sin(psi - newest[3]), math.cos(psi - newest[3]))
+            self._samples.append((stamp, x, y, newest[3] + step))
+            return True
+        if len(self._samples) == 1:  # one pose (just after a reset) is no evidence: replace it
+            self._samples.clear()
+            self._samples.append((stamp, x, y, psi))
+            self._pending = None
+            self.restarts += 1
+            return True
+        pending = self._pending
+        if pending is not None and stamp > pending[0] and self._near(pending, stamp, x, y):
+            self._samples.clear()
+            self._samples.append(pending)
+            step = math.atan2(math.sin(psi - pending[3]), math.cos(psi - pending[3]))
+            self._samples.append((stamp, x, y, pending[3] + step))
+            self._pending = None
+            self.restarts += 1
+            return True
+        if pending is not None:
+            self.rejected += 1
+        self._pending = (stamp, x, y, psi)
+        return False
 
     def velocity(self) -> np.ndarray:
         """(vx, vy, omega) in the body frame (zeros until two poses have arrived)."""
@@ -185,7 +223,9 @@ class NatNetMocap:
             f"body {config.rigid_body!r})"
         )
         self.transform = ArenaTransform(calibration)
-        self._estimator = VelocityEstimator(config.velocity_window, config.velocity_jump_speed)
+        self._estimator = VelocityEstimator(
+            config.velocity_window, config.velocity_jump_speed, 1.0 / config.mocap_rate
+        )
         self._lock = threading.Lock()
         self._client: Any = None
         self._body_id: int | None = None
@@ -275,10 +315,10 @@ class NatNetMocap:
             self._untracked = 0
             x, y, psi = self.transform.to_arena(body.pos, body.rot)
             stamp = arrival - latency
-            self._estimator.add(stamp, x, y, psi)
-            self._last_pose = np.array([x, y, psi])
-            self._last_stamp = stamp
             self._last_seen = arrival
+            if self._estimator.add(stamp, x, y, psi):  # a held or dropped pose is not reported
+                self._last_pose = np.array([x, y, psi])
+                self._last_stamp = stamp
 
     def sample(self, now: float | None = None) -> Reading:
         """The newest pose and velocity; invalid (never raised) with a fault name."""
@@ -290,7 +330,12 @@ class NatNetMocap:
             if self._last_pose is None:
                 return Reading({}, now, valid=False, fault=FAULT_BODY_LOST)
             state = {"pose": self._last_pose.copy(), "velocity": self._estimator.velocity()}
-            extra = {"latency": self._last_latency, "untracked": self._untracked}
+            extra = {
+                "latency": self._last_latency,
+                "untracked": self._untracked,
+                "velocity_restarts": self._estimator.restarts,
+                "poses_rejected": self._estimator.rejected,
+            }
             if now - seen > self.config.mocap_max_age:
                 return Reading(state, self._last_stamp, False, FAULT_MOCAP_STALE, extra)
             if self._untracked >= self.config.lost_frames:
