@@ -491,10 +491,24 @@ def jobs_for(budget: Budget, priors: dict[int, pathlib.Path], done: set[tuple[st
     return [j for j in jobs if (j.run, j.seed) not in done]
 
 
+def default_out(quick: bool) -> pathlib.Path:
+    """docs/ for a full run; a fresh temp folder for ``--quick``, which must never overwrite the
+    committed results with a smoke run's."""
+    if not quick:
+        return ROOT / "docs"
+    import tempfile
+
+    out = pathlib.Path(tempfile.mkdtemp(prefix="sim_to_sim_quick_"))
+    logger.info("--quick without --out: writing to %s", out)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="default: docs/")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=None, help="default: docs/ (--quick: a temp folder)"
+    )
     parser.add_argument("--priors", type=pathlib.Path, default=None, help="prior cache folder")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=None)
@@ -532,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     budget = dataclasses.replace(budget, **overrides)
-    out = args.out or ROOT / "docs"
+    out = args.out or default_out(args.quick)
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / "results.md"
     if args.plots_only:

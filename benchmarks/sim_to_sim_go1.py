@@ -295,7 +295,9 @@ def report(out: pathlib.Path, budget: Go1Budget, markdown: pathlib.Path) -> None
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="default: docs/")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=None, help="default: docs/ (--quick: a temp folder)"
+    )
     parser.add_argument("--priors", type=pathlib.Path, default=None, help="prior cache folder")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=None)
@@ -316,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     budget = dataclasses.replace(budget, **overrides)
-    out = args.out or ROOT / "docs"
+    out = args.out or s2s.default_out(args.quick)
     out.mkdir(parents=True, exist_ok=True)
     markdown = out / "results.md"
     if args.plots_only:

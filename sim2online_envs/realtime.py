@@ -79,7 +79,7 @@ def enter_realtime(priority: int, cpus: Iterable[int] | None = None) -> Scheduli
         try:
             os.sched_setaffinity(0, pinned)
         except OSError:
-            leave_realtime(previous)
+            _restore_while_unwinding(previous)
             raise
     logger.info(
         "control loop thread at SCHED_FIFO priority %d%s",
@@ -115,8 +115,18 @@ def realtime_loop(priority: int | None, cpus: Iterable[int] | None = None) -> It
     previous = enter_realtime(priority, cpus)
     try:
         yield
-    finally:
+    except BaseException:
+        _restore_while_unwinding(previous)
+        raise
+    leave_realtime(previous)
+
+
+def _restore_while_unwinding(previous: SchedulingState) -> None:
+    """Restore, logging (not raising) a failure: the exception in flight is the one to see."""
+    try:
         leave_realtime(previous)
+    except OSError:
+        logger.exception("could not restore the thread's scheduling to %s", previous)
 
 
 def _require_linux() -> None:

@@ -152,3 +152,22 @@ def test_a_refused_pinning_restores_the_policy(monkeypatch: pytest.MonkeyPatch) 
         enter_realtime(10, cpus=[0])
     before = os.sched_getscheduler(0)
     assert calls == [os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, before]
+
+
+def test_a_failed_restore_does_not_hide_the_loops_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    previous = realtime.SchedulingState(policy=os.SCHED_OTHER, priority=0, cpus=frozenset({0}))
+    monkeypatch.setattr(realtime, "enter_realtime", lambda priority, cpus=None: previous)
+
+    def refuse(_previous) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(realtime, "leave_realtime", refuse)
+    with (
+        caplog.at_level("ERROR"),
+        pytest.raises(KeyError, match="the loop's own"),
+        realtime_loop(10),
+    ):
+        raise KeyError("the loop's own")
+    assert "could not restore" in caplog.text

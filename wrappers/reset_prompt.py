@@ -442,9 +442,9 @@ class PandaHomeReset(AutoReset):
 
     The action moves a target, never the tip itself: a real impedance arm can settle short of
     its target (joint friction, an unmodelled payload) by more than ``tolerance``. Once the
-    target is home and the tip has moved less than ``settle_distance`` over ``settle_steps``
-    steps, the routine stops and reports that it did not reach the start (the operator is told
-    and decides) instead of waiting out ``max_steps``.
+    target is home and every tip of the last ``settle_steps`` steps lies within
+    ``settle_distance`` of the newest, the routine stops and reports that it did not reach the
+    start (the operator is told and decides) instead of waiting out ``max_steps``.
     """
 
     home: tuple[float, float, float] = tuple(robots.panda.HOME_TIP_POS.tolist())
@@ -473,10 +473,8 @@ class PandaHomeReset(AutoReset):
             if np.linalg.norm(home - target) < 1e-6:
                 tips_with_target_home.append(tip)
                 window = tips_with_target_home[-self.settle_steps - 1 :]
-                if (
-                    len(window) > self.settle_steps
-                    and np.linalg.norm(window[-1] - window[0]) < self.settle_distance
-                ):
+                spread = max(float(np.linalg.norm(t - window[-1])) for t in window)
+                if len(window) > self.settle_steps and spread < self.settle_distance:
                     logger.warning(
                         "Panda auto reset: the target is home but the tip settled %.1f mm from it "
                         "(tolerance %.1f mm)",
