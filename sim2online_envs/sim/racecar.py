@@ -661,14 +661,18 @@ class RaceCarVectorBackend(Backend):
 
     # -- parameters ----------------------------------------------------------------------------
 
-    def _derive_world_params(self) -> None:
-        """Per-world physical constants from the nominal parameters and the scale factors."""
+    def _derive_world_params(self, ids: np.ndarray | None = None) -> None:
+        """Per-world physical constants from the nominal parameters and the scale factors.
+
+        ``ids``: only those worlds' entries, in place (a reset; the same arithmetic per world).
+        """
         p = self.params
-        mass_s, friction_s, cm1_s, cm2_s, resist_s, inertia_s, viscous_s = self._scales
+        scales = self._scales if ids is None else self._scales[:, ids]
+        mass_s, friction_s, cm1_s, cm2_s, resist_s, inertia_s, viscous_s = scales
         mass = p.mass * mass_s
         friction = p.friction * friction_s
         weight_force = friction * mass * GRAVITY
-        self._world = _WorldParams(
+        world = _WorldParams(
             mass=mass,
             inv_mass=1.0 / mass,
             inv_inertia=1.0 / (p.inertia_z * mass_s * inertia_s),
@@ -686,6 +690,11 @@ class RaceCarVectorBackend(Backend):
                 [weight_force * (p.lr / p.wheelbase), weight_force * (p.lf / p.wheelbase)]
             ),
         )
+        if ids is None:
+            self._world = world
+        else:
+            for mine, theirs in zip(self._world, world, strict=True):
+                mine[..., ids] = theirs
         self._tire_b = np.array([[p.tire_b_front], [p.tire_b_rear]])
         self._tire_c = np.array([[p.tire_c_front], [p.tire_c_rear]])
 
@@ -748,7 +757,7 @@ class RaceCarVectorBackend(Backend):
             self._scales[:, ids] = 1.0
             offset = 0.0
         self._offset[ids] = self.params.steering_offset + offset
-        self._derive_world_params()
+        self._derive_world_params(ids)
 
         low, high = self.start_distance_range
         distance = low + (high - low) * draws[5]
