@@ -25,9 +25,9 @@ import math
 import numba
 import numpy as np
 
-# Importing the Go1 task first points numba's on-disk cache at a writable folder
-# (``use_a_writable_numba_cache``); the kernels below are compiled against it.
-import sim2online_envs.tasks.go1  # noqa: F401
+from sim2online_envs.numba_cache import use_a_writable_numba_cache
+
+use_a_writable_numba_cache()  # before the first njit: the kernels below cache there
 
 #: ``status`` values of :func:`go1_limit`: all finite, non-finite targets, non-finite joints.
 OK, TARGETS_NOT_FINITE, JOINTS_NOT_FINITE = 0, 1, 2

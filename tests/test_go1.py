@@ -774,18 +774,18 @@ def test_numba_caches_in_the_temp_folder_where_nothing_else_is_writable(monkeypa
     folder (a user's NUMBA_CACHE_DIR wins, and writable default places are left alone)."""
     import numba
 
-    from sim2online_envs.tasks import go1 as go1_task
+    from sim2online_envs import numba_cache as cache
 
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    monkeypatch.setattr(go1_task, "_writable", lambda folder: False)
-    folder = go1_task.use_a_writable_numba_cache()
+    monkeypatch.setattr(cache, "_writable", lambda folder: False)
+    folder = cache.use_a_writable_numba_cache()
     assert folder is not None and folder == numba.config.CACHE_DIR
     assert folder.startswith(tempfile.gettempdir())
 
     monkeypatch.setattr(numba.config, "CACHE_DIR", "/somewhere/the/user/chose")
-    assert go1_task.use_a_writable_numba_cache() is None
+    assert cache.use_a_writable_numba_cache() is None
     assert numba.config.CACHE_DIR == "/somewhere/the/user/chose"
 
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    monkeypatch.setattr(go1_task, "_writable", lambda folder: True)
-    assert go1_task.use_a_writable_numba_cache() is None and numba.config.CACHE_DIR == ""
+    monkeypatch.setattr(cache, "_writable", lambda folder: True)
+    assert cache.use_a_writable_numba_cache() is None and numba.config.CACHE_DIR == ""

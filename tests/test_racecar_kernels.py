@@ -190,7 +190,8 @@ def test_the_elementary_functions_match_the_c_library() -> None:
     special += [np.inf, -np.inf, np.nan]
     x = np.concatenate([special, rng.uniform(-8, 8, 20000), rng.standard_cauchy(20000)])
     y = np.concatenate([special[::-1], rng.uniform(-8, 8, 20000), rng.standard_cauchy(20000)])
-    x[:30] = np.where(np.abs(x[:30]) > 1e5, 1.0, x[:30])  # sin's argument stays moderate
+    large = np.isfinite(x[:30]) & (np.abs(x[:30]) > 1e5)  # sin's finite argument stays moderate
+    x[:30] = np.where(large, 1.0, x[:30])  # (the infinities stay: NaN for sin and cos)
     got = evaluate(x, y)
     with np.errstate(all="ignore"):
         want = np.stack([np.arctan(x), np.arctan2(y, np.abs(x)), np.sin(x), np.cos(x), np.tanh(x)])

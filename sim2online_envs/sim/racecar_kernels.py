@@ -37,9 +37,9 @@ import math
 import numba
 import numpy as np
 
-# Importing the Go1 task first points numba's on-disk cache at a writable folder
-# (``use_a_writable_numba_cache``); the kernels below are compiled against it.
-import sim2online_envs.tasks.go1  # noqa: F401
+from sim2online_envs.numba_cache import use_a_writable_numba_cache
+
+use_a_writable_numba_cache()  # before the first njit: the kernels below cache there
 
 #: Entries of the ``constants`` array of :func:`rk4_substeps` (built by
 #: ``RaceCarVectorBackend._kernel_constants``).

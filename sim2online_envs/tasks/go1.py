@@ -16,18 +16,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, ClassVar, NoReturn
 
 import numba
-import numba.misc.appdirs
 import numpy as np
 from gymnasium import spaces
 
 from sim2online_envs.config import coerce_config, replace_fields
 from sim2online_envs.core import Batch, Task, Transition
+from sim2online_envs.numba_cache import use_a_writable_numba_cache
 from sim2online_envs.robots import go1 as go1_robot
 from sim2online_envs.robots.go1 import (
     FOOT_NAMES,
@@ -323,34 +321,6 @@ def up_z(quat: np.ndarray) -> np.ndarray:
 # same scalar code whatever the batch, so the batched env equals the single env bit for bit.
 # Each term function takes one world's arrays (1-D, or (4, 3) for the feet) and returns the raw,
 # unweighted value.
-
-
-def _writable(folder: str) -> bool:
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
-def use_a_writable_numba_cache() -> str | None:
-    """Where numba can cache nowhere (a read-only install without a writable home), point it at
-    the temp folder rather than fail at import; returns the folder chosen, or None.
-
-    numba caches next to this file (``__pycache__``), else in the user's cache folder; a user's
-    ``NUMBA_CACHE_DIR`` wins.
-    """
-    if numba.config.CACHE_DIR:
-        return None
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    user = numba.misc.appdirs.user_cache_dir(appname="numba", appauthor=False)
-    if _writable(here) or _writable(user):
-        return None
-    folder = os.path.join(tempfile.gettempdir(), "sim2online_envs-numba-cache")
-    numba.config.CACHE_DIR = folder
-    logger.warning("numba cannot cache next to the package or in %s; caching in %s", user, folder)
-    return folder
 
 
 use_a_writable_numba_cache()
