@@ -491,6 +491,41 @@ def jobs_for(budget: Budget, priors: dict[int, pathlib.Path], done: set[tuple[st
     return [j for j in jobs if (j.run, j.seed) not in done]
 
 
+def append_runs(
+    pool: Any,
+    run_job: Callable[[Job], list[dict[str, Any]]],
+    jobs: Sequence[Job],
+    csv_path: pathlib.Path,
+    after_each: Callable[[], None],
+    digits: int = 1,
+) -> None:
+    """Run ``jobs`` on ``pool``, appending each run's rows to ``csv_path`` as it finishes (a
+    restart skips what is there) and calling ``after_each`` (the report) after every run."""
+    from tqdm import tqdm
+
+    new = not csv_path.is_file()
+    with csv_path.open("a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        bar = tqdm(total=len(jobs), desc="fine-tuning runs", file=sys.stderr)
+        for rows in pool.imap_unordered(run_job, jobs):
+            writer.writerows(rows)
+            file.flush()
+            bar.update(1)
+            if rows:
+                logger.info(
+                    f"%s seed %d: prior %.{digits}f, last episode %+.{digits}f relative (%.0f s)",
+                    rows[0]["run"],
+                    rows[0]["seed"],
+                    rows[0]["prior_return"],
+                    rows[-1]["relative_return"],
+                    rows[-1]["elapsed_s"],
+                )
+            after_each()
+        bar.close()
+
+
 def default_out(quick: bool) -> pathlib.Path:
     """docs/ for a full run; a fresh temp folder for ``--quick``, which must never overwrite the
     committed results with a smoke run's."""
@@ -588,29 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         done = {(r["run"], int(r["seed"])) for r in read_rows(csv_path)}
         jobs = jobs_for(budget, priors, done)
         logger.info("%d runs to do (%d done before)", len(jobs), len(done))
-        new = not csv_path.is_file()
-        from tqdm import tqdm
-
-        with csv_path.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=FIELDS)
-            if new:
-                writer.writeheader()
-            bar = tqdm(total=len(jobs), desc="fine-tuning runs", file=sys.stderr)
-            for rows in pool.imap_unordered(_run_job, jobs):
-                writer.writerows(rows)
-                file.flush()
-                bar.update(1)
-                if rows:
-                    logger.info(
-                        "%s seed %d: prior %.1f, last episode %+.1f relative (%.0f s)",
-                        rows[0]["run"],
-                        rows[0]["seed"],
-                        rows[0]["prior_return"],
-                        rows[-1]["relative_return"],
-                        rows[-1]["elapsed_s"],
-                    )
-                report(out, budget, markdown)
-            bar.close()
+        append_runs(pool, _run_job, jobs, csv_path, lambda: report(out, budget, markdown))
     report(out, budget, markdown)
     logger.info("done in %.0f s; results in %s", time.perf_counter() - started, markdown)
     return 0

@@ -55,7 +55,6 @@ import json
 import logging
 import multiprocessing as mp
 import pathlib
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -348,29 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (run, seed) not in done
         ]
         logger.info("%d runs to do (%d done before)", len(jobs), len(done))
-        new = not csv_path.is_file()
-        from tqdm import tqdm
-
-        with csv_path.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=s2s.FIELDS)
-            if new:
-                writer.writeheader()
-            bar = tqdm(total=len(jobs), desc="fine-tuning runs", file=sys.stderr)
-            for rows in pool.imap_unordered(_run_job, jobs):
-                writer.writerows(rows)
-                file.flush()
-                bar.update(1)
-                if rows:
-                    logger.info(
-                        "%s seed %d: prior %.2f, last episode %+.2f relative (%.0f s)",
-                        rows[0]["run"],
-                        rows[0]["seed"],
-                        rows[0]["prior_return"],
-                        rows[-1]["relative_return"],
-                        rows[-1]["elapsed_s"],
-                    )
-                report(out, budget, markdown)
-            bar.close()
+        s2s.append_runs(
+            pool, _run_job, jobs, csv_path, lambda: report(out, budget, markdown), digits=2
+        )
     report(out, budget, markdown)
     logger.info("done in %.0f s; results in %s", time.perf_counter() - started, markdown)
     return 0
