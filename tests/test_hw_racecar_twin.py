@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from racecar_twin_settings import TWIN_SETTINGS
 
 pytest.importorskip("serial")
 pytest.importorskip("natnet")
@@ -39,15 +40,6 @@ from sim2online_envs.wrappers.recording import (
     load_episodes,
 )
 
-#: Tolerances for a shared, loaded CI machine, where the test's own step loop can stall for
-#: 100 ms (the real car's defaults are tighter, see the docs; the failsafe test sets 100 ms).
-TWIN_SETTINGS = {
-    "mocap_max_age": 0.25,
-    "mocap_max_latency": 0.06,
-    "status_timeout": 0.3,
-    "failsafe_timeout_ms": 250,
-    "watchdog_periods": 15.0,
-}
 #: No test step loop runs longer than this many steps after a fault (a hang fails, not waits).
 MAX_STEPS_AFTER_FAULT = 120
 

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from racecar_twin_settings import TWIN_SETTINGS
 
 import sim2online_envs  # noqa: F401  (registers the ids)
 from sim2online_envs.hardware.racecar.twin import REALITY
@@ -29,14 +30,6 @@ from sim2online_envs.wrappers.recording import RecordEpisodes, RecordingConfig, 
 # A robot's clock against a twin process in real time: run one at a time (scripts/test.sh).
 pytestmark = pytest.mark.twin
 
-#: The twin tests' tolerances for a shared, loaded machine (tests/test_hw_racecar_twin.py).
-TWIN_SETTINGS = {
-    "mocap_max_age": 0.25,
-    "mocap_max_latency": 0.06,
-    "status_timeout": 0.3,
-    "failsafe_timeout_ms": 250,
-    "watchdog_periods": 15.0,
-}
 EPISODES = 6
 #: The twin's known values of what the fit finds (the trim: the calibration's, none).
 KNOWN = {
