@@ -275,12 +275,17 @@ def finetune_run(
     return rows
 
 
-def _run_job(job: Job) -> list[dict[str, Any]]:
+def guarded_run(run: Callable[[Job], list[dict[str, Any]]], job: Job) -> list[dict[str, Any]]:
+    """``run(job)``, or no rows where it fails: one failed run must not lose the others'."""
     try:
-        return finetune_run(job)
-    except Exception:  # one failed run must not lose the others' results
+        return run(job)
+    except Exception:
         logger.exception("run %s seed %d failed", job.run, job.seed)
         return []
+
+
+def _run_job(job: Job) -> list[dict[str, Any]]:
+    return guarded_run(finetune_run, job)
 
 
 # -- statistics, tables and plots ---------------------------------------------------------------

@@ -189,11 +189,7 @@ def finetune_run(job: s2s.Job) -> list[dict[str, Any]]:
 
 
 def _run_job(job: s2s.Job) -> list[dict[str, Any]]:
-    try:
-        return finetune_run(job)
-    except Exception:  # one failed run must not lose the others' results
-        logger.exception("run %s seed %d failed", job.run, job.seed)
-        return []
+    return s2s.guarded_run(finetune_run, job)
 
 
 # -- report -------------------------------------------------------------------------------------
