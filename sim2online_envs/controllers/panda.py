@@ -113,6 +113,11 @@ def scripted_actions(
     return action
 
 
+#: How far (m) a resting cube's centre may sit below half its size: the simulator's contact
+#: penetration. The controller never aims lower than that.
+RESTING_SLACK = 0.002
+
+
 class PandaScriptedController(ScriptedPolicy):
     """The scripted pick for one env: ``policy(obs) -> action`` reading the env's ground truth.
 
@@ -137,10 +142,16 @@ class PandaScriptedController(ScriptedPolicy):
         """The action (4,) float32 for the env's current state (``observation`` for its tip)."""
         del observation  # the ground truth below includes the observed tip
         raw = self.env.state
+        object_pos = np.array(self.env.backend.privileged()["object_pos"], dtype=np.float64)
+        # A cube cannot sit lower than on the table (z = 0 in the base frame): on hardware the
+        # marker pose drifts several mm low while the fingers hide the markers at the grasp,
+        # and chasing it presses the hand into the cube.
+        floor = 0.5 * np.asarray(raw["object_size"], dtype=np.float64).reshape(-1) - RESTING_SLACK
+        object_pos[:, 2] = np.maximum(object_pos[:, 2], floor)
         action = scripted_actions(
             raw["tip_pos"],
             raw["gripper_holding"],
-            self.env.backend.privileged()["object_pos"],
+            object_pos,
             self.env.task_state["goal"],
             self.config,
             tip_target=raw["tip_target"],
