@@ -15,15 +15,15 @@ Connecting with the wrong one makes libfranka say only "incorrect object size" (
 the arm and the driver to use.
 
 Control: targets from the policy at the control rate, the 1 kHz loop inside libfranka, a
-Cartesian impedance (a critically damped spring to the target, the law the simulator's arm
-runs by default): franky's ``CartesianImpedanceTrackingMotion`` (its reference set each tick) or panda-py's
-``CartesianImpedance`` controller (``set_control`` each tick), with the stiffnesses of the
-config. franky also offers ``arm_mode="motion"``: each target a ``CartesianMotion`` that takes
-over the running one (Ruckig replanning; precise at rest, but it overshoots targets that move).
-The hand
-points down (the simulator's ``TIP_DOWN_ROTATION``). Errors (reflexes, communication
-constraints, a lost connection) are caught when reading, kept with libfranka's text and reported
-until :meth:`ArmDriver.recover` is called explicitly: nothing clears them by itself.
+Cartesian impedance (a critically damped spring to the target, the law the simulator's arm runs
+by default): franky's ``CartesianImpedanceTrackingMotion`` (its reference set each tick) or
+panda-py's ``CartesianImpedance`` controller (``set_control`` each tick), with the stiffnesses
+of the config. franky also offers ``arm_mode="motion"``: each target a ``CartesianMotion`` that
+takes over the running one (Ruckig replanning; precise at rest, but it overshoots targets that
+move). The hand points down (the simulator's ``TIP_DOWN_ROTATION``). Errors (reflexes,
+communication constraints, a lost connection) are caught when reading, kept with libfranka's
+text and reported until :meth:`ArmDriver.recover` is called explicitly: nothing clears them by
+itself.
 
 The gripper runs on two threads of its own (libfranka's gripper calls block: a grasp for up to
 a second, a state read until the next state packet): one reads its state, one executes the
